@@ -1,0 +1,309 @@
+// Package catalog is otabox's immutable, in-memory view of the firmware it
+// serves: the folders a device can list, every file's bytes, digests and
+// image description, and the JSON listing of each folder, rendered once at
+// load for each device family.
+//
+// A catalog is built once by Load and never changes; serving reads it with
+// no locks. Anything a device could not use safely is left out at load,
+// with a warning, rather than offered and then failed at download time.
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"otabox/appliance/espimage"
+)
+
+// Type is the catalog's "type" field.
+type Type string
+
+const (
+	Bin       Type = "bin"       // a firmware image a device can flash
+	File      Type = "file"      // anything else
+	Directory Type = "directory" // a sub-folder, listable with path=
+)
+
+// DefaultMaxFileSize bounds what is held in memory per file. The largest
+// ESP flash is 16 MB (128 MB for the newest ESP32 parts); a file beyond this
+// is not firmware.
+const DefaultMaxFileSize = 128 << 20
+
+// Entry is one file or folder of the catalog.
+type Entry struct {
+	Path  string // slash-separated path from the catalog root: "lab/fw.bin"
+	Name  string // last element of Path
+	Type  Type
+	Size  int64
+	Date  string          // MM/DD/YY, as the reference server's strftime('%x')
+	Time  string          // HH:MM:SS
+	Image *espimage.Image // set for Bin entries
+	// MD5 and SHA256 are lower-case hex of the bytes served (files only).
+	MD5, SHA256 string
+
+	content io.ReaderAt
+}
+
+// Content returns a reader over the entry's bytes. It shares the catalog's
+// copy (or the embedded data); nothing is copied per call.
+func (e *Entry) Content() *io.SectionReader {
+	return io.NewSectionReader(e.content, 0, e.Size)
+}
+
+// Dir is one listable folder.
+type Dir struct {
+	Path    string   // "" for the root
+	Entries []*Entry // sorted by name
+	json    [3][]byte
+}
+
+// JSON returns the folder's listing as the given family should see it:
+// images another family cannot run are typed "file", so the device does not
+// offer them. espimage.FamilyUnknown sees every image as "bin". The bytes
+// are shared: do not modify them.
+func (d *Dir) JSON(f espimage.Family) []byte {
+	if int(f) >= len(d.json) {
+		f = espimage.FamilyUnknown
+	}
+	return d.json[f]
+}
+
+// Catalog is the loaded, immutable catalog.
+type Catalog struct {
+	Source   string // what it was loaded from, for logs and the status page
+	dirs     map[string]*Dir
+	files    map[string]*Entry
+	byDigest map[string][]*Entry
+	all      []*Entry // files, sorted by path
+}
+
+// Options tune Load.
+type Options struct {
+	Source string
+	Logger *slog.Logger
+	// Embedded says the fs.FS already holds its files in memory (go:embed):
+	// entries then read from it directly instead of keeping a copy.
+	Embedded bool
+	// Stamp dates files that carry no build stamp of their own and have no
+	// modification time (embedded files): normally the binary's build time.
+	Stamp time.Time
+	// MaxFileSize skips larger files; 0 means DefaultMaxFileSize.
+	MaxFileSize int64
+}
+
+// Dir returns the folder at p, a path already cleaned by Clean.
+func (c *Catalog) Dir(p string) (*Dir, bool) { d, ok := c.dirs[p]; return d, ok }
+
+// File returns the file at p, a path already cleaned by Clean.
+func (c *Catalog) File(p string) (*Entry, bool) { e, ok := c.files[p]; return e, ok }
+
+// Files returns every file, sorted by path.
+func (c *Catalog) Files() []*Entry { return c.all }
+
+// Running returns the images a device runs when it reports digest as its
+// x-*-sketch-md5 or x-ESP32-sketch-sha256 (any letter case).
+func (c *Catalog) Running(digest string) []*Entry {
+	return c.byDigest[strings.ToLower(digest)]
+}
+
+// Load walks fsys and builds the catalog. Files that cannot be offered
+// safely are skipped with a warning; only a failure to read the root itself
+// is an error.
+func Load(fsys fs.FS, opts Options) (*Catalog, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxFileSize == 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
+	}
+	if opts.Stamp.IsZero() {
+		opts.Stamp = time.Now()
+	}
+	c := &Catalog{
+		Source:   opts.Source,
+		dirs:     map[string]*Dir{"": {Path: ""}},
+		files:    map[string]*Entry{},
+		byDigest: map[string][]*Entry{},
+	}
+	if _, err := fs.ReadDir(fsys, "."); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
+	}
+	skip := func(p, why string) { opts.Logger.Warn("catalog: skipped", "path", p, "reason", why) }
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if p == "." {
+			return err
+		}
+		if err != nil {
+			skip(p, err.Error())
+			if d != nil && d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		name := d.Name()
+		if strings.HasPrefix(name, ".") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil // dotfiles (.gitkeep, editor swap files) are never firmware
+		}
+		if why := checkName(name); why != "" {
+			skip(p, why)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		parent := c.dirs[parentOf(p)]
+		if d.IsDir() {
+			c.dirs[p] = &Dir{Path: p}
+			parent.Entries = append(parent.Entries, &Entry{Path: p, Name: name, Type: Directory})
+			return nil
+		}
+		e, why := loadFile(fsys, p, d, opts)
+		if why != "" {
+			skip(p, why)
+			return nil
+		}
+		if cost := entryCost(e); cost > JSONBudget {
+			skip(p, fmt.Sprintf("its catalog entry needs %d bytes of the device's %d-byte JSON buffer (name too long)", cost, JSONBudget))
+			return nil
+		}
+		parent.Entries = append(parent.Entries, e)
+		c.files[p] = e
+		c.all = append(c.all, e)
+		if e.Image != nil {
+			for _, dg := range append(e.Image.Digests.RunningMD5, e.Image.Digests.RunningSHA256) {
+				if dg != "" && !contains(c.byDigest[dg], e) {
+					c.byDigest[dg] = append(c.byDigest[dg], e)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
+	}
+	sort.Slice(c.all, func(i, j int) bool { return c.all[i].Path < c.all[j].Path })
+	for _, d := range c.dirs {
+		sort.Slice(d.Entries, func(i, j int) bool { return d.Entries[i].Name < d.Entries[j].Name })
+		for f := range d.json {
+			d.json[f] = render(d, espimage.Family(f))
+		}
+	}
+	return c, nil
+}
+
+func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string) {
+	info, err := fs.Stat(fsys, p) // follows a symlink (inside the root only, for os.Root)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if !info.Mode().IsRegular() {
+		return nil, "not a regular file"
+	}
+	if info.Size() > opts.MaxFileSize {
+		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize)
+	}
+	b, err := fs.ReadFile(fsys, p)
+	if err != nil {
+		return nil, err.Error()
+	}
+	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: int64(len(b)), content: bytes.NewReader(b)}
+	if opts.Embedded {
+		if f, err := fsys.Open(p); err == nil {
+			if ra, ok := f.(io.ReaderAt); ok {
+				e.content = ra // serve from the embedded data; b is dropped after load
+			}
+		}
+	}
+	if looksLikeImage(d.Name(), b) {
+		img, err := espimage.Parse(b)
+		if err != nil {
+			return nil, "malformed firmware image: " + err.Error()
+		}
+		e.Type, e.Image = Bin, img
+		e.MD5, e.SHA256 = img.Digests.FileMD5, img.Digests.FileSHA256
+	} else {
+		e.MD5, e.SHA256 = md5hex(b), sha256hex(b)
+	}
+	stamp := info.ModTime()
+	if stamp.IsZero() || opts.Embedded {
+		stamp = opts.Stamp
+	}
+	e.Date, e.Time = stamp.Local().Format("01/02/06"), stamp.Local().Format("15:04:05")
+	if e.Image != nil && e.Image.Date != "" {
+		e.Date, e.Time = e.Image.Date, e.Image.Time
+	}
+	return e, ""
+}
+
+// looksLikeImage decides which files must parse as firmware: anything that
+// starts with the image magic, and gzip files named as ESP8266 images.
+func looksLikeImage(name string, b []byte) bool {
+	if len(b) > 0 && b[0] == espimage.Magic {
+		return true
+	}
+	gz := len(b) >= 2 && b[0] == 0x1F && b[1] == 0x8B
+	return gz && (strings.HasSuffix(name, ".bin") || strings.HasSuffix(name, ".bin.gz"))
+}
+
+// checkName keeps names to what travels through a device unharmed: the
+// device pastes the name raw into its request line and unescaped into its
+// HTML page (protocol spec §3.1, §8.5).
+func checkName(name string) string {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Sprintf("name has %q at byte %d; devices can only fetch names of A-Z a-z 0-9 . _ -", c, i)
+		}
+	}
+	return ""
+}
+
+func contains(es []*Entry, e *Entry) bool {
+	for _, x := range es {
+		if x == e {
+			return true
+		}
+	}
+	return false
+}
+
+// Clean turns a folder or file path as a device sends it (path= values
+// ".", "", "sub", "/sub", "sub/", "./sub"; request-targets "/fw.bin",
+// "./fw.bin", "bin//fw.bin") into the catalog's key: slash-separated,
+// no empty or "." elements, "" for the root. It refuses anything that could
+// name a place outside the catalog.
+func Clean(p string) (string, error) {
+	if strings.ContainsAny(p, "\\\x00") {
+		return "", errors.New("path contains a backslash or NUL")
+	}
+	var parts []string
+	for _, el := range strings.Split(p, "/") {
+		switch el {
+		case "", ".":
+			continue
+		case "..":
+			return "", errors.New(`path contains ".."`)
+		}
+		parts = append(parts, el)
+	}
+	return strings.Join(parts, "/"), nil
+}
+
+// parentOf returns the catalog key of p's folder ("" for the root).
+func parentOf(p string) string {
+	if d := path.Dir(p); d != "." {
+		return d
+	}
+	return ""
+}

@@ -1,0 +1,192 @@
+// Package decide is the one place that says whether a device gets an image:
+// serve it, answer "no update" (304), or refuse with a status and a
+// one-line reason. It does no I/O; a reader who wants to know why a device
+// got what it got reads this file.
+package decide
+
+import (
+	"fmt"
+	"net/http"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/device"
+	"otabox/appliance/espimage"
+)
+
+// Action is what the server does with a firmware request.
+type Action uint8
+
+const (
+	Serve       Action = iota // 200 with the image
+	NotModified               // 304: the device reports "no update"
+	Refuse                    // 4xx with a reason
+)
+
+// Verdict is a decision with its HTTP status and the one-line reason that
+// goes into the response and the log.
+type Verdict struct {
+	Action Action
+	Status int
+	Reason string
+	Entry  *catalog.Entry // the image served or considered
+}
+
+// Request is everything a decision may look at.
+type Request struct {
+	Entry  *catalog.Entry
+	Device *device.Facts
+	// Running are the catalog images whose digests match what the device
+	// reports it runs (catalog.Running).
+	Running []*catalog.Entry
+	// Chip is the device's chip when known from an earlier visit.
+	Chip      espimage.Chip
+	ChipKnown bool
+}
+
+func refuse(status int, e *catalog.Entry, format string, args ...any) Verdict {
+	return Verdict{Action: Refuse, Status: status, Reason: fmt.Sprintf(format, args...), Entry: e}
+}
+
+// RunningChip returns the device's chip when it can be known: from the
+// catalog images it runs (if they agree) or from an earlier visit.
+func RunningChip(r Request) (espimage.Chip, bool) {
+	var chip espimage.Chip
+	n := 0
+	for _, e := range r.Running {
+		if n > 0 && e.Image.Chip != chip {
+			n = -1
+			break
+		}
+		chip, n = e.Image.Chip, 1
+	}
+	if n == 1 {
+		return chip, true
+	}
+	return r.Chip, r.ChipKnown
+}
+
+// Firmware decides a GET for one named file.
+func Firmware(r Request) Verdict {
+	e, d := r.Entry, r.Device
+	if d.Client != device.Updater {
+		return refuse(http.StatusForbidden, e, "only the ESP8266/ESP32 HTTP updater may download firmware (User-Agent is not ESP8266-http-Update or ESP32-http-Update)")
+	}
+	if e.Type != catalog.Bin {
+		if d.Flashing() {
+			return refuse(http.StatusForbidden, e, "%s is not a firmware image", e.Path)
+		}
+		return fits(e, d) // a filesystem image: only the size can be checked
+	}
+	img := e.Image
+	if !d.Flashing() {
+		return refuse(http.StatusForbidden, e, "%s is a firmware image, the device asked for a %s image", e.Path, d.Mode)
+	}
+	for _, run := range r.Running {
+		if run == e {
+			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device already runs " + e.Path, Entry: e}
+		}
+	}
+	if img.Family != d.Family {
+		return refuse(http.StatusForbidden, e, "%s is an %s image, the device is an %s", e.Path, img.Chip, d.Family)
+	}
+	if chip, ok := RunningChip(r); ok && img.Family == espimage.ESP32 && chip != img.Chip {
+		return refuse(http.StatusForbidden, e, "%s is built for %s, the device is an %s", e.Path, img.Chip, chip)
+	}
+	if img.Family == espimage.ESP8266 && d.ChipSize >= 0 && img.FlashSize > d.ChipSize {
+		return refuse(http.StatusForbidden, e, "%s is built for %s of flash, the device has %s", e.Path, mib(img.FlashSize), mib(d.ChipSize))
+	}
+	return fits(e, d)
+}
+
+// fits checks the image against the device's free OTA space, the way the
+// device itself would after the download started.
+func fits(e *catalog.Entry, d *device.Facts) Verdict {
+	if d.FreeSpace >= 0 {
+		need := e.Size
+		if d.Family == espimage.ESP8266 {
+			need = (need + 4095) &^ 4095 // Update.begin rounds up to a flash sector
+		}
+		if need > d.FreeSpace {
+			return refuse(http.StatusForbidden, e, "%s needs %d bytes, the device has %d free", e.Path, need, d.FreeSpace)
+		}
+	}
+	return Verdict{Action: Serve, Status: http.StatusOK, Reason: "", Entry: e}
+}
+
+// Newest decides a GET of the fixed update URL (/update): the newest
+// catalog image of the same family, chip and project as the image the
+// device runs, among those it can take.
+func Newest(r Request, all []*catalog.Entry) Verdict {
+	d := r.Device
+	if d.Client != device.Updater {
+		return refuse(http.StatusForbidden, nil, "only the ESP8266/ESP32 HTTP updater may ask for updates (User-Agent is not ESP8266-http-Update or ESP32-http-Update)")
+	}
+	if !d.Flashing() {
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "update URL serves sketches only, device asked for " + d.Mode}
+	}
+	var current *catalog.Entry
+	for _, e := range r.Running {
+		if e.Image.Project != "" {
+			current = e
+			break
+		}
+	}
+	if current == nil {
+		digest := d.SketchMD5
+		if digest == "" {
+			digest = d.SketchSHA256
+		}
+		if digest == "" {
+			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device sent no sketch digest, so its project is unknown"}
+		}
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device runs an image that is not in the catalog (" + digest + "), so its project is unknown"}
+	}
+	chip, chipKnown := RunningChip(r)
+	var best *catalog.Entry
+	for _, e := range all {
+		if e.Type != catalog.Bin || e.Image.Family != d.Family || e.Image.Project != current.Image.Project {
+			continue
+		}
+		if chipKnown && e.Image.Chip != chip {
+			continue
+		}
+		if v := Firmware(Request{Entry: e, Device: d, Chip: chip, ChipKnown: chipKnown}); v.Action != Serve {
+			continue // one this device cannot take
+		}
+		if best == nil || newer(e, best) {
+			best = e
+		}
+	}
+	if best == nil || !newer(best, current) {
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("device runs %s %s (%s), the newest it can take", current.Image.Project, current.Image.Version, current.Path), Entry: current}
+	}
+	return Firmware(Request{Entry: best, Device: d, Running: r.Running, Chip: r.Chip, ChipKnown: r.ChipKnown})
+}
+
+// newer orders images by version, then by build stamp, then by path so
+// that the choice never depends on map or walk order.
+func newer(a, b *catalog.Entry) bool {
+	if c := CompareVersions(a.Image.Version, b.Image.Version); c != 0 {
+		return c > 0
+	}
+	if sa, sb := stamp(a), stamp(b); sa != sb {
+		return sa > sb
+	}
+	return a.Path > b.Path
+}
+
+// stamp makes MM/DD/YY HH:MM:SS sortable.
+func stamp(e *catalog.Entry) string {
+	d := e.Date
+	if len(d) != 8 {
+		return ""
+	}
+	return d[6:8] + d[0:2] + d[3:5] + e.Time
+}
+
+func mib(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MB", n>>20)
+	}
+	return fmt.Sprintf("%d KB", n>>10)
+}

@@ -1,0 +1,170 @@
+// Package device reads what a request says about the device that sent it:
+// which updater or HTTP client it is, its MAC, the digest of the image it
+// runs, its free space, flash size and SDK. The ESP cores send these as
+// x-ESP8266-* / x-ESP32-* headers (spec §1.3); which ones are present depends
+// on the core version, so every field is optional.
+package device
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"otabox/appliance/espimage"
+)
+
+// Client is the kind of HTTP client, from the User-Agent.
+type Client uint8
+
+const (
+	Other         Client = iota
+	Updater              // ESP8266-http-Update / ESP32-http-Update: the firmware GET
+	CatalogClient        // ESP8266HTTPClient / ESP32HTTPClient: AutoConnect's catalog request
+)
+
+// Facts is what one request tells about its device. Numeric fields are -1
+// when the header is absent.
+type Facts struct {
+	Client Client
+	Family espimage.Family // from the User-Agent; FamilyUnknown for other clients
+
+	STAMAC, APMAC, BaseMAC string // upper-case "5C:CF:7F:12:34:56" as sent
+	ChipID                 string // ESP8266 decimal chip id
+	FreeSpace              int64  // x-*-free-space
+	SketchSize             int64  // x-*-sketch-size
+	ChipSize               int64  // x-*-chip-size
+	SketchMD5              string // lower-case hex
+	SketchSHA256           string // lower-case hex (ESP32 sends upper-case)
+	SDKVersion             string
+	Mode                   string // "sketch", "spiffs", "version", ...; "" when absent
+	Version                string // x-*-version, only when the sketch passes one
+}
+
+// MAC returns the device's identity: the station MAC, else the base or AP
+// MAC (Wi-Fi-less ESP32 parts send none of the Wi-Fi ones). "" when none.
+func (f *Facts) MAC() string {
+	for _, m := range []string{f.STAMAC, f.BaseMAC, f.APMAC} {
+		if m != "" {
+			return m
+		}
+	}
+	return ""
+}
+
+// Flashing reports whether the request asks for a sketch (app) image rather
+// than a filesystem image. An absent mode (old cores) means sketch.
+func (f *Facts) Flashing() bool { return f.Mode == "" || strings.EqualFold(f.Mode, "sketch") }
+
+// Parse reads the facts from h. An error names a header whose value a real
+// core never sends (a size that is not a number, a MAC that is not a MAC):
+// the caller refuses such a request rather than guess.
+func Parse(h http.Header) (*Facts, error) {
+	f := &Facts{FreeSpace: -1, SketchSize: -1, ChipSize: -1}
+	ua := strings.TrimSpace(h.Get("User-Agent"))
+	switch ua {
+	case "ESP8266-http-Update":
+		f.Client, f.Family = Updater, espimage.ESP8266
+	case "ESP32-http-Update":
+		f.Client, f.Family = Updater, espimage.ESP32
+	case "ESP8266HTTPClient":
+		f.Client, f.Family = CatalogClient, espimage.ESP8266
+	case "ESP32HTTPClient":
+		f.Client, f.Family = CatalogClient, espimage.ESP32
+	}
+	if f.Family == espimage.FamilyUnknown {
+		return f, nil // only the updaters send device headers
+	}
+	pre := "x-" + f.Family.String() + "-"
+	get := func(name string) string { return strings.TrimSpace(h.Get(pre + name)) }
+	var err error
+	num := func(name string, dst *int64) {
+		v := get(name)
+		if v == "" || err != nil {
+			return
+		}
+		n, e := strconv.ParseInt(v, 10, 64)
+		if e != nil || n < 0 {
+			err = fmt.Errorf("header %s%s: %q is not a byte count", pre, name, v)
+			return
+		}
+		*dst = n
+	}
+	mac := func(name string, dst *string) {
+		v := get(name)
+		if v == "" || err != nil {
+			return
+		}
+		if !isMAC(v) {
+			err = fmt.Errorf("header %s%s: %q is not a MAC address", pre, name, v)
+			return
+		}
+		*dst = strings.ToUpper(v)
+	}
+	digest := func(name string, n int, dst *string) {
+		v := get(name)
+		if v == "" || err != nil {
+			return
+		}
+		if !isHex(v, n) {
+			err = fmt.Errorf("header %s%s: %q is not %d hex digits", pre, name, v, n)
+			return
+		}
+		*dst = strings.ToLower(v)
+	}
+	num("free-space", &f.FreeSpace)
+	num("sketch-size", &f.SketchSize)
+	num("chip-size", &f.ChipSize)
+	mac("STA-MAC", &f.STAMAC)
+	mac("AP-MAC", &f.APMAC)
+	mac("BASE-MAC", &f.BaseMAC)
+	digest("sketch-md5", 32, &f.SketchMD5)
+	digest("sketch-sha256", 64, &f.SketchSHA256)
+	f.ChipID = printable(get("Chip-ID"))
+	f.SDKVersion = printable(get("sdk-version"))
+	f.Mode = printable(get("mode"))
+	f.Version = printable(get("version"))
+	return f, err
+}
+
+func isMAC(s string) bool {
+	if len(s) != 17 {
+		return false
+	}
+	for i := 0; i < 17; i++ {
+		if i%3 == 2 {
+			if s[i] != ':' {
+				return false
+			}
+		} else if !isHex(s[i:i+1], 1) {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// printable keeps header text safe for logs and pages, and short.
+func printable(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7E {
+			return '?'
+		}
+		return r
+	}, s)
+}

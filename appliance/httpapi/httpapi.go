@@ -1,0 +1,356 @@
+// Package httpapi speaks the device dialect on the wire: AutoConnect's
+// catalog listing (/_catalog), firmware downloads by name, and the fixed
+// update URL for self-updating sketches. It turns decide's verdicts into
+// status lines and bytes, exactly as the ESP HTTP clients need them
+// (protocol spec §9): explicit Content-Length, one lower-case x-MD5, no
+// redirects, header and first body bytes written together.
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/decide"
+	"otabox/appliance/device"
+	"otabox/appliance/espimage"
+)
+
+// CatalogPath is AutoConnect's AUTOCONNECT_UPDATE_CATALOG.
+const CatalogPath = "/_catalog"
+
+// Options configure a Handler.
+type Options struct {
+	Logger *slog.Logger
+	// UpdatePath is the fixed URL that answers with the newest image for the
+	// asking device ("/update"); empty turns it off.
+	UpdatePath string
+	// StallTimeout bounds how long one write of a download may wait for a
+	// device that stopped reading. There is no whole-response timeout: a
+	// slow device may take minutes, as long as it keeps reading.
+	StallTimeout time.Duration
+}
+
+// Handler serves the device endpoints from one catalog.
+type Handler struct {
+	cat   *catalog.Catalog
+	opts  Options
+	log   *slog.Logger
+	chips *chipMemory
+	bufs  sync.Pool
+}
+
+// New returns the handler for cat.
+func New(cat *catalog.Catalog, opts Options) *Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = 2 * time.Minute
+	}
+	return &Handler{
+		cat:   cat,
+		opts:  opts,
+		log:   opts.Logger,
+		chips: newChipMemory(10000),
+		bufs:  sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+	}
+}
+
+// exchange is one request's record: what the log line says about it.
+type exchange struct {
+	w      http.ResponseWriter
+	status int
+	bytes  int64
+	reason string
+	mac    string
+}
+
+func (x *exchange) Header() http.Header { return x.w.Header() }
+func (x *exchange) WriteHeader(code int) {
+	if x.status == 0 {
+		x.status = code
+	}
+	x.w.WriteHeader(code)
+}
+func (x *exchange) Write(p []byte) (int, error) {
+	if x.status == 0 {
+		x.status = http.StatusOK
+	}
+	n, err := x.w.Write(p)
+	x.bytes += int64(n)
+	return n, err
+}
+func (x *exchange) Unwrap() http.ResponseWriter { return x.w }
+
+// ServeHTTP routes without http.ServeMux: ServeMux redirects "//" and "/./"
+// paths, and devices never follow redirects (spec §2.5).
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	x := &exchange{w: w}
+	facts, ferr := device.Parse(r.Header)
+	x.mac = facts.MAC()
+	switch {
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		w.Header().Set("Allow", "GET, HEAD")
+		h.fail(x, http.StatusMethodNotAllowed, "method "+r.Method+" is not served; devices use GET")
+	case ferr != nil:
+		h.fail(x, http.StatusBadRequest, ferr.Error())
+	case r.URL.Path == CatalogPath:
+		h.serveCatalog(x, r, facts)
+	case h.opts.UpdatePath != "" && r.URL.Path == h.opts.UpdatePath:
+		h.serveUpdate(x, r, facts)
+	default:
+		h.serveFile(x, r, facts)
+	}
+	h.logRequest(r, x, time.Since(start))
+}
+
+func (h *Handler) logRequest(r *http.Request, x *exchange, d time.Duration) {
+	level := slog.LevelInfo
+	if x.status >= 400 {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("client", r.RemoteAddr),
+		slog.String("method", r.Method),
+		slog.String("target", r.RequestURI),
+		slog.Int("status", x.status),
+		slog.Int64("bytes", x.bytes),
+		slog.Duration("took", d.Round(time.Microsecond)),
+	}
+	if x.mac != "" {
+		attrs = append(attrs, slog.String("mac", x.mac))
+	}
+	if x.reason != "" {
+		attrs = append(attrs, slog.String("reason", x.reason))
+	}
+	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// fail answers a refusal: the status, and the one-line reason both as a
+// header (devices ignore bodies on non-200 answers) and as the body.
+func (h *Handler) fail(x *exchange, status int, reason string) {
+	x.reason = reason
+	hd := x.Header()
+	hd["x-otabox-reason"] = []string{reason}
+	if status == http.StatusNotModified {
+		x.WriteHeader(status)
+		return
+	}
+	body := reason + "\n"
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	x.WriteHeader(status)
+	io.WriteString(x, body)
+}
+
+func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		h.fail(x, http.StatusBadRequest, "malformed catalog query: "+err.Error())
+		return
+	}
+	switch op := q.Get("op"); op {
+	case "list":
+	case "":
+		h.fail(x, http.StatusBadRequest, "catalog request without op; use op=list")
+		return
+	default:
+		h.fail(x, http.StatusBadRequest, "unknown catalog operation "+strconv.Quote(op)+"; use op=list")
+		return
+	}
+	p, err := catalog.Clean(q.Get("path"))
+	if err != nil {
+		h.fail(x, http.StatusBadRequest, "catalog path "+strconv.Quote(q.Get("path"))+": "+err.Error())
+		return
+	}
+	dir, ok := h.cat.Dir(p)
+	if !ok {
+		if _, isFile := h.cat.File(p); isFile {
+			h.fail(x, http.StatusNotFound, "catalog path "+strconv.Quote(p)+" is a file, not a folder")
+		} else {
+			h.fail(x, http.StatusNotFound, "no folder "+strconv.Quote(p)+" in the catalog")
+		}
+		return
+	}
+	fam := espimage.FamilyUnknown
+	if facts.Client == device.CatalogClient {
+		fam = facts.Family // the device sees as "bin" only what it can run
+	}
+	body := dir.JSON(fam)
+	hd := x.Header()
+	hd.Set("Content-Type", "application/json")
+	// Always an explicit length: AutoConnect reads the raw stream and
+	// would parse chunk framing as JSON (spec §2.6).
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	x.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		x.Write(body)
+	}
+}
+
+func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts) {
+	p, err := catalog.Clean(r.URL.Path)
+	if err != nil {
+		h.fail(x, http.StatusBadRequest, "path "+strconv.Quote(r.URL.Path)+": "+err.Error())
+		return
+	}
+	e, ok := h.cat.File(p)
+	if !ok {
+		if _, isDir := h.cat.Dir(p); isDir {
+			h.fail(x, http.StatusNotFound, strconv.Quote("/"+p)+" is a folder, not a file")
+		} else {
+			h.fail(x, http.StatusNotFound, "no file "+strconv.Quote(p)+" in the catalog")
+		}
+		return
+	}
+	h.answer(x, r, h.decide(decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
+}
+
+func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts) {
+	v := h.decide(decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
+		return decide.Newest(req, h.cat.Files())
+	})
+	h.answer(x, r, v)
+}
+
+// decide fills in what the catalog and memory know about the device's
+// running image, then asks the decision function.
+func (h *Handler) decide(req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
+	for _, dg := range []string{facts.SketchMD5, facts.SketchSHA256} {
+		if dg != "" {
+			req.Running = appendNew(req.Running, h.cat.Running(dg))
+		}
+	}
+	mac := facts.MAC()
+	if chip, ok := decide.RunningChip(req); ok && mac != "" && len(req.Running) > 0 {
+		h.chips.learn(mac, chip)
+	}
+	req.Chip, req.ChipKnown = h.chips.lookup(mac)
+	return f(req)
+}
+
+func appendNew(dst, src []*catalog.Entry) []*catalog.Entry {
+next:
+	for _, e := range src {
+		for _, d := range dst {
+			if d == e {
+				continue next
+			}
+		}
+		dst = append(dst, e)
+	}
+	return dst
+}
+
+func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
+	if v.Action != decide.Serve {
+		h.fail(x, v.Status, v.Reason)
+		return
+	}
+	e := v.Entry
+	hd := x.Header()
+	// Set as written: the reference's header names, byte for byte.
+	hd["Content-Type"] = []string{"application/octet-stream"}
+	hd["Content-Disposition"] = []string{"attachment; filename=" + e.Name}
+	hd["Content-Length"] = []string{strconv.FormatInt(e.Size, 10)}
+	hd["x-MD5"] = []string{e.MD5}
+	hd["x-SHA256"] = []string{e.SHA256}
+	x.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodGet {
+		return
+	}
+	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
+	// after the header and fails if it has not arrived (spec §2.3).
+	if err := h.copyBody(x, e); err != nil {
+		x.reason = "download cut off after " + strconv.FormatInt(x.bytes, 10) + " bytes: " + err.Error()
+	}
+}
+
+// copyBody streams the entry with a progress deadline per write.
+func (h *Handler) copyBody(x *exchange, e *catalog.Entry) error {
+	rc := http.NewResponseController(x.w)
+	bp := h.bufs.Get().(*[]byte)
+	defer h.bufs.Put(bp)
+	src := e.Content()
+	for {
+		n, rerr := src.Read(*bp)
+		if n > 0 {
+			if err := rc.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				return err
+			}
+			if _, err := x.Write((*bp)[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// chipMemory remembers the chip of each ESP32 seen running a catalog image
+// of a known chip, so that a device that later runs an image the catalog
+// does not know is still kept from wrong-chip images. Bounded: past max
+// devices it learns no more.
+type chipMemory struct {
+	mu  sync.Mutex
+	max int
+	m   map[string]espimage.Chip
+}
+
+func newChipMemory(max int) *chipMemory {
+	return &chipMemory{max: max, m: map[string]espimage.Chip{}}
+}
+
+func (c *chipMemory) learn(mac string, chip espimage.Chip) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[mac]; ok || len(c.m) < c.max {
+		c.m[mac] = chip
+	}
+}
+
+func (c *chipMemory) lookup(mac string) (espimage.Chip, bool) {
+	if mac == "" {
+		return 0, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	chip, ok := c.m[mac]
+	return chip, ok
+}
+
+// Server returns an http.Server for h with the limits a device-facing
+// server needs: a bound on header time and size, idle keep-alive reaping,
+// and no whole-response WriteTimeout (downloads are paced per write).
+func Server(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Listen opens a TCP listener on addr that accepts the devices' relative
+// request-targets.
+func Listen(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return FixTargets(l), nil
+}

@@ -1,0 +1,179 @@
+package httpapi
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+)
+
+// FixTargets wraps l so that request-targets without a leading slash reach
+// the handler. AutoConnectUpdate sends "GET bin/fw.bin HTTP/1.0" and, before
+// v1.3.5, "GET ./fw.bin HTTP/1.0" (spec §1.2); net/http answers both with
+// 400 before any handler runs. The wrapper inserts the "/" as the bytes
+// stream through, following each request head so that it never touches a
+// body. It holds back at most the first 8 bytes of a target (to tell
+// "hall/fw.bin" from an absolute "http://..."), and nothing else.
+func FixTargets(l net.Listener) net.Listener { return fixListener{l} }
+
+type fixListener struct{ net.Listener }
+
+func (l fixListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &fixConn{Conn: c}, nil
+}
+
+type parseState uint8
+
+const (
+	stMethod parseState = iota // request line, before the first space
+	stTarget                   // first bytes of the request-target
+	stLine                     // rest of the request line
+	stHeader                   // header lines, until the blank one
+	stBody                     // Content-Length bytes of body
+	stRaw                      // pass everything (chunked body, or a head we do not follow)
+)
+
+// fixConn rewrites request lines as they are read. It is used by one
+// goroutine at a time, as net/http reads a connection.
+type fixConn struct {
+	net.Conn
+	raw      [4096]byte
+	in, out  []byte
+	st       parseState
+	n        int    // bytes of the current method
+	line     []byte // start of the current header line (up to 128 bytes)
+	length   int64  // Content-Length of the current request
+	chunked  bool
+	bodyLeft int64
+}
+
+func (c *fixConn) Read(p []byte) (int, error) {
+	for len(c.out) == 0 {
+		c.process()
+		if len(c.out) > 0 {
+			break
+		}
+		n, err := c.Conn.Read(c.raw[:])
+		c.in = append(c.in, c.raw[:n]...)
+		if err != nil {
+			c.process()
+			if len(c.out) == 0 && len(c.in) > 0 {
+				c.out, c.in = c.in, nil // the peer is gone: hand over what is held
+			}
+			if len(c.out) == 0 {
+				return 0, err // not sticky: net/http aborts background reads with a deadline and reads on
+			}
+		}
+	}
+	n := copy(p, c.out)
+	c.out = c.out[n:]
+	return n, nil
+}
+
+// process moves what it can from c.in to c.out, fixing targets on the way.
+func (c *fixConn) process() {
+	out := c.out[:0]
+	in := c.in
+	i := 0
+loop:
+	for i < len(in) {
+		switch c.st {
+		case stRaw:
+			out = append(out, in[i:]...)
+			i = len(in)
+		case stBody:
+			n := int(min(c.bodyLeft, int64(len(in)-i)))
+			out = append(out, in[i:i+n]...)
+			i += n
+			if c.bodyLeft -= int64(n); c.bodyLeft == 0 {
+				c.st = stMethod
+			}
+		case stMethod:
+			b := in[i]
+			out = append(out, b)
+			i++
+			switch c.n++; {
+			case b == ' ':
+				c.st, c.n = stTarget, 0
+			case b == '\n' || b == '\r':
+				c.n = 0 // blank lines between requests
+			case c.n > 32:
+				c.st = stRaw // not a request line we understand: leave it to net/http
+			}
+		case stTarget:
+			rest := in[i:]
+			if rest[0] != '/' && rest[0] != '*' {
+				end := bytes.IndexAny(rest, " \r\n")
+				if end < 0 && len(rest) < 8 {
+					break loop // wait for enough of the target to decide
+				}
+				if !hasPrefixFold(rest, "http://") && !hasPrefixFold(rest, "https://") && rest[0] != ' ' {
+					out = append(out, '/')
+				}
+			}
+			c.st = stLine
+		case stLine:
+			j := bytes.IndexByte(in[i:], '\n')
+			if j < 0 {
+				out = append(out, in[i:]...)
+				i = len(in)
+				break
+			}
+			out = append(out, in[i:i+j+1]...)
+			i += j + 1
+			c.st, c.line, c.length, c.chunked = stHeader, c.line[:0], 0, false
+		case stHeader:
+			b := in[i]
+			out = append(out, b)
+			i++
+			if b != '\n' {
+				if len(c.line) < 128 {
+					c.line = append(c.line, b)
+				}
+				break
+			}
+			c.endHeaderLine()
+		}
+	}
+	c.out = out
+	c.in = append(c.in[:0], in[i:]...)
+}
+
+func (c *fixConn) endHeaderLine() {
+	line := bytes.TrimRight(c.line, "\r")
+	c.line = c.line[:0]
+	if len(line) == 0 { // end of the head
+		switch {
+		case c.chunked:
+			c.st = stRaw
+		case c.length > 0:
+			c.st, c.bodyLeft = stBody, c.length
+		default:
+			c.st = stMethod
+		}
+		return
+	}
+	name, value, ok := bytes.Cut(line, []byte(":"))
+	if !ok {
+		return
+	}
+	value = bytes.TrimSpace(value)
+	switch {
+	case bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Length")):
+		n, err := strconv.ParseInt(string(value), 10, 64)
+		if err != nil || n < 0 {
+			c.st = stRaw // net/http will refuse it; stop following
+			return
+		}
+		c.length = n
+	case bytes.EqualFold(bytes.TrimSpace(name), []byte("Transfer-Encoding")):
+		c.chunked = true // any coding: stop following this connection
+	}
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
+}
