@@ -199,7 +199,7 @@ func parseESP32(b []byte) (*Image, error) {
 		return nil, errAt(3, "ESP32 flash size nibble must be 0-7 (1-128 MB), found %d", h.SizeNibble)
 	}
 	img.FlashSize = 1 << 20 << h.SizeNibble
-	img.FlashFreq = esp32Freq(h.FreqNibble)
+	img.FlashFreq = esp32Freq(img.Chip, h.FreqNibble)
 	if !h.ChecksumOK {
 		return nil, errAt(h.End-1, "checksum byte is 0x%02x, segments give 0x%02x", h.Checksum, checksum(b, h.Segments, nil))
 	}
@@ -406,16 +406,18 @@ func esp8266Freq(n uint8) string {
 	return fmt.Sprintf("freq-%d", n)
 }
 
-func esp32Freq(n uint8) string {
-	switch n {
-	case 0:
-		return "DIV_2"
-	case 1:
-		return "DIV_3"
-	case 2:
-		return "DIV_4"
-	case 0xF:
-		return "DIV_1"
+// esp32Freq names the frequency nibble; its meaning varies by chip
+// (esptool targets/*.py FLASH_FREQUENCY).
+func esp32Freq(chip Chip, n uint8) string {
+	table := map[uint8]string{0: "40MHz", 1: "26MHz", 2: "20MHz", 0xF: "80MHz"}
+	switch chip {
+	case ChipESP32C2:
+		table = map[uint8]string{0: "30MHz", 1: "20MHz", 2: "15MHz", 0xF: "60MHz"}
+	case ChipESP32H2:
+		table = map[uint8]string{0: "24MHz", 1: "16MHz", 2: "12MHz", 0xF: "48MHz"}
+	}
+	if f, ok := table[n]; ok {
+		return f
 	}
 	return fmt.Sprintf("freq-%d", n)
 }

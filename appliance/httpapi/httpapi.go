@@ -336,6 +336,9 @@ func (c *chipMemory) lookup(mac string) (espimage.Chip, bool) {
 // server needs: a bound on header time and size, idle keep-alive reaping,
 // and no whole-response WriteTimeout (downloads are paced per write).
 func Server(h http.Handler, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -1,0 +1,178 @@
+// Package appliance wires otabox together: it loads the catalog, opens the
+// listener, serves the device endpoints and shuts down gracefully. main
+// builds a Config from flags; everything else lives in the sub-packages.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/httpapi"
+)
+
+// Config is everything otabox needs to run.
+type Config struct {
+	// Addr is the listen address, "host:port"; host "" means every interface.
+	Addr string
+	// Firmware is the catalog's source: the embedded firmware, or a
+	// directory opened with OpenDir.
+	Firmware Source
+	Logger   *slog.Logger
+	// UpdatePath is the fixed update URL ("/update"); "" turns it off.
+	UpdatePath string
+	// Grace is how long running downloads may take to finish on shutdown.
+	Grace time.Duration
+	// StallTimeout bounds one write to a device that stopped reading.
+	StallTimeout time.Duration
+}
+
+// Source is where firmware comes from.
+type Source struct {
+	FS       fs.FS
+	Name     string    // "embedded" or the directory, for logs
+	Embedded bool      // FS holds its files in memory (go:embed)
+	Stamp    time.Time // date for files without a build stamp or mtime
+}
+
+// OpenDir opens a catalog directory on disk. Reads go through os.Root, so a
+// symlink inside the directory cannot lead outside it.
+func OpenDir(dir string) (Source, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return Source{}, fmt.Errorf("catalog %s: %w", dir, err)
+	}
+	return Source{FS: root.FS(), Name: dir}, nil
+}
+
+// LoadCatalog builds the catalog from src, logging what it skips.
+func LoadCatalog(src Source, log *slog.Logger) (*catalog.Catalog, error) {
+	return catalog.Load(src.FS, catalog.Options{
+		Source:   src.Name,
+		Logger:   log,
+		Embedded: src.Embedded,
+		Stamp:    src.Stamp,
+	})
+}
+
+// Appliance is a loaded catalog bound to a listening socket.
+type Appliance struct {
+	cfg Config
+	log *slog.Logger
+	cat *catalog.Catalog
+	ln  net.Listener
+	srv *http.Server
+}
+
+// New loads the catalog and opens the listener, so that configuration
+// errors surface before anything is served.
+func New(cfg Config) (*Appliance, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	start := time.Now()
+	cat, err := LoadCatalog(cfg.Firmware, log)
+	if err != nil {
+		return nil, err
+	}
+	images := 0
+	for _, e := range cat.Files() {
+		if e.Type == catalog.Bin {
+			images++
+		}
+	}
+	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "took", time.Since(start).Round(time.Microsecond))
+	ln, err := httpapi.Listen(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	h := httpapi.New(cat, httpapi.Options{Logger: log, UpdatePath: cfg.UpdatePath, StallTimeout: cfg.StallTimeout})
+	return &Appliance{cfg: cfg, log: log, cat: cat, ln: ln, srv: httpapi.Server(h, log)}, nil
+}
+
+// Addr is the address the appliance listens on.
+func (a *Appliance) Addr() net.Addr { return a.ln.Addr() }
+
+// Catalog is the catalog being served.
+func (a *Appliance) Catalog() *catalog.Catalog { return a.cat }
+
+// Serve serves until ctx is done, then stops accepting and lets running
+// downloads finish for up to the grace period.
+func (a *Appliance) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- a.srv.Serve(a.ln) }()
+	a.log.Info("serving", "addr", a.ln.Addr().String(), "catalog", a.cat.Source)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down", "grace", a.cfg.Grace)
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Grace)
+	defer cancel()
+	err := a.srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		a.log.Warn("grace period over; cutting off downloads still running")
+		err = a.srv.Close()
+	}
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	return err
+}
+
+// Run is New followed by Serve.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Serve(ctx)
+}
+
+// LevelCritical is Python's CRITICAL, above slog's ERROR.
+const LevelCritical = slog.LevelError + 4
+
+// ParseLevel reads a log level by Python's logging names, in any case, as
+// the reference server's --log flag takes them.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToUpper(strings.TrimSpace(s)) {
+	case "DEBUG":
+		return slog.LevelDebug, nil
+	case "INFO":
+		return slog.LevelInfo, nil
+	case "WARNING", "WARN":
+		return slog.LevelWarn, nil
+	case "ERROR":
+		return slog.LevelError, nil
+	case "CRITICAL", "FATAL":
+		return LevelCritical, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q: use debug, info, warning, error or critical", s)
+}
+
+// NewLogger returns the text logger otabox writes to w.
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.LevelKey && a.Value.Any() == LevelCritical {
+				a.Value = slog.StringValue("CRITICAL")
+			}
+			return a
+		},
+	}))
+}

@@ -1,0 +1,11 @@
+package main
+
+import "embed"
+
+// firmware is the catalog otabox serves when no --catalog is given: the
+// firmware/ folder as it was at build time. Replace its contents (or build
+// with `make build FIRMWARE=dir`) to bake in your own images.
+//
+//go:generate go run ./tools/mksamples -out firmware
+//go:embed firmware
+var firmware embed.FS

@@ -1,0 +1,171 @@
+// Command otabox is an over-the-air firmware update server for ESP8266 and
+// ESP32 devices running AutoConnectUpdate (or plain ESPhttpUpdate), a
+// drop-in replacement for AutoConnect's updateserver.py.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"otabox/appliance"
+	"otabox/appliance/catalog"
+	"otabox/appliance/espimage"
+)
+
+// Set by the Makefile with -ldflags.
+var (
+	version   = "dev"
+	buildTime = "" // RFC 3339
+)
+
+func main() {
+	serveFlags := []cli.Flag{
+		&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 8000, Usage: "TCP port devices connect to", EnvVars: []string{"OTABOX_PORT"}},
+		&cli.StringFlag{Name: "bind", Aliases: []string{"b"}, Value: "", DefaultText: "all interfaces", Usage: "address to listen on", EnvVars: []string{"OTABOX_BIND"}},
+		catalogFlag(),
+		&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "info", Usage: "log level: debug, info, warning, error, critical", EnvVars: []string{"OTABOX_LOG"}},
+		&cli.StringFlag{Name: "update-path", Value: "/update", Usage: "fixed URL that gives each device the newest image of its project (\"\" turns it off)", EnvVars: []string{"OTABOX_UPDATE_PATH"}},
+		&cli.DurationFlag{Name: "grace", Value: 30 * time.Second, Usage: "how long running downloads may finish on shutdown", EnvVars: []string{"OTABOX_GRACE"}},
+	}
+	app := &cli.App{
+		Name:    "otabox",
+		Usage:   "OTA firmware update server for ESP8266 and ESP32 (AutoConnectUpdate)",
+		Version: version,
+		Flags:   serveFlags,
+		Action:  serve,
+		Commands: []*cli.Command{
+			{Name: "serve", Usage: "serve firmware to devices (the default)", Flags: serveFlags, Action: serve},
+			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
+			{
+				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the parsed description as JSON"}},
+				Action: inspect,
+			},
+		},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "otabox:", err)
+		os.Exit(1)
+	}
+}
+
+func catalogFlag() cli.Flag {
+	return &cli.StringFlag{Name: "catalog", Aliases: []string{"d"}, DefaultText: "the embedded firmware", Usage: "serve firmware from this directory", EnvVars: []string{"OTABOX_CATALOG"}}
+}
+
+func serve(c *cli.Context) error {
+	level, err := appliance.ParseLevel(c.String("log"))
+	if err != nil {
+		return cli.Exit("otabox: --log: "+err.Error(), 2)
+	}
+	src, err := source(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return appliance.Run(ctx, appliance.Config{
+		Addr:       net.JoinHostPort(c.String("bind"), strconv.Itoa(c.Int("port"))),
+		Firmware:   src,
+		Logger:     appliance.NewLogger(os.Stderr, level),
+		UpdatePath: c.String("update-path"),
+		Grace:      c.Duration("grace"),
+	})
+}
+
+// source is the --catalog directory, or the embedded firmware.
+func source(c *cli.Context) (appliance.Source, error) {
+	if dir := c.String("catalog"); dir != "" {
+		return appliance.OpenDir(dir)
+	}
+	sub, err := fs.Sub(firmware, "firmware")
+	if err != nil {
+		return appliance.Source{}, err
+	}
+	return appliance.Source{FS: sub, Name: "embedded", Embedded: true, Stamp: stamp()}, nil
+}
+
+// stamp is the build time, the date embedded files without a build stamp
+// of their own are listed with.
+func stamp() time.Time {
+	if t, err := time.Parse(time.RFC3339, buildTime); err == nil {
+		return t
+	}
+	if exe, err := os.Executable(); err == nil {
+		if fi, err := os.Stat(exe); err == nil {
+			return fi.ModTime()
+		}
+	}
+	return time.Now()
+}
+
+func list(c *cli.Context) error {
+	src, err := source(c)
+	if err != nil {
+		return err
+	}
+	cat, err := appliance.LoadCatalog(src, appliance.NewLogger(os.Stderr, appliance.LevelCritical))
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PATH\tNAME\tTYPE\tCHIP\tVERSION\tSIZE\tMD5")
+	for _, e := range cat.Files() {
+		chip, ver := "-", "-"
+		if e.Type == catalog.Bin {
+			chip = e.Image.Chip.String()
+			if e.Image.Compressed {
+				chip += " (gzip)"
+			}
+			if e.Image.Version != "" {
+				ver = e.Image.Version
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Path, e.Name, e.Type, chip, ver, e.Size, e.MD5)
+	}
+	return tw.Flush()
+}
+
+func inspect(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return cli.Exit("otabox inspect: name at least one image file", 2)
+	}
+	failed := 0
+	for _, name := range c.Args().Slice() {
+		b, err := os.ReadFile(name)
+		var img *espimage.Image
+		if err == nil {
+			img, err = espimage.Parse(b)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+			failed++
+			continue
+		}
+		if c.Bool("json") {
+			out, _ := json.MarshalIndent(struct {
+				File string `json:"file"`
+				*espimage.Image
+			}{name, img}, "", "  ")
+			fmt.Println(string(out))
+			continue
+		}
+		fmt.Println(name)
+		espimage.Describe(os.Stdout, img)
+	}
+	if failed > 0 {
+		return cli.Exit("", 1)
+	}
+	return nil
+}
