@@ -92,6 +92,11 @@ func Firmware(r Request) Verdict {
 	if chip, ok := RunningChip(r); ok && img.Family == espimage.ESP32 && chip != img.Chip {
 		return refuse(http.StatusForbidden, e, "%s is built for %s, the device is an %s", e.Path, img.Chip, chip)
 	}
+	if img.Compressed && d.ChipID == "" {
+		// x-ESP8266-Chip-ID arrived with core 2.6.0; gzip support with 2.7.0.
+		// Without it the running app surely cannot inflate (spec §2.4).
+		return refuse(http.StatusForbidden, e, "%s is gzip-compressed, the device's core is older than 2.6 and cannot inflate it", e.Path)
+	}
 	if img.Family == espimage.ESP8266 && d.ChipSize >= 0 && img.FlashSize > d.ChipSize {
 		return refuse(http.StatusForbidden, e, "%s is built for %s of flash, the device has %s", e.Path, mib(img.FlashSize), mib(d.ChipSize))
 	}

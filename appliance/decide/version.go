@@ -42,21 +42,44 @@ func compareRuns(a, b string) int {
 	return 0
 }
 
+// compareField compares one dotted field as a natural sort does: runs of
+// digits by value, other runs as text, a number above text ("3" > "beta"),
+// and anything above nothing ("rc" < "rc1").
 func compareField(x, y string) int {
-	nx, ny := isNum(x), isNum(y)
-	if nx && ny {
-		x, y = strings.TrimLeft(x, "0"), strings.TrimLeft(y, "0")
-		if len(x) != len(y) {
+	for x != "" || y != "" {
+		if x == "" || y == "" {
 			return sign(len(x) - len(y))
 		}
-	}
-	if nx != ny && x != "" && y != "" {
-		if nx {
-			return 1 // "1.2.3" > "1.2.beta"
+		tx, ty := run(x), run(y)
+		x, y = x[len(tx):], y[len(ty):]
+		nx, ny := isNum(tx), isNum(ty)
+		switch {
+		case nx && ny:
+			tx, ty = strings.TrimLeft(tx, "0"), strings.TrimLeft(ty, "0")
+			if len(tx) != len(ty) {
+				return sign(len(tx) - len(ty))
+			}
+		case nx != ny:
+			if nx {
+				return 1
+			}
+			return -1
 		}
-		return -1
+		if c := strings.Compare(tx, ty); c != 0 {
+			return c
+		}
 	}
-	return strings.Compare(x, y)
+	return 0
+}
+
+// run returns the leading run of digits, or of non-digits, of s.
+func run(s string) string {
+	digit := s[0] >= '0' && s[0] <= '9'
+	i := 1
+	for i < len(s) && (s[i] >= '0' && s[i] <= '9') == digit {
+		i++
+	}
+	return s[:i]
 }
 
 func isNum(s string) bool {

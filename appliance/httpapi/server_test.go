@@ -52,6 +52,7 @@ func testFS() fstest.MapFS {
 		"lab/fw32s3.bin":      file(img32s3),
 		"lab/deeper/fw32.bin": file(img32),
 		"empty":               &fstest.MapFile{Mode: fs.ModeDir | 0o755},
+		"gz/fw8266.bin.gz":    file(imagegen.Gzip(img8266)),
 	}
 }
 
@@ -266,6 +267,7 @@ func TestRefusals(t *testing.T) {
 		{"no free space", string(dev(emu.ESP8266v27, func(d *emu.Device) { d.FreeSpace = 50000 }).UpdateRequest("h", "/fw8266.bin")), 403, "free"},
 		{"ESP32 wrong chip", string(dev(emu.ESP32v30, func(d *emu.Device) { d.Running = img32 }).UpdateRequest("h", "/lab/fw32s3.bin")), 403, "built for ESP32-S3, the device is an ESP32"},
 		{"malformed header", "GET /fw8266.bin HTTP/1.0\r\nUser-Agent: ESP8266-http-Update\r\nx-ESP8266-free-space: lots\r\n\r\n", 400, "not a byte count"},
+		{"gzip to a 2.4 core", string(dev(emu.ESP8266v24, nil).UpdateRequest("h", "/gz/fw8266.bin.gz")), 403, "older than 2.6"},
 		{"method", "POST /fw8266.bin HTTP/1.0\r\nContent-Length: 0\r\n\r\n", 405, "method POST"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -307,6 +309,26 @@ func TestDecisionsAsTheDeviceSeesThem(t *testing.T) {
 				t.Fatalf("other family: %v", res)
 			}
 		})
+	}
+}
+
+// TestGzipImages: a gzip ESP8266 image reaches a 2.7+ core and flashes,
+// and is offered only to ESP8266 devices.
+func TestGzipImages(t *testing.T) {
+	addr, cat := start(t, testFS())
+	e, ok := cat.File("gz/fw8266.bin.gz")
+	if !ok || e.Type != catalog.Bin || !e.Image.Compressed {
+		t.Fatalf("fw8266.bin.gz not a bin entry: %+v", e)
+	}
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Update(addr, "/gz/fw8266.bin.gz"); res.Outcome != emu.OK || res.MD5 != e.MD5 {
+		t.Fatalf("%v", res)
+	}
+	// Now running the inflated image: the plain and the gzip file are both "no update".
+	for _, name := range []string{"/fw8266.bin", "gz/fw8266.bin.gz"} {
+		if res := d.Update(addr, name); res.Outcome != emu.NoUpdates {
+			t.Errorf("%s: %v", name, res)
+		}
 	}
 }
 

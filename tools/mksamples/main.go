@@ -30,24 +30,30 @@ var samples = []struct {
 func main() {
 	out := flag.String("out", "firmware", "folder to write the samples into")
 	flag.Parse()
+	if err := write(*out); err != nil {
+		fmt.Fprintln(os.Stderr, "mksamples:", err)
+		os.Exit(1)
+	}
+}
+
+// write builds every sample into dir.
+func write(dir string) error {
 	for _, s := range samples {
 		b, err := imagegen.Build(s.spec)
 		if err == nil {
 			_, err = espimage.Parse(b) // never ship a sample the server would skip
 		}
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "mksamples: %s: %v\n", s.path, err)
-			os.Exit(1)
+			return fmt.Errorf("%s: %w", s.path, err)
 		}
-		dst := filepath.Join(*out, filepath.FromSlash(s.path))
+		dst := filepath.Join(dir, filepath.FromSlash(s.path))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, "mksamples:", err)
-			os.Exit(1)
+			return err
 		}
 		if err := os.WriteFile(dst, b, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "mksamples:", err)
-			os.Exit(1)
+			return err
 		}
 		fmt.Printf("%s\t%d bytes\n", dst, len(b))
 	}
+	return nil
 }

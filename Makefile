@@ -1,0 +1,54 @@
+# otabox — see README.md. `make run` serves the embedded firmware;
+# `make test` runs every test.
+
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BUILD_TIME ?= $(shell date -u -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s) +%Y-%m-%dT%H:%M:%SZ)
+# FIRMWARE=dir bakes that folder in instead of firmware/.
+FIRMWARE   ?=
+LDFLAGS    := -s -w -X main.version=$(VERSION) -X main.buildTime=$(BUILD_TIME)
+GO         ?= go
+export CGO_ENABLED = 0
+
+.PHONY: build run test fmt vet fuzz samples clean
+
+build:
+ifneq ($(FIRMWARE),)
+	@test -d "$(FIRMWARE)" || { echo "FIRMWARE=$(FIRMWARE) is not a folder"; exit 1; }
+	@# go:embed only reads inside the module: build a copy whose firmware/ is $(FIRMWARE).
+	rm -rf .bake && mkdir .bake && tar --exclude=./.bake --exclude=./.git --exclude=./firmware -cf - . | tar -xf - -C .bake
+	cp -r "$(FIRMWARE)" .bake/firmware
+	cd .bake && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../otabox .
+	rm -rf .bake
+else
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o otabox .
+endif
+
+run: build
+	./otabox serve $(ARGS)
+
+# Every test with the race detector (it needs cgo), fuzz seed corpora
+# included, after vet and a gofmt check.
+test: vet
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w .
+
+# Explore each fuzz target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	@$(GO) list -f '{{.ImportPath}}' ./... | while read pkg; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s || exit 1; \
+	  done; done
+
+# Regenerate the sample images in firmware/ (deterministic).
+samples:
+	$(GO) generate ./...
+
+clean:
+	rm -rf otabox dist .bake

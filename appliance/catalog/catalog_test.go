@@ -1,0 +1,161 @@
+package catalog_test
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+)
+
+func img(t *testing.T, s imagegen.Spec) []byte {
+	t.Helper()
+	b, err := imagegen.Build(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestClean(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{".", "", ""}, {"", "", ""}, {"/", "", ""}, {"sub", "sub", ""}, {"/sub", "sub", ""}, {"sub/", "sub", ""},
+		{"./sub", "sub", ""}, {"sub//x.bin", "sub/x.bin", ""}, {"/./x.bin", "x.bin", ""},
+		{"..", "", `".."`}, {"sub/../../x", "", `".."`}, {`sub\x`, "", "backslash"}, {"a\x00b", "", "NUL"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := catalog.Clean(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Clean(%q) = %q, %v; want error %q", tc.in, got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Clean(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzClean(f *testing.F) {
+	for _, s := range []string{".", "/sub/", "a/../b", "./x.bin", "%2e%2e", "a//b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		got, err := catalog.Clean(p)
+		if err != nil {
+			return
+		}
+		for _, el := range strings.Split(got, "/") {
+			if el == ".." || el == "." || (el == "" && got != "") {
+				t.Fatalf("Clean(%q) = %q", p, got)
+			}
+		}
+		if again, _ := catalog.Clean(got); again != got {
+			t.Fatalf("not idempotent: %q -> %q -> %q", p, got, again)
+		}
+	})
+}
+
+// TestLoadSkipsWhatDevicesCannotUse: malformed images, unsafe names and
+// over-budget names are left out with a warning; the rest loads.
+func TestLoadSkipsWhatDevicesCannotUse(t *testing.T) {
+	good := img(t, imagegen.Spec{Family: espimage.ESP8266, Size: 8 << 10})
+	fsys := fstest.MapFS{
+		"good.bin":                        {Data: good},
+		"truncated.bin":                   {Data: good[:5000]},
+		"zero.bin":                        {Data: []byte{0xE9}},
+		"readme.txt":                      {Data: []byte("hi")},
+		"with space.bin":                  {Data: good},
+		strings.Repeat("n", 125) + ".bin": {Data: good}, // 129 bytes
+		".hidden.bin":                     {Data: good},
+		"bad dir/x.bin":                   {Data: good},
+	}
+	var logs bytes.Buffer
+	cat, err := catalog.Load(fsys, catalog.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range cat.Files() {
+		got = append(got, e.Path+":"+string(e.Type))
+	}
+	if strings.Join(got, " ") != "good.bin:bin readme.txt:file" {
+		t.Errorf("catalog %v", got)
+	}
+	for _, want := range []string{"truncated.bin", "zero.bin", "with space.bin", "JSON buffer", "bad dir"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no warning about %q in:\n%s", want, logs.String())
+		}
+	}
+}
+
+func TestPerFamilyJSON(t *testing.T) {
+	fsys := fstest.MapFS{
+		"a.bin": {Data: img(t, imagegen.Spec{Family: espimage.ESP8266, Size: 8 << 10})},
+		"b.bin": {Data: img(t, imagegen.Spec{Family: espimage.ESP32, Size: 8 << 10, Date: "Jan  2 2026", Time: "03:04:05"})},
+		"sub":   {Mode: os.ModeDir},
+	}
+	cat, err := catalog.Load(fsys, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cat.Dir("")
+	for fam, want := range map[espimage.Family][]string{
+		espimage.FamilyUnknown: {`{"name":"a.bin","type":"bin"`, `{"name":"b.bin","type":"bin","date":"01/02/26","time":"03:04:05"`, `{"name":"sub","type":"directory"}`},
+		espimage.ESP8266:       {`{"name":"a.bin","type":"bin"`, `{"name":"b.bin","type":"file"}`},
+		espimage.ESP32:         {`{"name":"a.bin","type":"file"}`, `{"name":"b.bin","type":"bin"`},
+	} {
+		js := string(root.JSON(fam))
+		for _, w := range want {
+			if !strings.Contains(js, w) {
+				t.Errorf("%v: %s lacks %s", fam, js, w)
+			}
+		}
+	}
+	sub, _ := cat.Dir("sub")
+	if got := string(sub.JSON(espimage.ESP32)); got != `[{"name":".","type":"directory"}]` {
+		t.Errorf("empty folder lists %s", got)
+	}
+}
+
+// TestDiskSymlinks: a symlink inside a disk catalog may point within it,
+// never outside.
+func TestDiskSymlinks(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	fw := img(t, imagegen.Spec{Family: espimage.ESP32, Size: 8 << 10})
+	os.WriteFile(filepath.Join(root, "real.bin"), fw, 0o644)
+	os.WriteFile(filepath.Join(outside, "secret.bin"), fw, 0o644)
+	os.Symlink("real.bin", filepath.Join(root, "alias.bin"))
+	os.Symlink(filepath.Join(outside, "secret.bin"), filepath.Join(root, "escape.bin"))
+	os.Symlink("../"+filepath.Base(outside)+"/secret.bin", filepath.Join(root, "relescape.bin"))
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Load(r.FS(), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range cat.Files() {
+		got = append(got, e.Name)
+	}
+	if strings.Join(got, " ") != "alias.bin real.bin" {
+		t.Errorf("catalog %v", got)
+	}
+	e, _ := cat.File("real.bin")
+	b, _ := io.ReadAll(e.Content())
+	if !bytes.Equal(b, fw) {
+		t.Error("content differs")
+	}
+}
