@@ -20,6 +20,7 @@ import (
 
 	"otabox/appliance"
 	"otabox/appliance/catalog"
+	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
 )
 
@@ -36,6 +37,10 @@ func main() {
 		catalogFlag(),
 		&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "info", Usage: "log level: debug, info, warning, error, critical", EnvVars: []string{"OTABOX_LOG"}},
 		&cli.StringFlag{Name: "update-path", Value: "/update", Usage: "fixed URL that gives each device the newest image of its project (\"\" turns it off)", EnvVars: []string{"OTABOX_UPDATE_PATH"}},
+		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
+		&cli.StringFlag{Name: "mdns-name", DefaultText: "otabox-<6 hex of the machine id>", Usage: "mDNS instance and host name (a-z, 0-9, -)", EnvVars: []string{"OTABOX_MDNS_NAME"}},
+		&cli.StringFlag{Name: "mdns-iface", DefaultText: "every LAN interface", Usage: "advertise only on this interface", EnvVars: []string{"OTABOX_MDNS_IFACE"}},
+		&cli.StringFlag{Name: "mdns-path", Value: ".", Usage: "catalog path devices should use (TXT path=)", EnvVars: []string{"OTABOX_MDNS_PATH"}},
 		&cli.DurationFlag{Name: "grace", Value: 30 * time.Second, Usage: "how long running downloads may finish on shutdown", EnvVars: []string{"OTABOX_GRACE"}},
 	}
 	app := &cli.App{
@@ -46,6 +51,14 @@ func main() {
 		Action:  serve,
 		Commands: []*cli.Command{
 			{Name: "serve", Usage: "serve firmware to devices (the default)", Flags: serveFlags, Action: serve},
+			{
+				Name: "discover", Usage: "find otabox servers on the LAN over mDNS",
+				Flags: []cli.Flag{
+					&cli.DurationFlag{Name: "timeout", Value: 2 * time.Second, Usage: "how long to listen for answers"},
+					&cli.StringFlag{Name: "iface", Usage: "interface to query on (default: the kernel's choice)"},
+				},
+				Action: discover,
+			},
 			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
@@ -73,6 +86,21 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var mdns *discovery.Config
+	if c.Bool("mdns") {
+		mdns = &discovery.Config{
+			Name:    c.String("mdns-name"),
+			Path:    c.String("mdns-path"),
+			Version: version,
+			Iface:   c.String("mdns-iface"),
+			BindIP:  net.ParseIP(c.String("bind")),
+		}
+		if mdns.Name != "" {
+			if err := discovery.CheckName(mdns.Name); err != nil {
+				return cli.Exit("otabox: --mdns-name: "+err.Error(), 2)
+			}
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return appliance.Run(ctx, appliance.Config{
@@ -81,7 +109,22 @@ func serve(c *cli.Context) error {
 		Logger:     appliance.NewLogger(os.Stderr, level),
 		UpdatePath: c.String("update-path"),
 		Grace:      c.Duration("grace"),
+		MDNS:       mdns,
 	})
+}
+
+func discover(c *cli.Context) error {
+	found, err := discovery.Browse(c.Context, c.String("iface"), c.Duration("timeout"))
+	for _, f := range found {
+		fmt.Println(f)
+	}
+	if err != nil {
+		return err
+	}
+	if len(found) == 0 {
+		return cli.Exit("otabox discover: no otabox answered within "+c.Duration("timeout").String(), 1)
+	}
+	return nil
 }
 
 // source is the --catalog directory, or the embedded firmware.

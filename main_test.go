@@ -65,7 +65,7 @@ func start(t *testing.T, args ...string) *running {
 		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 		l.Close()
 	}
-	cmd := exec.Command(otabox, append([]string{"serve", "--bind", "127.0.0.1", "--port", port}, args...)...)
+	cmd := exec.Command(otabox, append([]string{"serve", "--mdns=false", "--bind", "127.0.0.1", "--port", port}, args...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

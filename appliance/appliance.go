@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"otabox/appliance/catalog"
+	"otabox/appliance/discovery"
 	"otabox/appliance/httpapi"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	Grace time.Duration
 	// StallTimeout bounds one write to a device that stopped reading.
 	StallTimeout time.Duration
+	// MDNS, when set, advertises the server on the LAN; its Port is filled
+	// in from the listener.
+	MDNS *discovery.Config
 }
 
 // Source is where firmware comes from.
@@ -115,6 +119,17 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.srv.Serve(a.ln) }()
 	a.log.Info("serving", "addr", a.ln.Addr().String(), "catalog", a.cat.Source)
+	if m := a.cfg.MDNS; m != nil {
+		mc := *m
+		mc.Port = a.ln.Addr().(*net.TCPAddr).Port
+		if mc.Logger == nil {
+			mc.Logger = a.log
+		}
+		if _, err := discovery.Start(ctx, mc); err != nil {
+			a.srv.Close()
+			return err
+		}
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
