@@ -7,5 +7,12 @@ import "embed"
 // with `make build FIRMWARE=dir`) to bake in your own images.
 //
 //go:generate go run ./tools/mksamples -out firmware
+//go:generate go run ./tools/mkmanifest -in firmware -out firmware.manifest.json
 //go:embed firmware
 var firmware embed.FS
+
+// manifest describes firmware/ as the build saw it (tools/mkmanifest), so
+// that start-up hashes nothing.
+//
+//go:embed firmware.manifest.json
+var manifest []byte

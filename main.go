@@ -136,7 +136,11 @@ func source(c *cli.Context) (appliance.Source, error) {
 	if err != nil {
 		return appliance.Source{}, err
 	}
-	return appliance.Source{FS: sub, Name: "embedded", Embedded: true, Stamp: stamp()}, nil
+	m, err := catalog.ParseManifest(manifest)
+	if err != nil {
+		return appliance.Source{}, fmt.Errorf("embedded %w", err)
+	}
+	return appliance.Source{FS: sub, Name: "embedded", Embedded: true, Stamp: stamp(), Manifest: m}, nil
 }
 
 // stamp is the build time, the date embedded files without a build stamp

@@ -55,6 +55,13 @@ type logTail struct {
 
 func start(t *testing.T, args ...string) *running {
 	t.Helper()
+	return startCmd(t, []string{otabox}, args...)
+}
+
+// startCmd starts argv (a binary, perhaps behind an emulator) as otabox
+// serve on 127.0.0.1.
+func startCmd(t *testing.T, argv []string, args ...string) *running {
+	t.Helper()
 	port := "0"
 	quiet := strings.Contains(strings.Join(args, " "), "--log")
 	if quiet { // no "serving" line to read the port from: choose one
@@ -65,7 +72,8 @@ func start(t *testing.T, args ...string) *running {
 		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 		l.Close()
 	}
-	cmd := exec.Command(otabox, append([]string{"serve", "--mdns=false", "--bind", "127.0.0.1", "--port", port}, args...)...)
+	argv = append(append(argv[:len(argv):len(argv)], "serve", "--mdns=false", "--bind", "127.0.0.1", "--port", port), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,8 @@ type Source struct {
 	Name     string    // "embedded" or the directory, for logs
 	Embedded bool      // FS holds its files in memory (go:embed)
 	Stamp    time.Time // date for files without a build stamp or mtime
+	// Manifest describes an embedded FS as built (see catalog.Manifest).
+	Manifest *catalog.Manifest
 }
 
 // OpenDir opens a catalog directory on disk. Reads go through os.Root, so a
@@ -65,6 +67,7 @@ func LoadCatalog(src Source, log *slog.Logger) (*catalog.Catalog, error) {
 		Logger:   log,
 		Embedded: src.Embedded,
 		Stamp:    src.Stamp,
+		Manifest: src.Manifest,
 	})
 }
 
@@ -73,6 +76,7 @@ type Appliance struct {
 	cfg Config
 	log *slog.Logger
 	cat *catalog.Catalog
+	h   *httpapi.Handler
 	ln  net.Listener
 	srv *http.Server
 }
@@ -104,7 +108,7 @@ func New(cfg Config) (*Appliance, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
 	h := httpapi.New(cat, httpapi.Options{Logger: log, UpdatePath: cfg.UpdatePath, StallTimeout: cfg.StallTimeout})
-	return &Appliance{cfg: cfg, log: log, cat: cat, ln: ln, srv: httpapi.Server(h, log)}, nil
+	return &Appliance{cfg: cfg, log: log, cat: cat, h: h, ln: ln, srv: httpapi.Server(h, log)}, nil
 }
 
 // Addr is the address the appliance listens on.
@@ -119,6 +123,9 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.srv.Serve(a.ln) }()
 	a.log.Info("serving", "addr", a.ln.Addr().String(), "catalog", a.cat.Source)
+	if a.cfg.Firmware.Manifest != nil {
+		go a.verify()
+	}
 	if m := a.cfg.MDNS; m != nil {
 		mc := *m
 		mc.Port = a.ln.Addr().(*net.TCPAddr).Port
@@ -147,6 +154,27 @@ func (a *Appliance) Serve(ctx context.Context) error {
 		err = e
 	}
 	return err
+}
+
+// verify checks, in the background, that the embedded firmware is what the
+// build-time manifest says. If not (firmware/ changed without `make
+// build`), it reloads the catalog the slow way and serves that instead.
+func (a *Appliance) verify() {
+	start := time.Now()
+	src := a.cfg.Firmware
+	stale := a.cat.Verify(src.FS, src.Manifest)
+	if len(stale) == 0 {
+		a.log.Debug("catalog: embedded firmware matches the build manifest", "files", len(a.cat.Files()), "took", time.Since(start).Round(time.Millisecond))
+		return
+	}
+	a.log.Error("catalog: embedded firmware differs from the build manifest; re-reading it (build with make build to avoid this)", "files", fmt.Sprint(stale))
+	src.Manifest = nil
+	cat, err := LoadCatalog(src, a.log)
+	if err != nil {
+		a.log.Error("catalog: reload failed; still serving the manifest's view", "err", err)
+		return
+	}
+	a.h.SetCatalog(cat)
 }
 
 // Run is New followed by Serve.

@@ -83,6 +83,7 @@ type Catalog struct {
 	files    map[string]*Entry
 	byDigest map[string][]*Entry
 	all      []*Entry // files, sorted by path
+	skipped  map[string]string
 }
 
 // Options tune Load.
@@ -97,6 +98,11 @@ type Options struct {
 	Stamp time.Time
 	// MaxFileSize skips larger files; 0 means DefaultMaxFileSize.
 	MaxFileSize int64
+	// Manifest, for an Embedded fs, describes the files as they were at
+	// build time, so that start-up reads and hashes nothing. Files it does
+	// not describe (or whose size changed) are read as usual; Verify checks
+	// the rest.
+	Manifest *Manifest
 }
 
 // Dir returns the folder at p, a path already cleaned by Clean.
@@ -132,11 +138,15 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		dirs:     map[string]*Dir{"": {Path: ""}},
 		files:    map[string]*Entry{},
 		byDigest: map[string][]*Entry{},
+		skipped:  map[string]string{},
 	}
 	if _, err := fs.ReadDir(fsys, "."); err != nil {
 		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
 	}
-	skip := func(p, why string) { opts.Logger.Warn("catalog: skipped", "path", p, "reason", why) }
+	skip := func(p, why string) {
+		opts.Logger.Warn("catalog: skipped", "path", p, "reason", why)
+		c.skipped[p] = why
+	}
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if p == "." {
 			return err
@@ -213,16 +223,32 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	if info.Size() > opts.MaxFileSize {
 		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize)
 	}
+	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size()}
+	if m := opts.Manifest; m != nil && opts.Embedded {
+		if why, ok := m.Skipped[p]; ok {
+			return nil, why
+		}
+		if f, ok := m.Files[p]; ok && f.Size == info.Size() {
+			// Described at build time: nothing to read or hash now.
+			if e.content, err = readerAt(fsys, p); err != nil {
+				return nil, err.Error()
+			}
+			e.MD5, e.SHA256, e.Image = f.MD5, f.SHA256, f.Image
+			if f.Image != nil {
+				e.Type = Bin
+			}
+			stampEntry(e, info, opts)
+			return e, ""
+		}
+	}
 	b, err := fs.ReadFile(fsys, p)
 	if err != nil {
 		return nil, err.Error()
 	}
-	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: int64(len(b)), content: bytes.NewReader(b)}
+	e.Size, e.content = int64(len(b)), bytes.NewReader(b)
 	if opts.Embedded {
-		if f, err := fsys.Open(p); err == nil {
-			if ra, ok := f.(io.ReaderAt); ok {
-				e.content = ra // serve from the embedded data; b is dropped after load
-			}
+		if ra, err := readerAt(fsys, p); err == nil {
+			e.content = ra // serve from the embedded data; b is dropped after load
 		}
 	}
 	if looksLikeImage(d.Name(), b) {
@@ -235,6 +261,28 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	} else {
 		e.MD5, e.SHA256 = md5hex(b), sha256hex(b)
 	}
+	stampEntry(e, info, opts)
+	return e, ""
+}
+
+// readerAt opens p for serving straight from an in-memory fs (go:embed).
+func readerAt(fsys fs.FS, p string) (io.ReaderAt, error) {
+	f, err := fsys.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	ra, ok := f.(io.ReaderAt)
+	if !ok {
+		f.Close()
+		return nil, fmt.Errorf("%s: the file system cannot serve without a copy", p)
+	}
+	return ra, nil
+}
+
+// stampEntry sets the date and time the catalog lists: the image's own
+// build stamp, else the file's modification time, else the binary's build
+// time (embedded files have no mtime).
+func stampEntry(e *Entry, info fs.FileInfo, opts Options) {
 	stamp := info.ModTime()
 	if stamp.IsZero() || opts.Embedded {
 		stamp = opts.Stamp
@@ -243,7 +291,6 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	if e.Image != nil && e.Image.Date != "" {
 		e.Date, e.Time = e.Image.Date, e.Image.Time
 	}
-	return e, ""
 }
 
 // looksLikeImage decides which files must parse as firmware: anything that

@@ -159,3 +159,43 @@ func TestDiskSymlinks(t *testing.T) {
 		t.Error("content differs")
 	}
 }
+
+// TestManifest: an embedded catalog with a manifest takes each file's
+// description from it without reading the file, and Verify finds files
+// that changed after the manifest was made.
+func TestManifest(t *testing.T) {
+	fw := img(t, imagegen.Spec{Family: espimage.ESP32, Size: 8 << 10, Version: "1"})
+	fsys := fstest.MapFS{"a.bin": {Data: fw}, "b.bin": {Data: fw}, "bad.bin": {Data: fw[:40]}}
+	m, err := catalog.NewManifest(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Skipped["bad.bin"]; !ok || len(m.Files) != 2 {
+		t.Fatalf("manifest %+v", m)
+	}
+	b, _ := m.MarshalIndent()
+	m2, err := catalog.ParseManifest(b)
+	if err != nil || !m.Equal(m2) || m2.Files["a.bin"].Image.Version != "1" {
+		t.Fatalf("round trip: %v", err)
+	}
+	// Same size, other bytes: the manifest is believed at load, and Verify
+	// catches it.
+	changed := bytes.Clone(fw)
+	changed[100] ^= 1
+	fsys["b.bin"] = &fstest.MapFile{Data: changed}
+	cat, err := catalog.Load(fsys, catalog.Options{Embedded: true, Manifest: m2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := cat.File("b.bin"); e == nil || e.MD5 != m2.Files["b.bin"].MD5 {
+		t.Fatal("b.bin not taken from the manifest")
+	}
+	if stale := cat.Verify(fsys, m2); strings.Join(stale, ",") != "b.bin" {
+		t.Errorf("Verify = %v", stale)
+	}
+	e, _ := cat.File("a.bin")
+	got, _ := io.ReadAll(e.Content())
+	if !bytes.Equal(got, fw) {
+		t.Error("content from the manifest path differs")
+	}
+}

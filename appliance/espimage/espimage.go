@@ -174,3 +174,43 @@ func le16(b []byte, off int) uint16 { return binary.LittleEndian.Uint16(b[off:])
 func (f Family) MarshalText() ([]byte, error)    { return []byte(f.String()), nil }
 func (c Chip) MarshalText() ([]byte, error)      { return []byte(c.String()), nil }
 func (m FlashMode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText reads the names MarshalText writes, so that descriptions
+// round-trip through build-time manifests.
+func (f *Family) UnmarshalText(b []byte) error {
+	for _, v := range []Family{FamilyUnknown, ESP8266, ESP32} {
+		if v.String() == string(b) {
+			*f = v
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown family %q", b)
+}
+
+func (c *Chip) UnmarshalText(b []byte) error {
+	if v, ok := ParseChip(string(b)); ok {
+		*c = v
+		return nil
+	}
+	var id uint16
+	if _, err := fmt.Sscanf(string(b), "chip-0x%04x", &id); err != nil {
+		return fmt.Errorf("unknown chip %q", b)
+	}
+	*c = Chip(id)
+	return nil
+}
+
+func (m *FlashMode) UnmarshalText(b []byte) error {
+	for v := FlashMode(0); v < 8; v++ {
+		if v.String() == string(b) {
+			*m = v
+			return nil
+		}
+	}
+	var n uint8
+	if _, err := fmt.Sscanf(string(b), "mode-%d", &n); err != nil {
+		return fmt.Errorf("unknown flash mode %q", b)
+	}
+	*m = FlashMode(n)
+	return nil
+}

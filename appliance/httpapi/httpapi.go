@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"otabox/appliance/catalog"
@@ -40,7 +41,7 @@ type Options struct {
 
 // Handler serves the device endpoints from one catalog.
 type Handler struct {
-	cat   *catalog.Catalog
+	cat   atomic.Pointer[catalog.Catalog]
 	opts  Options
 	log   *slog.Logger
 	chips *chipMemory
@@ -55,14 +56,19 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 	if opts.StallTimeout == 0 {
 		opts.StallTimeout = 2 * time.Minute
 	}
-	return &Handler{
-		cat:   cat,
+	h := &Handler{
 		opts:  opts,
 		log:   opts.Logger,
 		chips: newChipMemory(10000),
 		bufs:  sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
+	h.cat.Store(cat)
+	return h
 }
+
+// SetCatalog replaces the catalog atomically: requests already running
+// finish with the one they started with.
+func (h *Handler) SetCatalog(cat *catalog.Catalog) { h.cat.Store(cat) }
 
 // exchange is one request's record: what the log line says about it.
 type exchange struct {
@@ -104,11 +110,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case ferr != nil:
 		h.fail(x, http.StatusBadRequest, ferr.Error())
 	case r.URL.Path == CatalogPath:
-		h.serveCatalog(x, r, facts)
+		h.serveCatalog(x, r, facts, h.cat.Load())
 	case h.opts.UpdatePath != "" && r.URL.Path == h.opts.UpdatePath:
-		h.serveUpdate(x, r, facts)
+		h.serveUpdate(x, r, facts, h.cat.Load())
 	default:
-		h.serveFile(x, r, facts)
+		h.serveFile(x, r, facts, h.cat.Load())
 	}
 	h.logRequest(r, x, time.Since(start))
 }
@@ -152,7 +158,7 @@ func (h *Handler) fail(x *exchange, status int, reason string) {
 	io.WriteString(x, body)
 }
 
-func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts) {
+func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		h.fail(x, http.StatusBadRequest, "malformed catalog query: "+err.Error())
@@ -172,9 +178,9 @@ func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts
 		h.fail(x, http.StatusBadRequest, "catalog path "+strconv.Quote(q.Get("path"))+": "+err.Error())
 		return
 	}
-	dir, ok := h.cat.Dir(p)
+	dir, ok := cat.Dir(p)
 	if !ok {
-		if _, isFile := h.cat.File(p); isFile {
+		if _, isFile := cat.File(p); isFile {
 			h.fail(x, http.StatusNotFound, "catalog path "+strconv.Quote(p)+" is a file, not a folder")
 		} else {
 			h.fail(x, http.StatusNotFound, "no folder "+strconv.Quote(p)+" in the catalog")
@@ -197,37 +203,37 @@ func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts
 	}
 }
 
-func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts) {
+func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
 	p, err := catalog.Clean(r.URL.Path)
 	if err != nil {
 		h.fail(x, http.StatusBadRequest, "path "+strconv.Quote(r.URL.Path)+": "+err.Error())
 		return
 	}
-	e, ok := h.cat.File(p)
+	e, ok := cat.File(p)
 	if !ok {
-		if _, isDir := h.cat.Dir(p); isDir {
+		if _, isDir := cat.Dir(p); isDir {
 			h.fail(x, http.StatusNotFound, strconv.Quote("/"+p)+" is a folder, not a file")
 		} else {
 			h.fail(x, http.StatusNotFound, "no file "+strconv.Quote(p)+" in the catalog")
 		}
 		return
 	}
-	h.answer(x, r, h.decide(decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
+	h.answer(x, r, h.decide(cat, decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
 }
 
-func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts) {
-	v := h.decide(decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
-		return decide.Newest(req, h.cat.Files())
+func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
+	v := h.decide(cat, decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
+		return decide.Newest(req, cat.Files())
 	})
 	h.answer(x, r, v)
 }
 
 // decide fills in what the catalog and memory know about the device's
 // running image, then asks the decision function.
-func (h *Handler) decide(req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
+func (h *Handler) decide(cat *catalog.Catalog, req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
 	for _, dg := range []string{facts.SketchMD5, facts.SketchSHA256} {
 		if dg != "" {
-			req.Running = appendNew(req.Running, h.cat.Running(dg))
+			req.Running = appendNew(req.Running, cat.Running(dg))
 		}
 	}
 	mac := facts.MAC()
