@@ -3,7 +3,9 @@ module otabox
 go 1.26.8
 
 require (
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/hashicorp/mdns v1.0.7
+	github.com/klauspost/compress v1.20.4
 	github.com/miekg/dns v1.1.72
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/net v0.48.0

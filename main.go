@@ -37,6 +37,7 @@ func main() {
 		catalogFlag(),
 		&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "info", Usage: "log level: debug, info, warning, error, critical", EnvVars: []string{"OTABOX_LOG"}},
 		&cli.StringFlag{Name: "update-path", Value: "/update", Usage: "fixed URL that gives each device the newest image of its project (\"\" turns it off)", EnvVars: []string{"OTABOX_UPDATE_PATH"}},
+		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
 		&cli.StringFlag{Name: "mdns-name", DefaultText: "otabox-<6 hex of the machine id>", Usage: "mDNS instance and host name (a-z, 0-9, -)", EnvVars: []string{"OTABOX_MDNS_NAME"}},
 		&cli.StringFlag{Name: "mdns-iface", DefaultText: "every LAN interface", Usage: "advertise only on this interface", EnvVars: []string{"OTABOX_MDNS_IFACE"}},
@@ -101,6 +102,11 @@ func serve(c *cli.Context) error {
 			}
 		}
 	}
+	for _, p := range c.StringSlice("gzip") {
+		if err := appliance.ValidGzipPattern(p); err != nil {
+			return cli.Exit(fmt.Sprintf("otabox: --gzip %q: %v", p, err), 2)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return appliance.Run(ctx, appliance.Config{
@@ -110,6 +116,7 @@ func serve(c *cli.Context) error {
 		UpdatePath: c.String("update-path"),
 		Grace:      c.Duration("grace"),
 		MDNS:       mdns,
+		Gzip:       c.StringSlice("gzip"),
 	})
 }
 

@@ -13,12 +13,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
 	"otabox/appliance/httpapi"
+	"otabox/appliance/watch"
 )
 
 // Config is everything otabox needs to run.
@@ -35,6 +39,12 @@ type Config struct {
 	Grace time.Duration
 	// StallTimeout bounds one write to a device that stopped reading.
 	StallTimeout time.Duration
+	// Gzip lists path patterns (path.Match, "*" for all) of ESP8266 images
+	// to also serve gzip-compressed to devices that can inflate them.
+	Gzip []string
+	// Settle is how long a file in a --catalog directory must stay
+	// unchanged before it is served (default 1 s).
+	Settle time.Duration
 	// MDNS, when set, advertises the server on the LAN; its Port is filled
 	// in from the listener.
 	MDNS *discovery.Config
@@ -43,6 +53,7 @@ type Config struct {
 // Source is where firmware comes from.
 type Source struct {
 	FS       fs.FS
+	Dir      string    // the directory on disk, watched for changes; "" when embedded
 	Name     string    // "embedded" or the directory, for logs
 	Embedded bool      // FS holds its files in memory (go:embed)
 	Stamp    time.Time // date for files without a build stamp or mtime
@@ -57,17 +68,47 @@ func OpenDir(dir string) (Source, error) {
 	if err != nil {
 		return Source{}, fmt.Errorf("catalog %s: %w", dir, err)
 	}
-	return Source{FS: root.FS(), Name: dir}, nil
+	return Source{FS: root.FS(), Dir: dir, Name: dir}, nil
 }
 
 // LoadCatalog builds the catalog from src, logging what it skips.
 func LoadCatalog(src Source, log *slog.Logger) (*catalog.Catalog, error) {
+	return reloadCatalog(src, log, nil, nil, nil)
+}
+
+// gzip turns the --gzip patterns into the catalog's selector.
+func (cfg Config) gzip() func(string) bool {
+	if len(cfg.Gzip) == 0 {
+		return nil
+	}
+	return func(p string) bool {
+		for _, pat := range cfg.Gzip {
+			if ok, _ := path.Match(pat, p); ok || pat == "*" {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// ValidGzipPattern reports a malformed --gzip pattern.
+func ValidGzipPattern(p string) error {
+	_, err := path.Match(p, "")
+	return err
+}
+
+// reloadCatalog loads src again, reusing prev's entries for unchanged
+// files and holding back files still being written.
+func reloadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool) (*catalog.Catalog, error) {
 	return catalog.Load(src.FS, catalog.Options{
+		Gzip:     gz,
 		Source:   src.Name,
 		Logger:   log,
 		Embedded: src.Embedded,
 		Stamp:    src.Stamp,
 		Manifest: src.Manifest,
+		Previous: prev,
+		Unstable: unstable,
 	})
 }
 
@@ -92,7 +133,11 @@ func New(cfg Config) (*Appliance, error) {
 		cfg.Grace = 30 * time.Second
 	}
 	start := time.Now()
-	cat, err := LoadCatalog(cfg.Firmware, log)
+	gz := cfg.gzip()
+	if cfg.Firmware.Manifest != nil {
+		gz = nil // compressing would read every file: done after start-up (verify)
+	}
+	cat, err := reloadCatalog(cfg.Firmware, log, nil, nil, gz)
 	if err != nil {
 		return nil, err
 	}
@@ -102,8 +147,9 @@ func New(cfg Config) (*Appliance, error) {
 			images++
 		}
 	}
+	logGzip(log, cat)
 	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "took", time.Since(start).Round(time.Microsecond))
-	ln, err := httpapi.Listen(cfg.Addr)
+	ln, err := httpapi.Listen(cfg.Addr, log)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
@@ -125,6 +171,40 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	a.log.Info("serving", "addr", a.ln.Addr().String(), "catalog", a.cat.Source)
 	if a.cfg.Firmware.Manifest != nil {
 		go a.verify()
+	}
+	// SIGHUP re-reads a --catalog directory now; the embedded one cannot change.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if a.cfg.Firmware.Dir == "" {
+					a.log.Info("SIGHUP: the embedded catalog cannot change; nothing to reload")
+					continue
+				}
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	if dir := a.cfg.Firmware.Dir; dir != "" {
+		go watch.Run(ctx, watch.Config{
+			Dir:    dir,
+			Logger: a.log,
+			Settle: a.cfg.Settle,
+			Reload: reload,
+			Load: func(prev *catalog.Catalog, unstable map[string]bool) (*catalog.Catalog, error) {
+				return reloadCatalog(a.cfg.Firmware, a.log, prev, unstable, a.cfg.gzip())
+			},
+			Publish: a.h.SetCatalog,
+		}, a.cat)
 	}
 	if m := a.cfg.MDNS; m != nil {
 		mc := *m
@@ -159,22 +239,36 @@ func (a *Appliance) Serve(ctx context.Context) error {
 // verify checks, in the background, that the embedded firmware is what the
 // build-time manifest says. If not (firmware/ changed without `make
 // build`), it reloads the catalog the slow way and serves that instead.
+// It also compresses the images --gzip names, which start-up skipped.
 func (a *Appliance) verify() {
 	start := time.Now()
 	src := a.cfg.Firmware
-	stale := a.cat.Verify(src.FS, src.Manifest)
-	if len(stale) == 0 {
+	prev := a.cat
+	if stale := a.cat.Verify(src.FS, src.Manifest); len(stale) > 0 {
+		a.log.Error("catalog: embedded firmware differs from the build manifest; re-reading it (build with make build to avoid this)", "files", fmt.Sprint(stale))
+		src.Manifest, prev = nil, nil
+	} else {
 		a.log.Debug("catalog: embedded firmware matches the build manifest", "files", len(a.cat.Files()), "took", time.Since(start).Round(time.Millisecond))
-		return
+		if a.cfg.gzip() == nil {
+			return
+		}
 	}
-	a.log.Error("catalog: embedded firmware differs from the build manifest; re-reading it (build with make build to avoid this)", "files", fmt.Sprint(stale))
-	src.Manifest = nil
-	cat, err := LoadCatalog(src, a.log)
+	cat, err := reloadCatalog(src, a.log, prev, nil, a.cfg.gzip())
 	if err != nil {
 		a.log.Error("catalog: reload failed; still serving the manifest's view", "err", err)
 		return
 	}
+	logGzip(a.log, cat)
 	a.h.SetCatalog(cat)
+}
+
+// logGzip reports what compression saves, per image.
+func logGzip(log *slog.Logger, cat *catalog.Catalog) {
+	for _, e := range cat.Files() {
+		if e.Gzip != nil {
+			log.Info("catalog: gzip for ESP8266 2.7+", "path", e.Path, "size", e.Size, "gzip", e.Gzip.Size, "saved", fmt.Sprintf("%.1f%%", 100*float64(e.Size-e.Gzip.Size)/float64(e.Size)))
+		}
+	}
 }
 
 // Run is New followed by Serve.

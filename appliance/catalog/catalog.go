@@ -48,15 +48,37 @@ type Entry struct {
 	Image *espimage.Image // set for Bin entries
 	// MD5 and SHA256 are lower-case hex of the bytes served (files only).
 	MD5, SHA256 string
+	// ModTime is the file's modification time when it was read, so that a
+	// reload can reuse an entry whose file has not changed.
+	ModTime time.Time
+	// Gzip is the image compressed once at load, for ESP8266 devices whose
+	// running app inflates (core 2.7+); nil when not enabled or no smaller.
+	Gzip *Variant
 
 	content io.ReaderAt
+	data    []byte // the bytes, when held in memory
 }
+
+// Variant is another form of an entry's bytes, served as the file itself.
+type Variant struct {
+	Size        int64
+	MD5, SHA256 string
+	content     []byte
+}
+
+// Bytes returns the variant's bytes. Do not modify.
+func (v *Variant) Bytes() []byte { return v.content }
 
 // Content returns a reader over the entry's bytes. It shares the catalog's
 // copy (or the embedded data); nothing is copied per call.
 func (e *Entry) Content() *io.SectionReader {
 	return io.NewSectionReader(e.content, 0, e.Size)
 }
+
+// Bytes returns the entry's bytes when the catalog holds them in memory
+// (a disk catalog), so they can be written without an intermediate copy;
+// nil for embedded files, which are read through Content. Do not modify.
+func (e *Entry) Bytes() []byte { return e.data }
 
 // Dir is one listable folder.
 type Dir struct {
@@ -98,6 +120,16 @@ type Options struct {
 	Stamp time.Time
 	// MaxFileSize skips larger files; 0 means DefaultMaxFileSize.
 	MaxFileSize int64
+	// Gzip selects the ESP8266 images (by catalog path) to also keep
+	// gzip-compressed; nil compresses none.
+	Gzip func(path string) bool
+	// Previous is the catalog this one replaces: files whose size and
+	// modification time are unchanged keep its entry (and bytes) without
+	// being read again.
+	Previous *Catalog
+	// Unstable lists files still being written: they keep their Previous
+	// entry, or stay out until they settle. Never serve half a copy.
+	Unstable map[string]bool
 	// Manifest, for an Embedded fs, describes the files as they were at
 	// build time, so that start-up reads and hashes nothing. Files it does
 	// not describe (or whose size changed) are read as usual; Verify checks
@@ -110,6 +142,19 @@ func (c *Catalog) Dir(p string) (*Dir, bool) { d, ok := c.dirs[p]; return d, ok 
 
 // File returns the file at p, a path already cleaned by Clean.
 func (c *Catalog) File(p string) (*Entry, bool) { e, ok := c.files[p]; return e, ok }
+
+// Dirs returns the folders' paths, sorted ("" is the root).
+func (c *Catalog) Dirs() []string {
+	ds := make([]string, 0, len(c.dirs))
+	for p := range c.dirs {
+		ds = append(ds, p)
+	}
+	sort.Strings(ds)
+	return ds
+}
+
+// Skipped returns the files left out at load, with the reason.
+func (c *Catalog) Skipped() map[string]string { return c.skipped }
 
 // Files returns every file, sorted by path.
 func (c *Catalog) Files() []*Entry { return c.all }
@@ -183,6 +228,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			skip(p, why)
 			return nil
 		}
+		if opts.Gzip != nil && e.Gzip == nil && opts.Gzip(p) && e.Image != nil && e.Image.Family == espimage.ESP8266 && !e.Image.Compressed {
+			e = withGzip(e)
+		}
 		if cost := entryCost(e); cost > JSONBudget {
 			skip(p, fmt.Sprintf("its catalog entry needs %d bytes of the device's %d-byte JSON buffer (name too long)", cost, JSONBudget))
 			return nil
@@ -223,7 +271,21 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	if info.Size() > opts.MaxFileSize {
 		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize)
 	}
-	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size()}
+	if prev := opts.Previous; prev != nil {
+		old, ok := prev.files[p]
+		if opts.Unstable[p] {
+			if ok {
+				return old, ""
+			}
+			return nil, "still being written; it joins the catalog once it stops changing"
+		}
+		if ok && old.Size == info.Size() && old.ModTime.Equal(info.ModTime()) {
+			return old, ""
+		}
+	} else if opts.Unstable[p] {
+		return nil, "still being written; it joins the catalog once it stops changing"
+	}
+	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime()}
 	if m := opts.Manifest; m != nil && opts.Embedded {
 		if why, ok := m.Skipped[p]; ok {
 			return nil, why
@@ -245,10 +307,10 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	if err != nil {
 		return nil, err.Error()
 	}
-	e.Size, e.content = int64(len(b)), bytes.NewReader(b)
+	e.Size, e.content, e.data = int64(len(b)), bytes.NewReader(b), b
 	if opts.Embedded {
 		if ra, err := readerAt(fsys, p); err == nil {
-			e.content = ra // serve from the embedded data; b is dropped after load
+			e.content, e.data = ra, nil // serve from the embedded data; b is dropped after load
 		}
 	}
 	if looksLikeImage(d.Name(), b) {
@@ -341,6 +403,11 @@ func Clean(p string) (string, error) {
 			continue
 		case "..":
 			return "", errors.New(`path contains ".."`)
+		}
+		// Catalog names are [A-Za-z0-9._-] only, so anything else (encoded
+		// separators, over-long UTF-8, control bytes) names nothing here.
+		if why := checkName(el); why != "" {
+			return "", fmt.Errorf("path element %q: %s", el, why)
 		}
 		parts = append(parts, el)
 	}

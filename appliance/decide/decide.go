@@ -29,6 +29,7 @@ type Verdict struct {
 	Status int
 	Reason string
 	Entry  *catalog.Entry // the image served or considered
+	Gzip   bool           // serve Entry.Gzip, the compressed form
 }
 
 // Request is everything a decision may look at.
@@ -41,6 +42,9 @@ type Request struct {
 	// Chip is the device's chip when known from an earlier visit.
 	Chip      espimage.Chip
 	ChipKnown bool
+	// Inflates says the device's running app is known to inflate gzip
+	// images (ESP8266 core 2.7+); unknown means no.
+	Inflates bool
 }
 
 func refuse(status int, e *catalog.Entry, format string, args ...any) Verdict {
@@ -100,14 +104,22 @@ func Firmware(r Request) Verdict {
 	if img.Family == espimage.ESP8266 && d.ChipSize >= 0 && img.FlashSize > d.ChipSize {
 		return refuse(http.StatusForbidden, e, "%s is built for %s of flash, the device has %s", e.Path, mib(img.FlashSize), mib(d.ChipSize))
 	}
+	if r.Inflates && e.Gzip != nil {
+		if v := fitsSize(e, d, e.Gzip.Size); v.Action == Serve {
+			v.Gzip = true
+			return v
+		}
+	}
 	return fits(e, d)
 }
 
 // fits checks the image against the device's free OTA space, the way the
 // device itself would after the download started.
-func fits(e *catalog.Entry, d *device.Facts) Verdict {
+func fits(e *catalog.Entry, d *device.Facts) Verdict { return fitsSize(e, d, e.Size) }
+
+func fitsSize(e *catalog.Entry, d *device.Facts, size int64) Verdict {
 	if d.FreeSpace >= 0 {
-		need := e.Size
+		need := size
 		if d.Family == espimage.ESP8266 {
 			need = (need + 4095) &^ 4095 // Update.begin rounds up to a flash sector
 		}
@@ -165,7 +177,7 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 	if best == nil || !newer(best, current) {
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("device runs %s %s (%s), the newest it can take", current.Image.Project, current.Image.Version, current.Path), Entry: current}
 	}
-	return Firmware(Request{Entry: best, Device: d, Running: r.Running, Chip: r.Chip, ChipKnown: r.ChipKnown})
+	return Firmware(Request{Entry: best, Device: d, Running: r.Running, Chip: r.Chip, ChipKnown: r.ChipKnown, Inflates: r.Inflates})
 }
 
 // newer orders images by version, then by build stamp, then by path so

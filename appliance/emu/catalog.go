@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -38,7 +37,7 @@ const catalogTimeout = 5 * time.Second
 
 // Catalog runs AutoConnectUpdateAct::_onCatalog against addr for uri.
 func (d *Device) Catalog(addr, uri string) CatalogResult {
-	conn, err := net.DialTimeout("tcp", addr, catalogTimeout)
+	conn, err := d.dial(addr, catalogTimeout)
 	if err != nil {
 		return CatalogResult{Err: "Update server responds (-1):connection refused", Caption: "Update server responds (-1):connection refused"}
 	}

@@ -74,7 +74,10 @@ type Device struct {
 	Auth    string // "user:pass" for setAuthorization (ESP8266 ≥ 3.0, ESP32 ≥ 2.0)
 	// HostHeader is what the device puts in Host; "" uses the dialled address.
 	HostHeader string
-	Timeout    time.Duration // the updater's stream timeout; 8 s by default
+	// Source is the local address to connect from (a loopback address such
+	// as 127.0.0.5 stands for one device of a fleet); nil lets the kernel pick.
+	Source  net.IP
+	Timeout time.Duration // the updater's stream timeout; 8 s by default
 }
 
 // New returns a device of the given core with plausible defaults: 4 MB of
@@ -86,6 +89,15 @@ func New(core Core) *Device {
 		d.FreeSpace = 1310720
 	}
 	return d
+}
+
+// dial connects to addr from the device's Source address.
+func (d *Device) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	dialer := net.Dialer{Timeout: timeout}
+	if d.Source != nil {
+		dialer.LocalAddr = &net.TCPAddr{IP: d.Source}
+	}
+	return dialer.Dial("tcp", addr)
 }
 
 func (d *Device) timeout() time.Duration {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 
@@ -50,7 +49,7 @@ const PeekWait = 100 * time.Millisecond
 // request-target written verbatim (see FirmwareTarget). On OK the device
 // now runs the new image.
 func (d *Device) Update(addr, target string) UpdateResult {
-	conn, err := net.DialTimeout("tcp", addr, d.timeout())
+	conn, err := d.dial(addr, d.timeout())
 	if err != nil {
 		return UpdateResult{Error: "HTTP error: connection failed"}
 	}

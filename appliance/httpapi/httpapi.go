@@ -27,6 +27,17 @@ import (
 // CatalogPath is AutoConnect's AUTOCONNECT_UPDATE_CATALOG.
 const CatalogPath = "/_catalog"
 
+// Request limits. A device request has about 15 header fields and a
+// target of a folder and a name (each name under 129 bytes); these leave
+// room for browsers and probes and refuse the rest.
+const (
+	MaxTarget      = 1024
+	MaxHeaders     = 48
+	MaxHeaderBytes = 16 << 10
+	// MaxConnsPerIP bounds one address's open connections (LimitPerIP).
+	MaxConnsPerIP = 16
+)
+
 // Options configure a Handler.
 type Options struct {
 	Logger *slog.Logger
@@ -41,11 +52,12 @@ type Options struct {
 
 // Handler serves the device endpoints from one catalog.
 type Handler struct {
-	cat   atomic.Pointer[catalog.Catalog]
-	opts  Options
-	log   *slog.Logger
-	chips *chipMemory
-	bufs  sync.Pool
+	cat       atomic.Pointer[catalog.Catalog]
+	opts      Options
+	log       *slog.Logger
+	chips     *chipMemory
+	inflaters *inflaters
+	bufs      sync.Pool
 }
 
 // New returns the handler for cat.
@@ -57,10 +69,11 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 		opts.StallTimeout = 2 * time.Minute
 	}
 	h := &Handler{
-		opts:  opts,
-		log:   opts.Logger,
-		chips: newChipMemory(10000),
-		bufs:  sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+		opts:      opts,
+		log:       opts.Logger,
+		chips:     newChipMemory(10000),
+		inflaters: &inflaters{seen: map[string]time.Time{}},
+		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
 	h.cat.Store(cat)
 	return h
@@ -104,6 +117,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	facts, ferr := device.Parse(r.Header)
 	x.mac = facts.MAC()
 	switch {
+	case len(r.RequestURI) > MaxTarget:
+		h.fail(x, http.StatusRequestURITooLong, "request-target of "+strconv.Itoa(len(r.RequestURI))+" bytes; devices send under "+strconv.Itoa(MaxTarget))
+	case len(r.Header) > MaxHeaders:
+		h.fail(x, http.StatusRequestHeaderFieldsTooLarge, strconv.Itoa(len(r.Header))+" header fields; devices send under "+strconv.Itoa(MaxHeaders))
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET, HEAD")
 		h.fail(x, http.StatusMethodNotAllowed, "method "+r.Method+" is not served; devices use GET")
@@ -123,6 +140,9 @@ func (h *Handler) logRequest(r *http.Request, x *exchange, d time.Duration) {
 	level := slog.LevelInfo
 	if x.status >= 400 {
 		level = slog.LevelWarn
+	}
+	if !h.log.Enabled(r.Context(), level) {
+		return
 	}
 	attrs := []slog.Attr{
 		slog.String("client", r.RemoteAddr),
@@ -146,7 +166,7 @@ func (h *Handler) logRequest(r *http.Request, x *exchange, d time.Duration) {
 func (h *Handler) fail(x *exchange, status int, reason string) {
 	x.reason = reason
 	hd := x.Header()
-	hd["x-otabox-reason"] = []string{reason}
+	hd.Set("X-Otabox-Reason", reason)
 	if status == http.StatusNotModified {
 		x.WriteHeader(status)
 		return
@@ -190,6 +210,9 @@ func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts
 	fam := espimage.FamilyUnknown
 	if facts.Client == device.CatalogClient {
 		fam = facts.Family // the device sees as "bin" only what it can run
+		if fam == espimage.ESP8266 {
+			h.inflaters.note(clientIP(r), inflatesGzip(HeadOrder(r.Context())))
+		}
 	}
 	body := dir.JSON(fam)
 	hd := x.Header()
@@ -218,11 +241,11 @@ func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, c
 		}
 		return
 	}
-	h.answer(x, r, h.decide(cat, decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
+	h.answer(x, r, h.decide(cat, clientIP(r), decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
 }
 
 func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
-	v := h.decide(cat, decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
+	v := h.decide(cat, clientIP(r), decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
 		return decide.Newest(req, cat.Files())
 	})
 	h.answer(x, r, v)
@@ -230,7 +253,7 @@ func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts,
 
 // decide fills in what the catalog and memory know about the device's
 // running image, then asks the decision function.
-func (h *Handler) decide(cat *catalog.Catalog, req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
+func (h *Handler) decide(cat *catalog.Catalog, ip string, req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
 	for _, dg := range []string{facts.SketchMD5, facts.SketchSHA256} {
 		if dg != "" {
 			req.Running = appendNew(req.Running, cat.Running(dg))
@@ -241,6 +264,7 @@ func (h *Handler) decide(cat *catalog.Catalog, req decide.Request, facts *device
 		h.chips.learn(mac, chip)
 	}
 	req.Chip, req.ChipKnown = h.chips.lookup(mac)
+	req.Inflates = facts.Family == espimage.ESP8266 && h.inflaters.known(ip)
 	return f(req)
 }
 
@@ -263,34 +287,67 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 		return
 	}
 	e := v.Entry
+	size, md5, sha, data := e.Size, e.MD5, e.SHA256, e.Bytes()
+	if v.Gzip {
+		// The compressed image is the file itself (never Content-Encoding);
+		// length and digests are the compressed bytes' (spec §2.4).
+		size, md5, sha, data = e.Gzip.Size, e.Gzip.MD5, e.Gzip.SHA256, e.Gzip.Bytes()
+		x.reason = "gzip-compressed for a core 2.7+ device, " + strconv.FormatInt(e.Size-e.Gzip.Size, 10) + " bytes saved"
+	}
 	hd := x.Header()
 	// Set as written: the reference's header names, byte for byte.
 	hd["Content-Type"] = []string{"application/octet-stream"}
 	hd["Content-Disposition"] = []string{"attachment; filename=" + e.Name}
-	hd["Content-Length"] = []string{strconv.FormatInt(e.Size, 10)}
-	hd["x-MD5"] = []string{e.MD5}
-	hd["x-SHA256"] = []string{e.SHA256}
+	hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+	hd["x-MD5"] = []string{md5}
+	hd["x-SHA256"] = []string{sha}
 	x.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodGet {
 		return
 	}
 	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
 	// after the header and fails if it has not arrived (spec §2.3).
-	if err := h.copyBody(x, e); err != nil {
+	var err error
+	if data != nil {
+		err = h.writeBody(x, data)
+	} else {
+		err = h.copyBody(x, e.Content())
+	}
+	if err != nil {
 		x.reason = "download cut off after " + strconv.FormatInt(x.bytes, 10) + " bytes: " + err.Error()
 	}
 }
 
-// copyBody streams the entry with a progress deadline per write.
-func (h *Handler) copyBody(x *exchange, e *catalog.Entry) error {
+// writeChunk is how much of an in-memory image goes into one write: large
+// enough that a fast client costs few system calls, and each write still
+// gets its own progress deadline.
+const writeChunk = 256 << 10
+
+// writeBody writes an image held in memory straight from its bytes.
+func (h *Handler) writeBody(x *exchange, data []byte) error {
+	rc := http.NewResponseController(x.w)
+	for len(data) > 0 {
+		n := min(len(data), writeChunk)
+		if err := h.deadline(rc); err != nil {
+			return err
+		}
+		if _, err := x.Write(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// copyBody streams an embedded image through a pooled buffer.
+func (h *Handler) copyBody(x *exchange, src io.Reader) error {
 	rc := http.NewResponseController(x.w)
 	bp := h.bufs.Get().(*[]byte)
 	defer h.bufs.Put(bp)
-	src := e.Content()
 	for {
 		n, rerr := src.Read(*bp)
 		if n > 0 {
-			if err := rc.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			if err := h.deadline(rc); err != nil {
 				return err
 			}
 			if _, err := x.Write((*bp)[:n]); err != nil {
@@ -304,6 +361,75 @@ func (h *Handler) copyBody(x *exchange, e *catalog.Entry) error {
 			return rerr
 		}
 	}
+}
+
+// deadline gives the next write StallTimeout to make progress.
+func (h *Handler) deadline(rc *http.ResponseController) error {
+	err := rc.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
+	if errors.Is(err, http.ErrNotSupported) {
+		return nil
+	}
+	return err
+}
+
+// inflaters remembers, by client address, ESP8266 devices whose catalog
+// request came from core 2.7 or later, the first able to inflate gzip
+// images. The firmware GET follows the catalog request from the same
+// address within seconds; an entry is trusted for 15 minutes.
+type inflaters struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+const inflaterTTL = 15 * time.Minute
+
+func (f *inflaters) note(ip string, yes bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !yes {
+		delete(f.seen, ip)
+		return
+	}
+	if len(f.seen) > 10000 { // forget the stale ones before growing
+		for k, t := range f.seen {
+			if time.Since(t) > inflaterTTL {
+				delete(f.seen, k)
+			}
+		}
+	}
+	f.seen[ip] = time.Now()
+}
+
+func (f *inflaters) known(ip string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.seen[ip]
+	return ok && time.Since(t) < inflaterTTL
+}
+
+// inflatesGzip recognises the ESP8266 core 2.7+ catalog request: its
+// HTTPClient sends Accept-Encoding before Connection; earlier cores send
+// Connection first (spec §1.1).
+func inflatesGzip(order []string) bool {
+	ae, conn := -1, -1
+	for i, n := range order {
+		switch n {
+		case "accept-encoding":
+			ae = i
+		case "connection":
+			conn = i
+		}
+	}
+	return ae >= 0 && conn >= 0 && ae < conn
+}
+
+// clientIP is the request's peer address without the port.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // chipMemory remembers the chip of each ESP32 seen running a catalog image
@@ -349,17 +475,18 @@ func Server(h http.Handler, log *slog.Logger) *http.Server {
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext:       connContext,
 	}
 }
 
 // Listen opens a TCP listener on addr that accepts the devices' relative
-// request-targets.
-func Listen(addr string) (net.Listener, error) {
+// request-targets and caps each address's open connections.
+func Listen(addr string, log *slog.Logger) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return FixTargets(l), nil
+	return FixTargets(LimitPerIP(l, MaxConnsPerIP, log)), nil
 }

@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"strconv"
+	"strings"
+	"sync/atomic"
 )
 
 // FixTargets wraps l so that request-targets without a leading slash reach
@@ -48,6 +51,33 @@ type fixConn struct {
 	length   int64  // Content-Length of the current request
 	chunked  bool
 	bodyLeft int64
+	names    []string                 // header names of the head being read, in order
+	lastHead atomic.Pointer[[]string] // those of the last complete head
+}
+
+// HeadOrder returns the header names of the last request head read on
+// the connection in ctx, lower-case and in the order sent; nil when
+// unknown. The ESP8266 core's HTTPClient changed its header order in 2.7,
+// the release that can inflate gzip images: this is how otabox tells.
+func HeadOrder(ctx context.Context) []string {
+	c, _ := ctx.Value(connKey{}).(*fixConn)
+	if c == nil {
+		return nil
+	}
+	if p := c.lastHead.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+type connKey struct{}
+
+// connContext makes the connection findable from its requests' contexts.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if fc, ok := c.(*fixConn); ok {
+		return context.WithValue(ctx, connKey{}, fc)
+	}
+	return ctx
 }
 
 func (c *fixConn) Read(p []byte) (int, error) {
@@ -124,7 +154,7 @@ loop:
 			}
 			out = append(out, in[i:i+j+1]...)
 			i += j + 1
-			c.st, c.line, c.length, c.chunked = stHeader, c.line[:0], 0, false
+			c.st, c.line, c.length, c.chunked, c.names = stHeader, c.line[:0], 0, false, nil
 		case stHeader:
 			b := in[i]
 			out = append(out, b)
@@ -146,6 +176,8 @@ func (c *fixConn) endHeaderLine() {
 	line := bytes.TrimRight(c.line, "\r")
 	c.line = c.line[:0]
 	if len(line) == 0 { // end of the head
+		names := c.names
+		c.lastHead.Store(&names)
 		switch {
 		case c.chunked:
 			c.st = stRaw
@@ -161,6 +193,9 @@ func (c *fixConn) endHeaderLine() {
 		return
 	}
 	value = bytes.TrimSpace(value)
+	if len(c.names) < 32 {
+		c.names = append(c.names, strings.ToLower(string(bytes.TrimSpace(name))))
+	}
 	switch {
 	case bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Length")):
 		n, err := strconv.ParseInt(string(value), 10, 64)

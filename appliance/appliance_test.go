@@ -1,0 +1,120 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+)
+
+// TestReloadUnderLoad: 50 devices download continuously while files in the
+// catalog directory are replaced, added, half-written and removed. Every
+// download that completes has exactly the bytes of the x-MD5 it was given;
+// the rest are clean 404s for files that left. Nothing is cut off.
+func TestReloadUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	images := make([][]byte, 6)
+	for i := range images {
+		b, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: (48 + 16*i) << 10, Seed: uint64(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		images[i] = b
+	}
+	names := []string{"a.bin", "b.bin", "c.bin", "d.bin"}
+	for i, n := range names {
+		os.WriteFile(filepath.Join(dir, n), images[i], 0o644)
+	}
+	src, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Addr: "127.0.0.1:0", Firmware: src, Settle: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	addr := a.Addr().String()
+
+	stop := make(chan struct{})
+	var (
+		ok, gone, other, faults atomic.Int64
+		bytesOK                 atomic.Int64
+		wg                      sync.WaitGroup
+		failures                sync.Map
+	)
+	for w := 0; w < 50; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d := emu.New(emu.ESP8266v31)
+				d.FreeSpace = 4 << 20
+				d.STAMAC = fmt.Sprintf("5C:CF:7F:00:00:%02X", w)
+				d.Source = net.IPv4(127, 5, 0, byte(w+1)) // a fleet, not one address
+				res := d.Update(addr, "/"+names[rng.IntN(len(names))])
+				switch {
+				case res.Outcome == emu.OK:
+					ok.Add(1)
+					bytesOK.Add(int64(len(res.Image)))
+				case res.Status == 404:
+					gone.Add(1)
+				case res.Status == 304:
+					other.Add(1)
+				default:
+					faults.Add(1)
+					failures.Store(res.String(), true)
+				}
+			}
+		}(w)
+	}
+	// Change the catalog under the load for 3 seconds.
+	changes := 0
+	rng := rand.New(rand.NewPCG(99, 1))
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); changes++ {
+		n := filepath.Join(dir, names[rng.IntN(len(names))])
+		img := images[rng.IntN(len(images))]
+		switch changes % 4 {
+		case 0: // replace in place
+			os.WriteFile(n, img, 0o644)
+		case 1: // half-written, finished a little later
+			os.WriteFile(n, img[:len(img)/2], 0o644)
+			time.Sleep(50 * time.Millisecond)
+			os.WriteFile(n, img, 0o644)
+		case 2: // removed
+			os.Remove(n)
+		case 3: // added back by rename, as careful copiers do
+			tmp := filepath.Join(dir, ".incoming")
+			os.WriteFile(tmp, img, 0o644)
+			os.Rename(tmp, n)
+		}
+		time.Sleep(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d catalog changes; %d downloads verified (%d MB), %d 404 for files that had left, %d no-update, %d faults",
+		changes, ok.Load(), bytesOK.Load()>>20, gone.Load(), other.Load(), faults.Load())
+	failures.Range(func(k, _ any) bool { t.Errorf("device saw: %s", k); return true })
+	if ok.Load() < 100 {
+		t.Errorf("only %d downloads completed", ok.Load())
+	}
+}

@@ -1,0 +1,286 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/httpapi"
+)
+
+// TestTraversal: every spelling of "somewhere else", on both endpoints,
+// is refused; none reaches a file outside the catalog (there is none to
+// reach: the catalog is in memory, and the paths never get that far).
+func TestTraversal(t *testing.T) {
+	addr, _ := start(t, testFS())
+	corpus := []string{
+		"../../../../etc/hostname", "/../../etc/passwd", "..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd",
+		"%2E%2E%2F%2E%2E%2Fetc", "..\\..\\etc\\passwd", "lab\\..\\..\\x", "fw8266.bin%00.txt", "fw8266.bin\x00",
+		"lab/../../etc", "lab/%2e%2e/%2e%2e/etc", "%c0%ae%c0%ae/etc/passwd", "%c0%af", "%e0%80%ae%e0%80%ae/x",
+		"....//....//etc", "/./../etc", "lab/./../..", "%252e%252e/etc", "/etc/passwd", "//etc//passwd",
+	}
+	for _, p := range corpus {
+		for _, target := range []string{
+			"/_catalog?op=list&path=" + p,
+			p,
+			"/" + strings.TrimPrefix(p, "/"),
+		} {
+			t.Run(target, func(t *testing.T) {
+				req := emu.New(emu.ESP8266v31).UpdateRequest("h", target)
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				conn.Write(req)
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					return // net/http refused the request line outright: fine
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode == 200 && !strings.HasPrefix(target, "/_catalog") {
+					t.Fatalf("served %d bytes for %q", len(body), target)
+				}
+				if resp.StatusCode == 200 && bytes.Contains(body, []byte("root:")) {
+					t.Fatalf("leaked: %q", body)
+				}
+				if resp.StatusCode >= 300 && resp.StatusCode < 400 && resp.StatusCode != 304 {
+					t.Fatalf("redirected %q", target)
+				}
+			})
+		}
+	}
+}
+
+// FuzzRequest: any request-target and query, through the real listener
+// wrapper and handler. Never a panic, never a redirect, never a 200 for a
+// file whose bytes are not exactly a catalog file's.
+func FuzzRequest(f *testing.F) {
+	for _, s := range []string{"/fw8266.bin", "bin/fw.bin", "./lab/fw32s3.bin", "/_catalog?op=list&path=lab", "/_catalog?op=list&path=%2e%2e", "/update", "%zz", "?"} {
+		f.Add(s)
+	}
+	cat, err := catalog.Load(testFS(), catalog.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := httpapi.New(cat, httpapi.Options{UpdatePath: "/update"})
+	dev := emu.New(emu.ESP8266v31)
+	dev.FreeSpace = 4 << 20
+	f.Fuzz(func(t *testing.T, target string) {
+		raw := dev.UpdateRequest("h", target)
+		l := httpapi.FixTargets(&pipeListener{r: bytes.NewReader(raw)})
+		c, _ := l.Accept()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return // net/http refuses it before any handler
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 300 && rec.Code < 400 && rec.Code != 304 {
+			t.Fatalf("%q: redirect %d", target, rec.Code)
+		}
+		if rec.Code == 200 && !strings.HasPrefix(req.URL.Path, "/_catalog") {
+			found := false
+			for _, e := range cat.Files() {
+				if b, _ := io.ReadAll(e.Content()); bytes.Equal(b, rec.Body.Bytes()) {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("%q: 200 with bytes that are no catalog file", target)
+			}
+		}
+		if rec.Code >= 400 && rec.Header().Get("x-otabox-reason") == "" {
+			t.Fatalf("%q: %d without a reason", target, rec.Code)
+		}
+	})
+}
+
+type pipeListener struct {
+	net.Conn
+	r    io.Reader
+	done bool
+}
+
+func (p *pipeListener) Read(b []byte) (int, error) { return p.r.Read(b) }
+func (p *pipeListener) Accept() (net.Conn, error) {
+	if p.done {
+		return nil, io.EOF
+	}
+	p.done = true
+	return p, nil
+}
+func (p *pipeListener) Close() error   { return nil }
+func (p *pipeListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// TestSlowloris: 200 connections, each from its own loopback address,
+// dribbling a request head a byte at a time, do not stop a device from
+// listing and updating meanwhile.
+func TestSlowloris(t *testing.T) {
+	addr, _ := start(t, testFS())
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	opened := 0
+	for i := 0; i < 200; i++ {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 2, byte(i/250), byte(i%250+1))}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			continue
+		}
+		opened++
+		wg.Add(1)
+		go func(c net.Conn) {
+			defer wg.Done()
+			defer c.Close()
+			head := "GET /fw8266.bin HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 1000)
+			for i := 0; i < len(head); i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if _, err := c.Write([]byte{head[i]}); err != nil {
+					return
+				}
+			}
+		}(c)
+	}
+	if opened < 190 {
+		t.Fatalf("opened only %d slow connections", opened)
+	}
+	time.Sleep(300 * time.Millisecond) // all 200 are mid-header now
+	start := time.Now()
+	d := emu.New(emu.ESP8266v31)
+	if list := d.Catalog(addr, "."); len(list.Firmwares) != 1 {
+		t.Fatalf("catalog under slowloris: %+v", list)
+	}
+	if res := d.Update(addr, "/fw8266.bin"); res.Outcome != emu.OK {
+		t.Fatalf("update under slowloris: %v", res)
+	}
+	t.Logf("device listed and updated in %v with %d slow connections open", time.Since(start), opened)
+	close(stop)
+	wg.Wait()
+}
+
+// TestPerAddressCap: one address cannot hold more than MaxConnsPerIP
+// connections; another address is served all the same.
+func TestPerAddressCap(t *testing.T) {
+	cat, _ := catalog.Load(testFS(), catalog.Options{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.Server(httpapi.New(cat, httpapi.Options{}), nil)
+	go srv.Serve(httpapi.FixTargets(httpapi.LimitPerIP(l, httpapi.MaxConnsPerIP, nil)))
+	defer srv.Close()
+	addr := l.Addr().String()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 3, 0, 1)}}
+	for i := 0; i < httpapi.MaxConnsPerIP+5; i++ {
+		c, err := hog.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	refused := 0
+	for _, c := range held {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+			refused++
+		}
+	}
+	if refused != 5 {
+		t.Errorf("%d of %d connections closed, want 5", refused, len(held))
+	}
+	if res := emu.New(emu.ESP8266v31).Catalog(addr, "."); res.Err != "" {
+		t.Errorf("another address: %s", res.Err)
+	}
+}
+
+// TestGzipServing: with --gzip, an ESP8266 core 2.7+ (known from its
+// catalog request) gets the compressed image as the file itself; a 2.4
+// core, a device that never listed the catalog and every ESP32 get the
+// raw image.
+func TestGzipServing(t *testing.T) {
+	cat, err := catalog.Load(testFS(), catalog.Options{Gzip: func(string) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := cat.File("fw8266.bin")
+	if e.Gzip == nil || e.Gzip.Size >= e.Size {
+		t.Fatalf("no gzip variant: %+v", e.Gzip)
+	}
+	if e32, _ := cat.File("fw32.bin"); e32.Gzip != nil {
+		t.Fatal("ESP32 image compressed")
+	}
+	t.Logf("gzip saves %d of %d bytes (%.1f%%)", e.Size-e.Gzip.Size, e.Size, 100*float64(e.Size-e.Gzip.Size)/float64(e.Size))
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := httpapi.Server(httpapi.New(cat, httpapi.Options{}), nil)
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	addr := l.Addr().String()
+
+	for _, tc := range []struct {
+		core    emu.Core
+		catalog bool
+		ip      byte
+		gzip    bool
+	}{
+		{emu.ESP8266v31, true, 1, true},
+		{emu.ESP8266v27, true, 2, true},
+		{emu.ESP8266v24, true, 3, false},
+		{emu.ESP8266v31, false, 4, false},
+		{emu.ESP32v30, true, 5, false},
+	} {
+		t.Run(fmt.Sprintf("%s/catalog=%v", tc.core, tc.catalog), func(t *testing.T) {
+			// Each device from its own address: the catalog request's
+			// knowledge is per address.
+			d := emu.New(tc.core)
+			d.Source = net.IPv4(127, 4, 0, tc.ip)
+			d.Chip = espimage.ChipESP32
+			name := "/fw8266.bin"
+			if tc.core.Family == espimage.ESP32 {
+				name = "/fw32.bin"
+			}
+			if tc.catalog {
+				if res := d.Catalog(addr, "."); res.Err != "" {
+					t.Fatal(res.Err)
+				}
+			}
+			res := d.Update(addr, name)
+			if res.Outcome != emu.OK {
+				t.Fatalf("%v", res)
+			}
+			compressed := res.Image[0] == 0x1F
+			if compressed != tc.gzip {
+				t.Fatalf("compressed=%v, want %v", compressed, tc.gzip)
+			}
+			if tc.gzip && (res.MD5 != e.Gzip.MD5 || int64(len(res.Image)) != e.Gzip.Size) {
+				t.Errorf("md5 %s len %d, want the compressed file's", res.MD5, len(res.Image))
+			}
+			if tc.gzip { // running the inflated image: no update, on the raw digests
+				if again := d.Update(addr, name); again.Outcome != emu.NoUpdates {
+					t.Errorf("after the gzip update: %v", again)
+				}
+			}
+		})
+	}
+}

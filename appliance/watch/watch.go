@@ -1,0 +1,218 @@
+// Package watch keeps a catalog read from a directory current while otabox
+// serves it: firmware copied onto the box at a site is offered without a
+// restart. Changes are seen through fsnotify, SIGHUP and a periodic rescan
+// (for file systems that do not report changes); each is published only
+// once the files have stopped changing and validate, as one new immutable
+// catalog swapped in whole. Downloads already running keep the bytes they
+// started with: they hold the old catalog's entries.
+package watch
+
+import (
+	"context"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"otabox/appliance/catalog"
+)
+
+// Config tells a Watcher what to watch and how to load it.
+type Config struct {
+	Dir     string // the catalog directory
+	Load    func(prev *catalog.Catalog, unstable map[string]bool) (*catalog.Catalog, error)
+	Publish func(*catalog.Catalog)
+	Logger  *slog.Logger
+	// Settle is how long a file must stay the same size and time before it
+	// is published. Default 1 s.
+	Settle time.Duration
+	// Rescan is the fallback poll interval. Default 30 s.
+	Rescan time.Duration
+	// Reload asks for a reload now (SIGHUP).
+	Reload <-chan struct{}
+}
+
+// stat is what a snapshot remembers of one file.
+type stat struct {
+	size int64
+	mod  time.Time
+}
+
+// Run watches until ctx ends. current is the catalog being served.
+func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
+	if cfg.Settle == 0 {
+		cfg.Settle = time.Second
+	}
+	if cfg.Rescan == 0 {
+		cfg.Rescan = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		log.Warn("catalog: no change notifications; polling only", "err", err, "every", cfg.Rescan)
+	} else {
+		defer w.Close()
+		addDirs(w, cfg.Dir)
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		events, errs = w.Events, w.Errors
+	}
+	last := snapshot(cfg.Dir)
+	rescan := time.NewTicker(cfg.Rescan)
+	defer rescan.Stop()
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	pending := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			if ev.Op&fsnotify.Create != 0 {
+				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+					addDirs(w, ev.Name) // follow new sub-folders
+				}
+			}
+			settle.Reset(cfg.Settle) // wait for the burst of events to end
+			pending = true
+			continue
+		case err := <-errs:
+			log.Warn("catalog: watch", "err", err)
+			continue
+		case <-cfg.Reload:
+			log.Info("catalog: reload requested")
+		case <-rescan.C:
+			if same(last, snapshot(cfg.Dir)) {
+				continue
+			}
+		case <-settle.C:
+			if !pending {
+				continue
+			}
+		}
+		pending = false
+		next, snap, unstable := reload(cfg, current)
+		if next == nil {
+			continue
+		}
+		last = snap
+		if len(unstable) > 0 {
+			settle.Reset(cfg.Settle) // come back for the files still being copied
+			pending = true
+		}
+		if changed := diff(log, current, next); changed {
+			cfg.Publish(next)
+			current = next
+		}
+	}
+}
+
+// reload loads the directory again, holding back files that changed
+// during the settle period.
+func reload(cfg Config, current *catalog.Catalog) (*catalog.Catalog, map[string]stat, map[string]bool) {
+	before := snapshot(cfg.Dir)
+	time.Sleep(cfg.Settle)
+	after := snapshot(cfg.Dir)
+	unstable := map[string]bool{}
+	now := time.Now()
+	for p, st := range after {
+		if b, ok := before[p]; !ok || b != st || now.Sub(st.mod) < cfg.Settle {
+			unstable[p] = true
+		}
+	}
+	next, err := cfg.Load(current, unstable)
+	if err != nil {
+		cfg.Logger.Error("catalog: reload failed; still serving the previous catalog", "err", err)
+		return nil, nil, nil
+	}
+	return next, after, unstable
+}
+
+// diff logs what changed between two catalogs and reports whether anything did.
+func diff(log *slog.Logger, old, next *catalog.Catalog) bool {
+	changed := false
+	for _, e := range next.Files() {
+		o, ok := old.File(e.Path)
+		switch {
+		case !ok:
+			log.Info("catalog: added", "path", e.Path, "type", string(e.Type), "size", e.Size, "md5", e.MD5)
+			changed = true
+		case o != e:
+			log.Info("catalog: replaced", "path", e.Path, "size", e.Size, "md5", e.MD5, "was", o.MD5)
+			changed = true
+		}
+	}
+	for _, o := range old.Files() {
+		if _, ok := next.File(o.Path); !ok {
+			reason := "removed"
+			if why, skipped := next.Skipped()[o.Path]; skipped {
+				reason = why
+			}
+			log.Warn("catalog: left the catalog", "path", o.Path, "reason", reason)
+			changed = true
+		}
+	}
+	if !changed && !sameDirs(old, next) {
+		changed = true
+	}
+	return changed
+}
+
+func sameDirs(a, b *catalog.Catalog) bool {
+	return strings.Join(a.Dirs(), "\n") == strings.Join(b.Dirs(), "\n")
+}
+
+// snapshot maps every regular file under dir to its size and mtime.
+func snapshot(dir string) map[string]stat {
+	snap := map[string]stat{}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			snap[filepath.ToSlash(rel)] = stat{fi.Size(), fi.ModTime()}
+		}
+		return nil
+	})
+	return snap
+}
+
+func same(a, b map[string]stat) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func addDirs(w *fsnotify.Watcher, root string) {
+	if w == nil {
+		return
+	}
+	var dirs []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	sort.Strings(dirs)
+	for _, d := range dirs {
+		w.Add(d)
+	}
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Measures otabox against nginx serving the same files statically and,
+# when given, AutoConnect's reference updateserver.py, side by side in one
+# run, on loopback only. Prints a table with otabox/peer ratios.
+#
+#   bench/compare.sh [--reference path/to/updateserver.py] [--duration 10s] [--slow-clients 500]
+#
+# Installs what it needs (wrk, nginx-light, python3) with apt-get when
+# missing. The project never contains a copy of updateserver.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REF="" DUR=10s SLOW=500
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reference) REF=$(realpath "$2"); shift 2 ;;
+    --duration) DUR=$2; shift 2 ;;
+    --slow-clients) SLOW=$2; shift 2 ;;
+    *) echo "usage: $0 [--reference updateserver.py] [--duration 10s] [--slow-clients 500]" >&2; exit 2 ;;
+  esac
+done
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+work=$(mktemp -d)
+chmod 0755 "$work"   # nginx workers run as nobody
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+echo "# building and preparing (1 MB image catalog, 200 MB firmware for start-up)" >&2
+go build -o "$work/loadtool" ./bench/loadtool
+"$work/loadtool" mkcatalog "$work/cat"
+"$work/loadtool" mkbig "$work/big" 200
+make -s build FIRMWARE="$work/big" >/dev/null && mv otabox "$work/otabox-big"
+make -s build >/dev/null && cp otabox "$work/otabox"
+
+OTA=18180 NGX=18181 REFP=18182
+wait_port() { for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 never answered" >&2; return 1; }
+
+nginx_conf() { # root, port, file
+  cat > "$3" <<CONF
+worker_processes 2;
+daemon off;
+pid $work/nginx-$2.pid;
+error_log $work/nginx-$2.err;
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  types { application/octet-stream bin; }
+  server {
+    listen 127.0.0.1:$2;
+    root $1;
+    location = /_catalog { default_type application/json; alias $work/catalog.json; }
+  }
+}
+CONF
+}
+
+"$work/otabox" serve --mdns=false -b 127.0.0.1 -p $OTA -d "$work/cat" --log error & pids+=($!)
+wait_port $OTA
+curl -s "http://127.0.0.1:$OTA/_catalog?op=list&path=." > "$work/catalog.json"
+nginx_conf "$work/cat" $NGX "$work/nginx.conf"
+"$NGINX" -c "$work/nginx.conf" -p "$work" & pids+=($!)
+wait_port $NGX
+if [ -n "$REF" ]; then
+  # The reference lists path= relative to its working directory: run it in the catalog.
+  (cd "$work/cat" && exec python3 "$REF" --port $REFP --bind 127.0.0.1 --catalog "$work/cat" --log error 2>/dev/null) & pids+=($!)
+  wait_port $REFP
+fi
+
+HDRS=(-H "User-Agent: ESP8266-http-Update" -H "x-ESP8266-STA-MAC: 5C:CF:7F:12:34:56" -H "x-ESP8266-AP-MAC: 5E:CF:7F:12:34:56"
+      -H "x-ESP8266-free-space: 4194304" -H "x-ESP8266-sketch-size: 373940" -H "x-ESP8266-sketch-md5: 0123456789abcdef0123456789abcdef"
+      -H "x-ESP8266-chip-size: 4194304" -H "x-ESP8266-sdk-version: 2.2.2-dev(38a443e)" -H "x-ESP8266-mode: sketch")
+# Requests/s as wrk counts them; a run with any non-2xx answer is reported
+# as an error instead of a figure.
+rps() {
+  local out; out=$(wrk -t2 -c16 -d"$DUR" "$@" 2>&1)
+  if grep -q "Non-2xx" <<<"$out"; then echo "ERR:$(grep Non-2xx <<<"$out" | awk '{print $NF}')non2xx"; return; fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
+
+declare -A R
+echo "# catalog requests/s, 16 connections, $DUR each" >&2
+R[cat_ota]=$(rps "http://127.0.0.1:$OTA/_catalog?op=list&path=.")
+R[cat_ngx]=$(rps "http://127.0.0.1:$NGX/_catalog?op=list&path=.")
+[ -n "$REF" ] && R[cat_ref]=$(rps "http://127.0.0.1:$REFP/_catalog?op=list&path=.")
+echo "# 1 MB downloads/s, 16 connections, device headers" >&2
+R[dl_ota]=$(rps "${HDRS[@]}" "http://127.0.0.1:$OTA/fw1m.bin")
+R[dl_ngx]=$(rps "${HDRS[@]}" "http://127.0.0.1:$NGX/fw1m.bin")
+[ -n "$REF" ] && R[dl_ref]=$(rps "${HDRS[@]}" "http://127.0.0.1:$REFP/fw1m.bin")
+
+echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
+best() { sort -n | head -1; }
+R[up_ota]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18190/_catalog?op=list&path=." "$work/otabox-big" serve --mdns=false -b 127.0.0.1 -p 18190 --log error; done | best)
+nginx_conf "$work/big" 18191 "$work/nginx-big.conf"
+R[up_ngx]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18191/_catalog?op=list&path=." "$NGINX" -c "$work/nginx-big.conf" -p "$work"; done | best)
+[ -n "$REF" ] && R[up_ref]=$(cd "$work/big" && for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18192/_catalog?op=list&path=." python3 "$REF" --port 18192 --bind 127.0.0.1 --catalog "$work/big"; done | best)
+
+echo "# $SLOW clients reading 1 MB at 50 KB/s each (peak RSS of the server)" >&2
+slow() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n "$SLOW" -rate 51200 -limit 90s -pids "$2"; }
+ngx_pids() { echo "$(cat "$work/nginx-$NGX.pid"),$(pgrep -d, -P "$(cat "$work/nginx-$NGX.pid")")"; }
+R[slow_ota]=$(slow $OTA "${pids[0]}")
+R[slow_ngx]=$(slow $NGX "$(ngx_pids)")
+[ -n "$REF" ] && R[slow_ref]=$(slow $REFP "${pids[2]}")
+
+field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {print $2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 > 0 && a != "") printf "%.2f", a/b; else printf "-" }'; }
+row() { # label, ota, ngx, ref
+  printf "| %-34s | %12s | %12s | %12s | %9s | %9s |\n" "$1" "$2" "$3" "${4:--}" "$(ratio "$2" "$3")" "$(ratio "$2" "${4:-}")"
+}
+echo
+printf "| %-34s | %12s | %12s | %12s | %9s | %9s |\n" "measure" "otabox" "nginx" "reference" "ota/nginx" "ota/ref"
+printf "|%s|\n" "------------------------------------|--------------|--------------|--------------|-----------|----------"
+row "catalog requests/s (16 conns)" "${R[cat_ota]}" "${R[cat_ngx]}" "${R[cat_ref]:-}"
+row "1 MB downloads/s (16 conns)" "${R[dl_ota]}" "${R[dl_ngx]}" "${R[dl_ref]:-}"
+row "start-up, 200 MB firmware (ms)" "${R[up_ota]}" "${R[up_ngx]}" "${R[up_ref]:-}"
+for k in completed peak_rss_kb; do
+  row "$SLOW slow clients: $k" "$(field "${R[slow_ota]}" $k)" "$(field "${R[slow_ngx]}" $k)" "$(field "${R[slow_ref]:-}" $k)"
+done
+echo
+echo "otabox $(git describe --always --dirty 2>/dev/null), $(nproc) cores, $(uname -m); wrk -t2 -c16 -d$DUR; loopback only."
