@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -22,6 +23,7 @@ import (
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
+	"otabox/appliance/ledger"
 )
 
 // Set by the Makefile with -ldflags.
@@ -37,6 +39,8 @@ func main() {
 		catalogFlag(),
 		&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "info", Usage: "log level: debug, info, warning, error, critical", EnvVars: []string{"OTABOX_LOG"}},
 		&cli.StringFlag{Name: "update-path", Value: "/update", Usage: "fixed URL that gives each device the newest image of its project (\"\" turns it off)", EnvVars: []string{"OTABOX_UPDATE_PATH"}},
+		dataDirFlag(),
+		&cli.StringFlag{Name: "admin-password", Usage: "protect the status page and /api/* with this password (basic auth, any user)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
 		&cli.StringFlag{Name: "mdns-name", DefaultText: "otabox-<6 hex of the machine id>", Usage: "mDNS instance and host name (a-z, 0-9, -)", EnvVars: []string{"OTABOX_MDNS_NAME"}},
@@ -60,6 +64,7 @@ func main() {
 				},
 				Action: discover,
 			},
+			{Name: "devices", Usage: "print the fleet as the ledger in --data-dir knows it", Flags: []cli.Flag{dataDirFlag()}, Action: devices},
 			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
@@ -72,6 +77,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "otabox:", err)
 		os.Exit(1)
 	}
+}
+
+// dataDirFlag defaults to systemd's StateDirectory when run as the unit.
+func dataDirFlag() cli.Flag {
+	def := "otabox-data"
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		def = d
+	}
+	return &cli.StringFlag{Name: "data-dir", Value: def, Usage: "where the device ledger lives (\"\" keeps none)", EnvVars: []string{"OTABOX_DATA_DIR"}}
 }
 
 func catalogFlag() cli.Flag {
@@ -110,14 +124,40 @@ func serve(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return appliance.Run(ctx, appliance.Config{
-		Addr:       net.JoinHostPort(c.String("bind"), strconv.Itoa(c.Int("port"))),
-		Firmware:   src,
-		Logger:     appliance.NewLogger(os.Stderr, level),
-		UpdatePath: c.String("update-path"),
-		Grace:      c.Duration("grace"),
-		MDNS:       mdns,
-		Gzip:       c.StringSlice("gzip"),
+		Addr:          net.JoinHostPort(c.String("bind"), strconv.Itoa(c.Int("port"))),
+		Firmware:      src,
+		Logger:        appliance.NewLogger(os.Stderr, level),
+		UpdatePath:    c.String("update-path"),
+		Grace:         c.Duration("grace"),
+		MDNS:          mdns,
+		Gzip:          c.StringSlice("gzip"),
+		DataDir:       c.String("data-dir"),
+		AdminPassword: c.String("admin-password"),
+		Version:       version,
 	})
+}
+
+func devices(c *cli.Context) error {
+	fleet, err := ledger.Read(c.String("data-dir"), appliance.NewLogger(os.Stderr, slog.LevelWarn))
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tIP\tFAMILY\tLAST SEEN\tRUNNING\tUPDATE\tLAST DECISION")
+	for _, d := range fleet {
+		running := d.Running
+		if running == "" {
+			running = "unknown"
+		}
+		state := d.State
+		if state == "" {
+			state = "-"
+		} else if d.Sent != "" {
+			state += " (" + d.Sent + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, d.IP, d.Family, d.LastSeen.Local().Format("2006-01-02 15:04:05"), running, state, d.Decision)
+	}
+	return tw.Flush()
 }
 
 func discover(c *cli.Context) error {

@@ -72,7 +72,7 @@ func startCmd(t *testing.T, argv []string, args ...string) *running {
 		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 		l.Close()
 	}
-	argv = append(append(argv[:len(argv):len(argv)], "serve", "--mdns=false", "--bind", "127.0.0.1", "--port", port), args...)
+	argv = append(append(argv[:len(argv):len(argv)], "serve", "--mdns=false", "--data-dir", t.TempDir(), "--bind", "127.0.0.1", "--port", port), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

@@ -214,7 +214,7 @@ func TestMDNSDiscovery(t *testing.T) {
 	c1 := l.addClient()
 	c2 := l.addClient()
 
-	srv := exec.Command("ip", "netns", "exec", l.server, otabox, "serve", "--port", "8000", "--mdns-name", "otabox-nstest", "--mdns-path", "lab", "--log", "debug")
+	srv := exec.Command("ip", "netns", "exec", l.server, otabox, "serve", "--data-dir", t.TempDir(), "--port", "8000", "--mdns-name", "otabox-nstest", "--mdns-path", "lab", "--log", "debug")
 	log := &syncLog{}
 	srv.Stderr = log
 	started := time.Now()
@@ -315,7 +315,7 @@ func TestMDNSUnavailable(t *testing.T) {
 				})
 			}
 			log := &syncLog{}
-			srv := exec.Command("ip", "netns", "exec", l.server, otabox, "serve", "--port", "8000")
+			srv := exec.Command("ip", "netns", "exec", l.server, otabox, "serve", "--data-dir", t.TempDir(), "--port", "8000")
 			srv.Stderr = log
 			if err := srv.Start(); err != nil {
 				t.Fatal(err)

@@ -16,13 +16,18 @@ import (
 	"os/signal"
 	"path"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
+	"otabox/appliance/espimage"
 	"otabox/appliance/httpapi"
+	"otabox/appliance/ledger"
+	"otabox/appliance/metrics"
 	"otabox/appliance/watch"
+	"otabox/appliance/web"
 )
 
 // Config is everything otabox needs to run.
@@ -45,6 +50,12 @@ type Config struct {
 	// Settle is how long a file in a --catalog directory must stay
 	// unchanged before it is served (default 1 s).
 	Settle time.Duration
+	// DataDir holds the device ledger; "" keeps no ledger.
+	DataDir string
+	// AdminPassword protects the status page and /api/* ("" leaves them open).
+	AdminPassword string
+	// Version is shown on the status page.
+	Version string
 	// MDNS, when set, advertises the server on the LAN; its Port is filled
 	// in from the listener.
 	MDNS *discovery.Config
@@ -114,12 +125,14 @@ func reloadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable
 
 // Appliance is a loaded catalog bound to a listening socket.
 type Appliance struct {
-	cfg Config
-	log *slog.Logger
-	cat *catalog.Catalog
-	h   *httpapi.Handler
-	ln  net.Listener
-	srv *http.Server
+	cfg    Config
+	log    *slog.Logger
+	cat    *catalog.Catalog
+	h      *httpapi.Handler
+	ln     net.Listener
+	srv    *http.Server
+	ledger *ledger.Ledger // nil without a data dir
+	mdns   atomic.Pointer[discovery.Responder]
 }
 
 // New loads the catalog and opens the listener, so that configuration
@@ -149,19 +162,130 @@ func New(cfg Config) (*Appliance, error) {
 	}
 	logGzip(log, cat)
 	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "took", time.Since(start).Round(time.Microsecond))
-	ln, err := httpapi.Listen(cfg.Addr, log)
+	a := &Appliance{cfg: cfg, log: log, cat: cat}
+	if cfg.DataDir != "" {
+		if a.ledger, err = ledger.Open(cfg.DataDir, ledger.Options{Logger: log}); err != nil {
+			return nil, err
+		}
+		log.Info("ledger opened", "dir", cfg.DataDir, "devices", len(a.ledger.Devices()))
+	}
+	downloads := httpapi.NewDownloads()
+	m := metrics.New(downloads.Len, a.deviceStates)
+	a.ln, err = httpapi.Listen(cfg.Addr, log)
 	if err != nil {
+		a.closeLedger()
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
-	h := httpapi.New(cat, httpapi.Options{Logger: log, UpdatePath: cfg.UpdatePath, StallTimeout: cfg.StallTimeout})
-	return &Appliance{cfg: cfg, log: log, cat: cat, h: h, ln: ln, srv: httpapi.Server(h, log)}, nil
+	page, err := web.New(web.Sources{
+		Version:   cfg.Version,
+		Port:      a.ln.Addr().(*net.TCPAddr).Port,
+		Path:      mdnsPath(cfg.MDNS),
+		Catalog:   func() *catalog.Catalog { return a.h.Catalog() },
+		Devices:   a.devices,
+		Downloads: downloads,
+		MDNS:      a.mdnsStatus,
+		Metrics:   m.Handler(),
+		Password:  cfg.AdminPassword,
+	})
+	if err != nil {
+		a.ln.Close()
+		a.closeLedger()
+		return nil, err
+	}
+	a.h = httpapi.New(cat, httpapi.Options{
+		Logger:       log,
+		UpdatePath:   cfg.UpdatePath,
+		StallTimeout: cfg.StallTimeout,
+		Downloads:    downloads,
+		Extra:        page,
+		Observe: func(ev *httpapi.Exchange) {
+			m.Observe(ev)
+			if a.ledger != nil {
+				if err := a.ledger.Append(record(ev)); err != nil {
+					log.Error("ledger: record not written", "err", err)
+				}
+			}
+		},
+	})
+	a.srv = httpapi.Server(a.h, log)
+	return a, nil
+}
+
+func mdnsPath(m *discovery.Config) string {
+	if m != nil && m.Path != "" {
+		return m.Path
+	}
+	return "."
+}
+
+func (a *Appliance) closeLedger() {
+	if a.ledger != nil {
+		a.ledger.Close()
+	}
+}
+
+func (a *Appliance) devices() []*ledger.Device {
+	if a.ledger == nil {
+		return nil
+	}
+	return a.ledger.Devices()
+}
+
+func (a *Appliance) deviceStates() map[string]int {
+	states := map[string]int{}
+	for _, d := range a.devices() {
+		states[d.State]++
+	}
+	return states
+}
+
+func (a *Appliance) mdnsStatus() discovery.Status {
+	if r := a.mdns.Load(); r != nil {
+		return r.Status()
+	}
+	return discovery.Status{}
+}
+
+// record turns an answered request into a ledger record.
+func record(ev *httpapi.Exchange) *ledger.Record {
+	r := &ledger.Record{
+		Time: ev.Time.UTC(), Client: ev.Client, Endpoint: ev.Endpoint, Target: ev.Target,
+		Status: ev.Status, Decision: ev.Decision, Reason: ev.Reason,
+		Bytes: ev.Bytes, Size: ev.Size, Completed: ev.Completed,
+	}
+	if d := ev.Device; d != nil {
+		if d.Family != espimage.FamilyUnknown {
+			r.Family = d.Family.String()
+		}
+		r.MAC, r.SDK = d.MAC(), d.SDKVersion
+		if d.FreeSpace >= 0 {
+			r.FreeSpace = d.FreeSpace
+		}
+		if d.ChipSize >= 0 {
+			r.ChipSize = d.ChipSize
+		}
+		r.Digest = d.SketchMD5
+		if r.Digest == "" {
+			r.Digest = d.SketchSHA256
+		}
+	}
+	if len(ev.Running) > 0 {
+		r.Running = ev.Running[0].Path
+	}
+	if e := ev.Image; e != nil {
+		r.Image = e.Path
+		if e.Image != nil {
+			r.ImageMD5s = append(append([]string(nil), e.Image.Digests.RunningMD5...), e.Image.Digests.RunningSHA256)
+		}
+	}
+	return r
 }
 
 // Addr is the address the appliance listens on.
 func (a *Appliance) Addr() net.Addr { return a.ln.Addr() }
 
 // Catalog is the catalog being served.
-func (a *Appliance) Catalog() *catalog.Catalog { return a.cat }
+func (a *Appliance) Catalog() *catalog.Catalog { return a.h.Catalog() }
 
 // Serve serves until ctx is done, then stops accepting and lets running
 // downloads finish for up to the grace period.
@@ -212,13 +336,16 @@ func (a *Appliance) Serve(ctx context.Context) error {
 		if mc.Logger == nil {
 			mc.Logger = a.log
 		}
-		if _, err := discovery.Start(ctx, mc); err != nil {
+		r, err := discovery.Start(ctx, mc)
+		if err != nil {
 			a.srv.Close()
 			return err
 		}
+		a.mdns.Store(r)
 	}
 	select {
 	case err := <-errc:
+		a.closeLedger()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -233,6 +360,7 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
+	a.closeLedger() // after the last response: every record is written
 	return err
 }
 

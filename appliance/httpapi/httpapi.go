@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,13 @@ type Options struct {
 	// device that stopped reading. There is no whole-response timeout: a
 	// slow device may take minutes, as long as it keeps reading.
 	StallTimeout time.Duration
+	// Observe, when set, is told of every request once it is answered.
+	Observe func(*Exchange)
+	// Downloads, when set, tracks firmware bodies in flight.
+	Downloads *Downloads
+	// Extra serves what is not a device endpoint (status page, API,
+	// metrics): exact "/" and paths under /api/, plus /metrics and /healthz.
+	Extra http.Handler
 }
 
 // Handler serves the device endpoints from one catalog.
@@ -79,17 +87,26 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 	return h
 }
 
+// Catalog is the catalog being served now.
+func (h *Handler) Catalog() *catalog.Catalog { return h.cat.Load() }
+
 // SetCatalog replaces the catalog atomically: requests already running
 // finish with the one they started with.
 func (h *Handler) SetCatalog(cat *catalog.Catalog) { h.cat.Store(cat) }
 
-// exchange is one request's record: what the log line says about it.
+// exchange is one request's record: what the log line and observers
+// learn about it.
 type exchange struct {
-	w      http.ResponseWriter
-	status int
-	bytes  int64
-	reason string
-	mac    string
+	w        http.ResponseWriter
+	status   int
+	bytes    int64
+	reason   string
+	mac      string
+	endpoint string
+	verdict  *decide.Verdict
+	running  []*catalog.Entry
+	size     int64
+	dl       *Download
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
@@ -105,6 +122,9 @@ func (x *exchange) Write(p []byte) (int, error) {
 	}
 	n, err := x.w.Write(p)
 	x.bytes += int64(n)
+	if x.dl != nil {
+		x.dl.sent.Add(int64(n))
+	}
 	return n, err
 }
 func (x *exchange) Unwrap() http.ResponseWriter { return x.w }
@@ -113,7 +133,11 @@ func (x *exchange) Unwrap() http.ResponseWriter { return x.w }
 // paths, and devices never follow redirects (spec §2.5).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	x := &exchange{w: w}
+	if h.opts.Extra != nil && isExtra(r.URL.Path) {
+		h.opts.Extra.ServeHTTP(w, r)
+		return
+	}
+	x := &exchange{w: w, endpoint: "other"}
 	facts, ferr := device.Parse(r.Header)
 	x.mac = facts.MAC()
 	switch {
@@ -127,13 +151,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case ferr != nil:
 		h.fail(x, http.StatusBadRequest, ferr.Error())
 	case r.URL.Path == CatalogPath:
+		x.endpoint = "catalog"
 		h.serveCatalog(x, r, facts, h.cat.Load())
 	case h.opts.UpdatePath != "" && r.URL.Path == h.opts.UpdatePath:
+		x.endpoint = "update"
 		h.serveUpdate(x, r, facts, h.cat.Load())
 	default:
+		x.endpoint = "firmware"
 		h.serveFile(x, r, facts, h.cat.Load())
 	}
-	h.logRequest(r, x, time.Since(start))
+	took := time.Since(start)
+	h.logRequest(r, x, took)
+	if h.opts.Observe != nil {
+		h.opts.Observe(x.exchangeFor(r, facts, start, took))
+	}
+}
+
+// isExtra tells the status page's paths from firmware names.
+func isExtra(p string) bool {
+	return p == "/" || p == "/metrics" || p == "/healthz" || p == "/api" || strings.HasPrefix(p, "/api/")
+}
+
+func (x *exchange) exchangeFor(r *http.Request, facts *device.Facts, start time.Time, took time.Duration) *Exchange {
+	ev := &Exchange{
+		Time: start, Client: clientIP(r), Endpoint: x.endpoint, Target: r.RequestURI, Device: facts,
+		Running: x.running, Status: x.status, Reason: x.reason, Bytes: x.bytes, Size: x.size, Took: took,
+	}
+	switch {
+	case x.status == http.StatusOK && x.endpoint != "catalog":
+		ev.Decision = "serve"
+		ev.Completed = x.size > 0 && x.bytes == x.size
+	case x.status == http.StatusOK:
+		ev.Decision = "list"
+	case x.status == http.StatusNotModified:
+		ev.Decision = "no-update"
+	case x.status >= 500:
+		ev.Decision = "error"
+	default:
+		ev.Decision = "refuse"
+	}
+	if x.verdict != nil {
+		ev.Image = x.verdict.Entry
+	}
+	return ev
 }
 
 func (h *Handler) logRequest(r *http.Request, x *exchange, d time.Duration) {
@@ -241,11 +301,11 @@ func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, c
 		}
 		return
 	}
-	h.answer(x, r, h.decide(cat, clientIP(r), decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
+	h.answer(x, r, h.decide(x, cat, clientIP(r), decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
 }
 
 func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
-	v := h.decide(cat, clientIP(r), decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
+	v := h.decide(x, cat, clientIP(r), decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
 		return decide.Newest(req, cat.Files())
 	})
 	h.answer(x, r, v)
@@ -253,7 +313,7 @@ func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts,
 
 // decide fills in what the catalog and memory know about the device's
 // running image, then asks the decision function.
-func (h *Handler) decide(cat *catalog.Catalog, ip string, req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
+func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
 	for _, dg := range []string{facts.SketchMD5, facts.SketchSHA256} {
 		if dg != "" {
 			req.Running = appendNew(req.Running, cat.Running(dg))
@@ -265,6 +325,7 @@ func (h *Handler) decide(cat *catalog.Catalog, ip string, req decide.Request, fa
 	}
 	req.Chip, req.ChipKnown = h.chips.lookup(mac)
 	req.Inflates = facts.Family == espimage.ESP8266 && h.inflaters.known(ip)
+	x.running = req.Running
 	return f(req)
 }
 
@@ -282,6 +343,7 @@ next:
 }
 
 func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
+	x.verdict = &v
 	if v.Action != decide.Serve {
 		h.fail(x, v.Status, v.Reason)
 		return
@@ -307,6 +369,11 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	}
 	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
 	// after the header and fails if it has not arrived (spec §2.3).
+	x.size = size
+	if h.opts.Downloads != nil {
+		x.dl = h.opts.Downloads.start(clientIP(r), x.mac, e.Path, size)
+		defer h.opts.Downloads.done(x.dl)
+	}
 	var err error
 	if data != nil {
 		err = h.writeBody(x, data)

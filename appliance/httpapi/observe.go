@@ -1,0 +1,94 @@
+package httpapi
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/device"
+)
+
+// Exchange is one answered device request, as observers (the ledger,
+// metrics) see it once the response is done. Observers do not decide.
+type Exchange struct {
+	Time      time.Time
+	Client    string // IP
+	Endpoint  string // "catalog", "firmware", "update", "other"
+	Target    string
+	Device    *device.Facts
+	Running   []*catalog.Entry // catalog images the device reported running
+	Status    int
+	Decision  string // "serve", "no-update", "refuse", "error"
+	Reason    string
+	Image     *catalog.Entry // served or considered
+	Bytes     int64          // body bytes written
+	Size      int64          // body bytes that should have been written
+	Completed bool           // a firmware body went out whole
+	Took      time.Duration
+}
+
+// Download is one firmware body being sent, for the status page.
+type Download struct {
+	ID      uint64    `json:"id"`
+	Client  string    `json:"client"`
+	MAC     string    `json:"mac,omitempty"`
+	Image   string    `json:"image"`
+	Size    int64     `json:"size"`
+	Started time.Time `json:"started"`
+	sent    atomic.Int64
+}
+
+// Sent is how many bytes have gone out so far.
+func (d *Download) Sent() int64 { return d.sent.Load() }
+
+// Downloads tracks the firmware bodies in flight.
+type Downloads struct {
+	mu   sync.Mutex
+	next uint64
+	m    map[uint64]*Download
+}
+
+// NewDownloads returns an empty tracker.
+func NewDownloads() *Downloads { return &Downloads{m: map[uint64]*Download{}} }
+
+func (ds *Downloads) start(client, mac, image string, size int64) *Download {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	ds.next++
+	d := &Download{ID: ds.next, Client: client, MAC: mac, Image: image, Size: size, Started: time.Now()}
+	ds.m[d.ID] = d
+	return d
+}
+
+func (ds *Downloads) done(d *Download) {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	delete(ds.m, d.ID)
+}
+
+// Snapshot is one in-flight download with its progress.
+type Snapshot struct {
+	*Download
+	SentBytes int64 `json:"sent"`
+}
+
+// List returns the downloads in flight, oldest first.
+func (ds *Downloads) List() []Snapshot {
+	ds.mu.Lock()
+	out := make([]Snapshot, 0, len(ds.m))
+	for _, d := range ds.m {
+		out = append(out, Snapshot{Download: d, SentBytes: d.Sent()})
+	}
+	ds.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Len is the number of downloads in flight.
+func (ds *Downloads) Len() int {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	return len(ds.m)
+}

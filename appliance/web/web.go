@@ -1,0 +1,213 @@
+// Package web is otabox's status page and JSON API for the technician on
+// site: what is in the catalog, which devices checked in and what they
+// run, which downloads are running, and the address devices should use.
+// One server-rendered page (html/template, assets embedded, no build
+// step, no external requests) that refreshes its progress bars by
+// polling /api/downloads. It observes; it decides nothing.
+package web
+
+import (
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/discovery"
+	"otabox/appliance/httpapi"
+	"otabox/appliance/ledger"
+)
+
+//go:embed assets/status.html
+var assets embed.FS
+
+// Sources are the live views the page shows.
+type Sources struct {
+	Version   string
+	Port      int
+	Path      string // the catalog path devices should use
+	Catalog   func() *catalog.Catalog
+	Devices   func() []*ledger.Device
+	Downloads *httpapi.Downloads
+	MDNS      func() discovery.Status // nil when mDNS is off
+	Metrics   http.Handler
+	// Password, when set, protects the page and /api/* with HTTP basic
+	// auth (any user name). Device endpoints are never protected.
+	Password string
+}
+
+// Handler serves /, /api/*, /metrics and /healthz.
+type Handler struct {
+	src  Sources
+	page *template.Template
+	mux  *http.ServeMux
+}
+
+// New returns the handler.
+func New(src Sources) (*Handler, error) {
+	page, err := template.New("status.html").Funcs(template.FuncMap{
+		"pct": func(n, of int64) int64 {
+			if of <= 0 {
+				return 0
+			}
+			return 100 * n / of
+		},
+		"ago": func(t time.Time) string {
+			d := time.Since(t).Round(time.Second)
+			switch {
+			case d < time.Minute:
+				return fmt.Sprintf("%ds ago", int(d.Seconds()))
+			case d < time.Hour:
+				return fmt.Sprintf("%dm ago", int(d.Minutes()))
+			case d < 48*time.Hour:
+				return fmt.Sprintf("%dh ago", int(d.Hours()))
+			}
+			return t.Local().Format("2006-01-02 15:04")
+		},
+	}).ParseFS(assets, "assets/status.html")
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	h := &Handler{src: src, page: page, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET /{$}", h.protect(h.status))
+	h.mux.HandleFunc("GET /api/catalog", h.protect(h.apiCatalog))
+	h.mux.HandleFunc("GET /api/devices", h.protect(h.apiDevices))
+	h.mux.HandleFunc("GET /api/downloads", h.protect(h.apiDownloads))
+	h.mux.HandleFunc("GET /healthz", h.healthz)
+	if src.Metrics != nil {
+		h.mux.Handle("GET /metrics", src.Metrics)
+	}
+	return h, nil
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) protect(next http.HandlerFunc) http.HandlerFunc {
+	if h.src.Password == "" {
+		return next
+	}
+	want := []byte(h.src.Password)
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, pass, ok := r.BasicAuth()
+		if !ok || subtle.ConstantTimeCompare([]byte(pass), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="otabox", charset="UTF-8"`)
+			http.Error(w, "otabox status: password required", http.StatusUnauthorized)
+			return
+		}
+		next(w, r)
+	}
+}
+
+type mdnsView struct {
+	Name, Err string
+	Ifaces    []string
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	cat := h.src.Catalog()
+	var mv mdnsView
+	if h.src.MDNS != nil {
+		st := h.src.MDNS()
+		mv.Name, mv.Err = st.Name, st.Err
+		for name, ips := range st.Interfaces {
+			mv.Ifaces = append(mv.Ifaces, fmt.Sprintf("%s %v", name, ips))
+		}
+		sort.Strings(mv.Ifaces)
+	}
+	data := map[string]any{
+		"Name":      "status",
+		"Version":   h.src.Version,
+		"Port":      h.src.Port,
+		"Path":      h.src.Path,
+		"Addresses": lanAddresses(),
+		"MDNS":      mv,
+		"Downloads": h.src.Downloads.List(),
+		"Devices":   h.src.Devices(),
+		"Catalog":   cat.Files(),
+		"Source":    cat.Source,
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := h.page.Execute(w, data); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+// lanAddresses are the IPv4 addresses devices on the LAN can reach.
+func lanAddresses() []string {
+	var out []string
+	ifs, _ := net.Interfaces()
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				out = append(out, n.IP.String())
+			}
+		}
+	}
+	return out
+}
+
+type catalogEntry struct {
+	Path    string `json:"path"`
+	Type    string `json:"type"`
+	Size    int64  `json:"size"`
+	MD5     string `json:"md5"`
+	SHA256  string `json:"sha256"`
+	Family  string `json:"family,omitempty"`
+	Chip    string `json:"chip,omitempty"`
+	Project string `json:"project,omitempty"`
+	Version string `json:"version,omitempty"`
+	Date    string `json:"date"`
+	Time    string `json:"time"`
+	Gzip    int64  `json:"gzip_size,omitempty"`
+}
+
+func (h *Handler) apiCatalog(w http.ResponseWriter, r *http.Request) {
+	var out []catalogEntry
+	for _, e := range h.src.Catalog().Files() {
+		c := catalogEntry{Path: e.Path, Type: string(e.Type), Size: e.Size, MD5: e.MD5, SHA256: e.SHA256, Date: e.Date, Time: e.Time}
+		if e.Image != nil {
+			c.Family, c.Chip, c.Project, c.Version = e.Image.Family.String(), e.Image.Chip.String(), e.Image.Project, e.Image.Version
+		}
+		if e.Gzip != nil {
+			c.Gzip = e.Gzip.Size
+		}
+		out = append(out, c)
+	}
+	writeJSON(w, out)
+}
+
+func (h *Handler) apiDevices(w http.ResponseWriter, r *http.Request) { writeJSON(w, h.src.Devices()) }
+
+func (h *Handler) apiDownloads(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, h.src.Downloads.List())
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
+	if h.src.Catalog() == nil {
+		http.Error(w, "no catalog", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if v == nil {
+		v = []any{}
+	}
+	enc.Encode(v)
+}
