@@ -40,6 +40,7 @@ func main() {
 		&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "info", Usage: "log level: debug, info, warning, error, critical", EnvVars: []string{"OTABOX_LOG"}},
 		&cli.StringFlag{Name: "update-path", Value: "/update", Usage: "fixed URL that gives each device the newest image of its project (\"\" turns it off)", EnvVars: []string{"OTABOX_UPDATE_PATH"}},
 		dataDirFlag(),
+		&cli.StringFlag{Name: "policy", Usage: "policy file: allowlist, groups, pinning, rollouts, download cap (re-read on SIGHUP)", EnvVars: []string{"OTABOX_POLICY"}},
 		&cli.StringFlag{Name: "admin-password", Usage: "protect the status page and /api/* with this password (basic auth, any user)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
@@ -132,6 +133,7 @@ func serve(c *cli.Context) error {
 		MDNS:          mdns,
 		Gzip:          c.StringSlice("gzip"),
 		DataDir:       c.String("data-dir"),
+		Policy:        c.String("policy"),
 		AdminPassword: c.String("admin-password"),
 		Version:       version,
 	})

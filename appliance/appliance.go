@@ -26,6 +26,7 @@ import (
 	"otabox/appliance/httpapi"
 	"otabox/appliance/ledger"
 	"otabox/appliance/metrics"
+	"otabox/appliance/policy"
 	"otabox/appliance/watch"
 	"otabox/appliance/web"
 )
@@ -50,6 +51,8 @@ type Config struct {
 	// Settle is how long a file in a --catalog directory must stay
 	// unchanged before it is served (default 1 s).
 	Settle time.Duration
+	// Policy is the policy file ("" for none); SIGHUP re-reads it.
+	Policy string
 	// DataDir holds the device ledger; "" keeps no ledger.
 	DataDir string
 	// AdminPassword protects the status page and /api/* ("" leaves them open).
@@ -207,8 +210,33 @@ func New(cfg Config) (*Appliance, error) {
 			}
 		},
 	})
+	if cfg.Policy != "" {
+		p, err := policy.Load(cfg.Policy)
+		if err != nil {
+			a.ln.Close()
+			a.closeLedger()
+			return nil, err
+		}
+		a.h.SetPolicy(p)
+		log.Info("policy in force", "file", cfg.Policy, "max_downloads", p.MaxDownloads)
+	}
 	a.srv = httpapi.Server(a.h, log)
 	return a, nil
+}
+
+// reloadPolicy re-reads the policy file; a malformed one is refused with
+// its line and reason, and the policy in force stays.
+func (a *Appliance) reloadPolicy() {
+	if a.cfg.Policy == "" {
+		return
+	}
+	p, err := policy.Load(a.cfg.Policy)
+	if err != nil {
+		a.log.Error("policy not reloaded; the previous one stays in force", "err", err)
+		return
+	}
+	a.h.SetPolicy(p)
+	a.log.Info("policy reloaded", "file", a.cfg.Policy, "max_downloads", p.MaxDownloads)
 }
 
 func mdnsPath(m *discovery.Config) string {
@@ -307,6 +335,7 @@ func (a *Appliance) Serve(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				a.reloadPolicy()
 				if a.cfg.Firmware.Dir == "" {
 					a.log.Info("SIGHUP: the embedded catalog cannot change; nothing to reload")
 					continue

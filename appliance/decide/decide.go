@@ -11,6 +11,7 @@ import (
 	"otabox/appliance/catalog"
 	"otabox/appliance/device"
 	"otabox/appliance/espimage"
+	"otabox/appliance/policy"
 )
 
 // Action is what the server does with a firmware request.
@@ -45,6 +46,8 @@ type Request struct {
 	// Inflates says the device's running app is known to inflate gzip
 	// images (ESP8266 core 2.7+); unknown means no.
 	Inflates bool
+	// Policy is the site's rules; nil allows everything.
+	Policy *policy.Policy
 }
 
 func refuse(status int, e *catalog.Entry, format string, args ...any) Verdict {
@@ -75,6 +78,21 @@ func Firmware(r Request) Verdict {
 	if d.Client != device.Updater {
 		return refuse(http.StatusForbidden, e, "only the ESP8266/ESP32 HTTP updater may download firmware (User-Agent is not ESP8266-http-Update or ESP32-http-Update)")
 	}
+	if ok, why := r.Policy.Allowed(d.MAC()); !ok {
+		return refuse(http.StatusForbidden, e, "%s", why)
+	}
+	v := firmware(r)
+	if v.Action == Serve {
+		if ok, why := r.Policy.InRollout(e.Path, d.MAC()); !ok {
+			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: why, Entry: e}
+		}
+	}
+	return v
+}
+
+// firmware is Firmware without the policy.
+func firmware(r Request) Verdict {
+	e, d := r.Entry, r.Device
 	if e.Type != catalog.Bin {
 		if d.Flashing() {
 			return refuse(http.StatusForbidden, e, "%s is not a firmware image", e.Path)
@@ -85,10 +103,8 @@ func Firmware(r Request) Verdict {
 	if !d.Flashing() {
 		return refuse(http.StatusForbidden, e, "%s is a firmware image, the device asked for a %s image", e.Path, d.Mode)
 	}
-	for _, run := range r.Running {
-		if run == e {
-			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device already runs " + e.Path, Entry: e}
-		}
+	if runs(r.Running, e) {
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device already runs " + e.Path, Entry: e}
 	}
 	if img.Family != d.Family {
 		return refuse(http.StatusForbidden, e, "%s is an %s image, the device is an %s", e.Path, img.Chip, d.Family)
@@ -138,8 +154,23 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 	if d.Client != device.Updater {
 		return refuse(http.StatusForbidden, nil, "only the ESP8266/ESP32 HTTP updater may ask for updates (User-Agent is not ESP8266-http-Update or ESP32-http-Update)")
 	}
+	if ok, why := r.Policy.Allowed(d.MAC()); !ok {
+		return refuse(http.StatusForbidden, nil, "%s", why)
+	}
 	if !d.Flashing() {
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "update URL serves sketches only, device asked for " + d.Mode}
+	}
+	if pin, group := r.Policy.Pin(d.MAC()); pin != "" {
+		// The group gets its pinned image, whatever it runs now; Firmware
+		// answers 304 when it already runs it and refuses what it cannot take.
+		for _, e := range all {
+			if e.Path == pin {
+				req := r
+				req.Entry = e
+				return Firmware(req)
+			}
+		}
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("group %s is pinned to %s, which is not in the catalog", group, pin)}
 	}
 	var current *catalog.Entry
 	for _, e := range r.Running {
@@ -159,15 +190,25 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device runs an image that is not in the catalog (" + digest + "), so its project is unknown"}
 	}
 	chip, chipKnown := RunningChip(r)
-	var best *catalog.Entry
+	var best, held *catalog.Entry // held: the newest one the rollout holds back
+	heldWhy := ""
 	for _, e := range all {
-		if e.Type != catalog.Bin || e.Image.Family != d.Family || e.Image.Project != current.Image.Project {
+		if e.Type != catalog.Bin || e.Image.Family != d.Family || e.Image.Project != current.Image.Project || r.Policy.PinnedElsewhere(e.Path, d.MAC()) {
+			continue
+		}
+		if runs(r.Running, e) {
+			continue // a copy of what it runs is no update
+		}
+		if ok, why := r.Policy.InRollout(e.Path, d.MAC()); !ok {
+			if held == nil || newer(e, held) {
+				held, heldWhy = e, why
+			}
 			continue
 		}
 		if chipKnown && e.Image.Chip != chip {
 			continue
 		}
-		if v := Firmware(Request{Entry: e, Device: d, Chip: chip, ChipKnown: chipKnown}); v.Action != Serve {
+		if v := firmware(Request{Entry: e, Device: d, Chip: chip, ChipKnown: chipKnown}); v.Action != Serve {
 			continue // one this device cannot take
 		}
 		if best == nil || newer(e, best) {
@@ -175,9 +216,22 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 		}
 	}
 	if best == nil || !newer(best, current) {
+		if held != nil && newer(held, current) {
+			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: heldWhy, Entry: held}
+		}
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("device runs %s %s (%s), the newest it can take", current.Image.Project, current.Image.Version, current.Path), Entry: current}
 	}
-	return Firmware(Request{Entry: best, Device: d, Running: r.Running, Chip: r.Chip, ChipKnown: r.ChipKnown, Inflates: r.Inflates})
+	return Firmware(Request{Entry: best, Device: d, Running: r.Running, Chip: r.Chip, ChipKnown: r.ChipKnown, Inflates: r.Inflates, Policy: r.Policy})
+}
+
+// runs reports whether e is among the images the device runs.
+func runs(running []*catalog.Entry, e *catalog.Entry) bool {
+	for _, run := range running {
+		if run == e {
+			return true
+		}
+	}
+	return false
 }
 
 // newer orders images by version, then by build stamp, then by path so

@@ -8,6 +8,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"otabox/appliance/decide"
 	"otabox/appliance/device"
 	"otabox/appliance/espimage"
+	"otabox/appliance/policy"
 )
 
 // CatalogPath is AutoConnect's AUTOCONNECT_UPDATE_CATALOG.
@@ -61,6 +63,7 @@ type Options struct {
 // Handler serves the device endpoints from one catalog.
 type Handler struct {
 	cat       atomic.Pointer[catalog.Catalog]
+	policy    atomic.Pointer[policy.Policy]
 	opts      Options
 	log       *slog.Logger
 	chips     *chipMemory
@@ -83,9 +86,15 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 		inflaters: &inflaters{seen: map[string]time.Time{}},
 		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
+	if h.opts.Downloads == nil {
+		h.opts.Downloads = NewDownloads()
+	}
 	h.cat.Store(cat)
 	return h
 }
+
+// SetPolicy puts a policy in force for the requests that follow.
+func (h *Handler) SetPolicy(p *policy.Policy) { h.policy.Store(p) }
 
 // Catalog is the catalog being served now.
 func (h *Handler) Catalog() *catalog.Catalog { return h.cat.Load() }
@@ -326,6 +335,7 @@ func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decid
 	req.Chip, req.ChipKnown = h.chips.lookup(mac)
 	req.Inflates = facts.Family == espimage.ESP8266 && h.inflaters.known(ip)
 	x.running = req.Running
+	req.Policy = h.policy.Load()
 	return f(req)
 }
 
@@ -356,6 +366,19 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 		size, md5, sha, data = e.Gzip.Size, e.Gzip.MD5, e.Gzip.SHA256, e.Gzip.Bytes()
 		x.reason = "gzip-compressed for a core 2.7+ device, " + strconv.FormatInt(e.Size-e.Gzip.Size, 10) + " bytes saved"
 	}
+	max := 0
+	if p := h.policy.Load(); p != nil {
+		max = p.MaxDownloads
+	}
+	dl, running := h.opts.Downloads.start(clientIP(r), x.mac, e.Path, size, max)
+	if dl == nil {
+		x.Header().Set("Retry-After", "30")
+		h.fail(x, http.StatusServiceUnavailable, fmt.Sprintf("%d downloads are running, the policy allows %d at once; retry later", running, max))
+		return
+	}
+	x.dl = dl
+	defer h.opts.Downloads.done(dl)
+	x.size = size
 	hd := x.Header()
 	// Set as written: the reference's header names, byte for byte.
 	hd["Content-Type"] = []string{"application/octet-stream"}
@@ -369,11 +392,6 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	}
 	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
 	// after the header and fails if it has not arrived (spec §2.3).
-	x.size = size
-	if h.opts.Downloads != nil {
-		x.dl = h.opts.Downloads.start(clientIP(r), x.mac, e.Path, size)
-		defer h.opts.Downloads.done(x.dl)
-	}
 	var err error
 	if data != nil {
 		err = h.writeBody(x, data)

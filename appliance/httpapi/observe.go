@@ -53,13 +53,18 @@ type Downloads struct {
 // NewDownloads returns an empty tracker.
 func NewDownloads() *Downloads { return &Downloads{m: map[uint64]*Download{}} }
 
-func (ds *Downloads) start(client, mac, image string, size int64) *Download {
+// start registers a download unless max (>0) are already running; it
+// then returns nil and how many are.
+func (ds *Downloads) start(client, mac, image string, size int64, max int) (*Download, int) {
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
+	if max > 0 && len(ds.m) >= max {
+		return nil, len(ds.m)
+	}
 	ds.next++
 	d := &Download{ID: ds.next, Client: client, MAC: mac, Image: image, Size: size, Started: time.Now()}
 	ds.m[d.ID] = d
-	return d
+	return d, len(ds.m)
 }
 
 func (ds *Downloads) done(d *Download) {

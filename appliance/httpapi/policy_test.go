@@ -1,0 +1,138 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+	"otabox/appliance/httpapi"
+	"otabox/appliance/policy"
+)
+
+// macIn returns a MAC whose rollout bucket is below (in=true) or at/above pct.
+func macIn(pct int, in bool, salt int) string {
+	for i := 0; ; i++ {
+		mac := fmt.Sprintf("5C:CF:7F:%02X:%02X:%02X", salt, i>>8&255, i&255)
+		if (policy.Bucket(mac) < pct) == in {
+			return mac
+		}
+	}
+}
+
+// TestPolicyEndToEnd runs each rule with device-exact requests.
+func TestPolicyEndToEnd(t *testing.T) {
+	fsys := testFS()
+	fsys["fw8266-v2.bin"] = file(img8266v2)
+	// Larger than the socket buffers, so a download not being read stays open.
+	big, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 12 << 20, FlashSize: 16 << 20, Seed: 77})
+	fsys["big.bin"] = file(big)
+	cat, err := catalog.Load(fsys, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpapi.New(cat, httpapi.Options{UpdatePath: "/update"})
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := httpapi.Server(h, nil)
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	addr := l.Addr().String()
+	pol, err := policy.Parse([]byte(`
+allow 5C:CF:7F:*
+group lab 5C:CF:7F:AA:*
+pin lab lab/fw8266-1m.bin
+rollout fw8266-v2.bin 30%
+max-downloads 1
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetPolicy(pol)
+	dev := func(mac string) *emu.Device {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.FreeSpace, d.Running, d.FlashMode = mac, 4<<20, img8266, 2
+		return d
+	}
+	reason := func(r emu.UpdateResult) string { return r.Headers["x-otabox-reason"] }
+
+	t.Run("allowlist", func(t *testing.T) {
+		res := dev("24:0A:C4:00:00:01").Update(addr, "/fw8266.bin")
+		if res.Status != 403 || !strings.Contains(reason(res), "not on the policy's allow list") {
+			t.Fatalf("%v %q", res, reason(res))
+		}
+	})
+	t.Run("rollout in", func(t *testing.T) {
+		res := dev(macIn(30, true, 1)).Update(addr, "/update")
+		if res.Outcome != emu.OK || string(res.Image) != string(img8266v2) {
+			t.Fatalf("%v %q", res, reason(res))
+		}
+	})
+	t.Run("rollout out", func(t *testing.T) {
+		for _, target := range []string{"/update", "/fw8266-v2.bin"} {
+			res := dev(macIn(30, false, 2)).Update(addr, target)
+			if res.Status != 304 || !strings.Contains(reason(res), "outside the 30% rollout") {
+				t.Fatalf("%s: %v %q", target, res, reason(res))
+			}
+		}
+	})
+	t.Run("pinned group", func(t *testing.T) {
+		d := dev("5C:CF:7F:AA:00:01")
+		d.ChipSize = 4 << 20
+		res := d.Update(addr, "/update")
+		if res.Outcome != emu.OK || string(res.Image) != string(img8266_1) {
+			t.Fatalf("%v %q", res, reason(res))
+		}
+		if again := d.Update(addr, "/update"); again.Status != 304 {
+			t.Fatalf("after the pin: %v %q", again, reason(again))
+		}
+		// Others never get the pinned image from /update.
+		other := dev(macIn(30, false, 3))
+		other.Running = img8266_1
+		if res := other.Update(addr, "/update"); res.Status != 304 {
+			t.Fatalf("outside the group: %v %q", res, reason(res))
+		}
+	})
+	t.Run("max downloads", func(t *testing.T) {
+		// Hold one download open by not reading it.
+		hold, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hold.Close()
+		holder := dev("5C:CF:7F:00:00:09")
+		holder.FreeSpace, holder.ChipSize = 16<<20, 16<<20
+		hold.Write(holder.UpdateRequest(addr, "/big.bin"))
+		resp, err := http.ReadResponse(bufio.NewReader(hold), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		var res emu.UpdateResult
+		for i := 0; i < 50; i++ { // until the held download is registered
+			if res = dev("5C:CF:7F:00:00:0A").Update(addr, "/lab/fw8266-1m.bin"); res.Status == 503 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if res.Status != 503 || res.Headers["retry-after"] != "30" || !strings.Contains(reason(res), "allows 1 at once") {
+			t.Fatalf("%v %q retry-after %q", res, reason(res), res.Headers["retry-after"])
+		}
+		hold.Close() // the held download is cut off: its place frees up
+		for i := 0; ; i++ {
+			res := dev("5C:CF:7F:00:00:0B").Update(addr, "/lab/fw8266-1m.bin")
+			if res.Outcome == emu.OK {
+				break
+			}
+			if i == 100 {
+				t.Fatalf("after the download ended: %v %q", res, reason(res))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
