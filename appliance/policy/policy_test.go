@@ -75,7 +75,9 @@ max-downloads 3
 	}
 }
 
-func hex2(n int) string { return strings.ToUpper(string("0123456789abcdef"[n>>4&15]) + string("0123456789abcdef"[n&15])) }
+func hex2(n int) string {
+	return strings.ToUpper(string("0123456789abcdef"[n>>4&15]) + string("0123456789abcdef"[n&15]))
+}
 
 func FuzzParse(f *testing.F) {
 	f.Add("allow 5C:CF:7F:*\ngroup g 5C:*\npin g x.bin\nrollout x.bin 10%\nmax-downloads 2\n")
