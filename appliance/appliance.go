@@ -181,6 +181,7 @@ func New(cfg Config) (*Appliance, error) {
 	}
 	page, err := web.New(web.Sources{
 		Version:   cfg.Version,
+		BindIP:    a.ln.Addr().(*net.TCPAddr).IP,
 		Port:      a.ln.Addr().(*net.TCPAddr).Port,
 		Path:      mdnsPath(cfg.MDNS),
 		Catalog:   func() *catalog.Catalog { return a.h.Catalog() },

@@ -29,6 +29,7 @@ var assets embed.FS
 // Sources are the live views the page shows.
 type Sources struct {
 	Version   string
+	BindIP    net.IP // the address listened on; unspecified means every interface
 	Port      int
 	Path      string // the catalog path devices should use
 	Catalog   func() *catalog.Catalog
@@ -124,7 +125,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		"Version":   h.src.Version,
 		"Port":      h.src.Port,
 		"Path":      h.src.Path,
-		"Addresses": lanAddresses(),
+		"Addresses": h.addresses(),
 		"MDNS":      mv,
 		"Downloads": h.src.Downloads.List(),
 		"Devices":   h.src.Devices(),
@@ -136,6 +137,15 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	if err := h.page.Execute(w, data); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
+}
+
+// addresses are where devices reach the server: the bound address, or
+// every LAN interface's IPv4 address when bound to all.
+func (h *Handler) addresses() []string {
+	if ip := h.src.BindIP; ip != nil && !ip.IsUnspecified() {
+		return []string{ip.String()}
+	}
+	return lanAddresses()
 }
 
 // lanAddresses are the IPv4 addresses devices on the LAN can reach.

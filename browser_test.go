@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"otabox/appliance/emu"
+)
+
+// TestStatusPageInBrowser loads the status page in headless Chromium while
+// a slow download runs, and checks the device's row and a progress bar
+// that moves. The screenshot lands in artifacts/status-page.png.
+func TestStatusPageInBrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("chromium missing: .ci/run should install Debian's chromium")
+		}
+		t.Skip("needs Debian's chromium (apt-get install chromium)")
+	}
+	dir, v1, _, _ := fleetCatalog(t)
+	r := start(t, "--catalog", dir)
+
+	// A device that checked in (and got its update), then a slow download.
+	dev := emu.New(emu.ESP8266v31)
+	dev.STAMAC, dev.Running, dev.Source = "5C:CF:7F:00:00:A1", v1, net.IPv4(127, 10, 0, 1)
+	if res := dev.Update(r.addr, "/update"); res.Outcome != emu.OK {
+		t.Fatalf("update: %v", res)
+	}
+	cam := emu.New(emu.ESP32v30)
+	cam.STAMAC, cam.FreeSpace = "24:0A:C4:00:00:A2", 16<<20
+	conn, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write(cam.UpdateRequest(r.addr, "/cam.bin"))
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("slow download: %v %v", resp, err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // 2.5 MB/s: 12 MB take about five seconds
+		buf := make([]byte, 256<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := br.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(420, 900), // a phone's width
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+
+	width := func() float64 {
+		w, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(function(){var b=document.querySelector('#downloads tr[data-id] .bar > div');return b?b.style.width:'';})()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ := strconv.ParseFloat(strings.TrimSuffix(w, "%"), 64)
+		return f
+	}
+	const deviceRow = chromedp.CSS(`#devices tr[data-mac="5C:CF:7F:00:00:A1"]`)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate("http://"+r.addr+"/"),
+		chromedp.WaitVisible(deviceRow),
+		chromedp.WaitVisible(chromedp.CSS(`#downloads tr[data-id]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	first := width()
+	time.Sleep(2500 * time.Millisecond)
+	second := width()
+	if second <= first {
+		t.Errorf("progress bar did not move: %.0f%% then %.0f%%", first, second)
+	}
+	row, err := chromedp.Run(ctx, chromedp.Text(deviceRow))
+	if err != nil || !strings.Contains(row, "meter-1.1.0.bin") || !strings.Contains(row, "sent") {
+		t.Errorf("device row %q %v", row, err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll("artifacts", 0o755)
+	shot := filepath.Join("artifacts", "status-page.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("progress %.0f%% -> %.0f%%; screenshot %s (%d bytes)", first, second, shot, len(png))
+}
