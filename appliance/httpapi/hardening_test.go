@@ -284,3 +284,30 @@ func TestGzipServing(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusPathsAndDevices: people reach the status page's paths; an
+// updater asking for "/" still gets a device answer, never HTML to flash.
+func TestStatusPathsAndDevices(t *testing.T) {
+	cat, _ := catalog.Load(testFS(), catalog.Options{})
+	page := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	h := httpapi.New(cat, httpapi.Options{Extra: page})
+	for _, tc := range []struct {
+		ua, path string
+		want     int
+	}{
+		{"Mozilla/5.0", "/", http.StatusTeapot},
+		{"Mozilla/5.0", "/api/devices", http.StatusTeapot},
+		{"curl/8", "/metrics", http.StatusTeapot},
+		{"ESP8266-http-Update", "/", http.StatusNotFound},
+		{"ESP32-http-Update", "/api/x", http.StatusNotFound},
+		{"Mozilla/5.0", "/fw8266.bin", http.StatusForbidden},
+	} {
+		req := httptest.NewRequest("GET", tc.path, nil)
+		req.Header.Set("User-Agent", tc.ua)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.ua, tc.path, rec.Code, tc.want)
+		}
+	}
+}

@@ -142,7 +142,8 @@ func (x *exchange) Unwrap() http.ResponseWriter { return x.w }
 // paths, and devices never follow redirects (spec §2.5).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	if h.opts.Extra != nil && isExtra(r.URL.Path) {
+	if h.opts.Extra != nil && isExtra(r.URL.Path) && !strings.HasSuffix(r.Header.Get("User-Agent"), "-http-Update") {
+		// People and probes; an updater asking for "/" still gets a device answer.
 		h.opts.Extra.ServeHTTP(w, r)
 		return
 	}
