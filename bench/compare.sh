@@ -65,7 +65,7 @@ http {
 CONF
 }
 
-"$work/otabox" serve --mdns=false -b 127.0.0.1 -p $OTA -d "$work/cat" --log error & pids+=($!)
+"$work/otabox" serve --mdns=false --data-dir "$work/data" -b 127.0.0.1 -p $OTA -d "$work/cat" --log error & pids+=($!)
 wait_port $OTA
 curl -s "http://127.0.0.1:$OTA/_catalog?op=list&path=." > "$work/catalog.json"
 nginx_conf "$work/cat" $NGX "$work/nginx.conf"
@@ -100,7 +100,7 @@ R[dl_ngx]=$(rps "${HDRS[@]}" "http://127.0.0.1:$NGX/fw1m.bin")
 
 echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
 best() { sort -n | head -1; }
-R[up_ota]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18190/_catalog?op=list&path=." "$work/otabox-big" serve --mdns=false -b 127.0.0.1 -p 18190 --log error; done | best)
+R[up_ota]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18190/_catalog?op=list&path=." "$work/otabox-big" serve --mdns=false --data-dir "$work/data-big" -b 127.0.0.1 -p 18190 --log error; done | best)
 nginx_conf "$work/big" 18191 "$work/nginx-big.conf"
 R[up_ngx]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18191/_catalog?op=list&path=." "$NGINX" -c "$work/nginx-big.conf" -p "$work"; done | best)
 [ -n "$REF" ] && R[up_ref]=$(cd "$work/big" && for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18192/_catalog?op=list&path=." python3 "$REF" --port 18192 --bind 127.0.0.1 --catalog "$work/big"; done | best)

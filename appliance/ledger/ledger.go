@@ -1,10 +1,14 @@
 // Package ledger remembers every device request otabox answered: an
 // append-only log of JSON lines in a data directory, replayed into a
-// fleet table at start-up. A record is acknowledged only once it is on
-// disk (fsync), so a kill -9 or a power cut loses nothing acknowledged; a
-// torn last line from such a crash is skipped on replay, never fatal.
-// Writes are group-committed: one fsync covers every record that arrived
-// while the previous one ran.
+// fleet table at start-up. A torn last line from a crash is skipped on
+// replay, never fatal.
+//
+// Durability: a record of a firmware decision (a download, a 304, a
+// refusal) is acknowledged only once it is on disk (fsync), so neither a
+// kill -9 nor a power cut loses one. A catalog listing, which devices
+// repeat every time a page opens, is acknowledged once written to the
+// kernel: it survives kill -9, and is fsynced within a second. Writes are
+// group-committed: one fsync covers every record that arrived meanwhile.
 package ledger
 
 import (
@@ -104,9 +108,13 @@ type Ledger struct {
 }
 
 type pending struct {
-	line []byte
-	done chan error
+	line    []byte
+	durable bool // fsync before acknowledging
+	done    chan error
 }
+
+// lazySync bounds how long a non-durable record waits for its fsync.
+const lazySync = time.Second
 
 // Open replays the logs in dir (creating it if needed) and opens the
 // newest for appending.
@@ -115,7 +123,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.MaxFileSize == 0 {
-		opts.MaxFileSize = 8 << 20
+		opts.MaxFileSize = 4 << 20
 	}
 	if opts.Keep == 0 {
 		opts.Keep = 4
@@ -128,10 +136,8 @@ func Open(dir string, opts Options) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range files {
-		if err := l.replay(name); err != nil {
-			return nil, err
-		}
+	if err := l.replayAll(files); err != nil {
+		return nil, err
 	}
 	l.seq = 1
 	if n := len(files); n > 0 {
@@ -151,6 +157,36 @@ func (l *Ledger) files() ([]string, error) {
 	}
 	sort.Strings(files)
 	return files, nil
+}
+
+// replayAll rebuilds the fleet from the newest file that starts with a
+// snapshot onwards: a rotated file holds the whole fleet at its head, so
+// start-up reads at most one file's worth of records, not the history.
+func (l *Ledger) replayAll(files []string) error {
+	from := 0
+	for i := len(files) - 1; i > 0; i-- {
+		if startsWithSnapshot(files[i]) {
+			from = i
+			break
+		}
+	}
+	for _, name := range files[from:] {
+		if err := l.replay(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func startsWithSnapshot(name string) bool {
+	f, err := os.Open(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 256)
+	n, _ := f.Read(head)
+	return bytes.Contains(head[:n], []byte(`"endpoint":"snapshot"`))
 }
 
 // replay applies one file's records. A line that does not parse is a
@@ -210,7 +246,7 @@ func (l *Ledger) Append(r *Record) error {
 	l.mu.Lock()
 	l.apply(r)
 	l.mu.Unlock()
-	p := &pending{line: append(line, '\n'), done: make(chan error, 1)}
+	p := &pending{line: append(line, '\n'), durable: r.Endpoint != "catalog", done: make(chan error, 1)}
 	select {
 	case l.queue <- p:
 	case <-l.closed:
@@ -230,12 +266,24 @@ var errClosed = errors.New("ledger closed; record not written")
 // acknowledges them all.
 func (l *Ledger) writer() {
 	defer close(l.stopped)
+	tick := time.NewTicker(lazySync)
+	defer tick.Stop()
+	dirty := false // written but not yet fsynced
 	for {
 		var batch []*pending
 		select {
 		case p := <-l.queue:
 			batch = append(batch, p)
+		case <-tick.C:
+			if dirty {
+				l.f.Sync()
+				dirty = false
+			}
+			continue
 		case <-l.closed:
+			if dirty {
+				l.f.Sync()
+			}
 			return
 		}
 	more:
@@ -247,14 +295,19 @@ func (l *Ledger) writer() {
 				break more
 			}
 		}
-		err := l.write(batch)
+		durable := false
+		for _, p := range batch {
+			durable = durable || p.durable
+		}
+		err := l.write(batch, durable)
+		dirty = err == nil && !durable
 		for _, p := range batch {
 			p.done <- err
 		}
 	}
 }
 
-func (l *Ledger) write(batch []*pending) error {
+func (l *Ledger) write(batch []*pending, sync bool) error {
 	var buf bytes.Buffer
 	for _, p := range batch {
 		buf.Write(p.line)
@@ -263,9 +316,11 @@ func (l *Ledger) write(batch []*pending) error {
 		l.log.Error("ledger: write failed", "err", err)
 		return err
 	}
-	if err := l.f.Sync(); err != nil {
-		l.log.Error("ledger: fsync failed", "err", err)
-		return err
+	if sync {
+		if err := l.f.Sync(); err != nil {
+			l.log.Error("ledger: fsync failed", "err", err)
+			return err
+		}
 	}
 	l.size += int64(buf.Len())
 	if l.size > l.opts.MaxFileSize {
@@ -417,10 +472,8 @@ func Read(dir string, log *slog.Logger) ([]*Device, error) {
 			return nil, fmt.Errorf("ledger %s: %w", dir, err)
 		}
 	}
-	for _, f := range files {
-		if err := l.replay(f); err != nil {
-			return nil, err
-		}
+	if err := l.replayAll(files); err != nil {
+		return nil, err
 	}
 	return l.devicesLocked(), nil
 }
