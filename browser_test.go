@@ -52,8 +52,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() { // 2.5 MB/s: 12 MB take about five seconds
-		buf := make([]byte, 256<<10)
+	go func() { // 640 KB/s: 12 MB take about 19 s, far longer than the test looks
+		buf := make([]byte, 64<<10)
 		for {
 			select {
 			case <-stop:
@@ -100,9 +100,12 @@ func TestStatusPageInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	first := width()
-	time.Sleep(2500 * time.Millisecond)
-	second := width()
+	// The page polls every second: watch the bar for up to 6 s.
+	first, second := width(), 0.0
+	for i := 0; i < 12 && second <= first; i++ {
+		time.Sleep(500 * time.Millisecond)
+		second = width()
+	}
 	if second <= first {
 		t.Errorf("progress bar did not move: %.0f%% then %.0f%%", first, second)
 	}
