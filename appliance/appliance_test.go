@@ -3,10 +3,12 @@ package appliance
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -118,3 +120,55 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Errorf("only %d downloads completed", ok.Load())
 	}
 }
+
+// TestPolicyReload: a policy re-read with a mistake in it is refused with
+// its line and reason, and the policy in force stays.
+func TestPolicyReload(t *testing.T) {
+	dir := t.TempDir()
+	fw, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10})
+	os.WriteFile(filepath.Join(dir, "fw.bin"), fw, 0o644)
+	polFile := filepath.Join(dir, "..", filepath.Base(dir)+".policy")
+	os.WriteFile(polFile, []byte("allow 5C:CF:7F:*\n"), 0o644)
+	src, _ := OpenDir(dir)
+	var logs syncBuffer
+	a, err := New(Config{Addr: "127.0.0.1:0", Firmware: src, Policy: polFile, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	outsider := emu.New(emu.ESP8266v31)
+	outsider.STAMAC = "24:0A:C4:00:00:01"
+	check := func(when string) {
+		t.Helper()
+		if res := outsider.Update(a.Addr().String(), "/fw.bin"); res.Status != 403 {
+			t.Fatalf("%s: %v", when, res)
+		}
+	}
+	check("first policy")
+	os.WriteFile(polFile, []byte("allow 5C:CF:7F:*\nallow everyone\n"), 0o644)
+	a.reloadPolicy()
+	check("after a bad reload")
+	if !strings.Contains(logs.String(), "line 2") || !strings.Contains(logs.String(), "previous one stays in force") {
+		t.Errorf("log does not say why:\n%s", logs.String())
+	}
+	os.WriteFile(polFile, []byte("allow 24:0A:C4:*\n"), 0o644)
+	a.reloadPolicy()
+	if res := outsider.Update(a.Addr().String(), "/fw.bin"); res.Outcome != emu.OK {
+		t.Fatalf("after a good reload: %v", res)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
