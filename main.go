@@ -47,6 +47,7 @@ func main() {
 		&cli.StringFlag{Name: "mdns-name", DefaultText: "otabox-<6 hex of the machine id>", Usage: "mDNS instance and host name (a-z, 0-9, -)", EnvVars: []string{"OTABOX_MDNS_NAME"}},
 		&cli.StringFlag{Name: "mdns-iface", DefaultText: "every LAN interface", Usage: "advertise only on this interface", EnvVars: []string{"OTABOX_MDNS_IFACE"}},
 		&cli.StringFlag{Name: "mdns-path", Value: ".", Usage: "catalog path devices should use (TXT path=)", EnvVars: []string{"OTABOX_MDNS_PATH"}},
+		&cli.IntFlag{Name: "max-conns-per-ip", Value: 16, Usage: "open connections one client address may hold (raise it when many devices share one NAT address)", EnvVars: []string{"OTABOX_MAX_CONNS_PER_IP"}},
 		&cli.DurationFlag{Name: "grace", Value: 30 * time.Second, Usage: "how long running downloads may finish on shutdown", EnvVars: []string{"OTABOX_GRACE"}},
 	}
 	app := &cli.App{
@@ -136,6 +137,7 @@ func serve(c *cli.Context) error {
 		Policy:        c.String("policy"),
 		AdminPassword: c.String("admin-password"),
 		Version:       version,
+		MaxConnsPerIP: c.Int("max-conns-per-ip"),
 	})
 }
 

@@ -57,6 +57,8 @@ type Config struct {
 	DataDir string
 	// AdminPassword protects the status page and /api/* ("" leaves them open).
 	AdminPassword string
+	// MaxConnsPerIP caps one client address's open connections (0: 16).
+	MaxConnsPerIP int
 	// Version is shown on the status page.
 	Version string
 	// MDNS, when set, advertises the server on the LAN; its Port is filled
@@ -167,14 +169,19 @@ func New(cfg Config) (*Appliance, error) {
 	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "took", time.Since(start).Round(time.Microsecond))
 	a := &Appliance{cfg: cfg, log: log, cat: cat}
 	if cfg.DataDir != "" {
+		// Serving devices comes first: a data dir that cannot be opened (a
+		// read-only working directory, a full disk) costs the records, not
+		// the updates.
 		if a.ledger, err = ledger.Open(cfg.DataDir, ledger.Options{Logger: log}); err != nil {
-			return nil, err
+			log.Error("ledger unavailable: devices are served but not recorded", "err", err)
+			a.ledger = nil
+		} else {
+			log.Info("ledger opened", "dir", cfg.DataDir, "devices", len(a.ledger.Devices()))
 		}
-		log.Info("ledger opened", "dir", cfg.DataDir, "devices", len(a.ledger.Devices()))
 	}
 	downloads := httpapi.NewDownloads()
 	m := metrics.New(downloads.Len, a.deviceStates)
-	a.ln, err = httpapi.Listen(cfg.Addr, log)
+	a.ln, err = httpapi.Listen(cfg.Addr, cfg.MaxConnsPerIP, log)
 	if err != nil {
 		a.closeLedger()
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)

@@ -172,3 +172,29 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestUnwritableDataDir: a data dir that cannot be opened is logged and
+// devices are still served.
+func TestUnwritableDataDir(t *testing.T) {
+	dir := t.TempDir()
+	fw, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10})
+	os.WriteFile(filepath.Join(dir, "fw.bin"), fw, 0o644)
+	blocker := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(blocker, nil, 0o644) // a file where the data dir should be
+	src, _ := OpenDir(dir)
+	var logs syncBuffer
+	a, err := New(Config{Addr: "127.0.0.1:0", Firmware: src, DataDir: filepath.Join(blocker, "data"), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	if res := emu.New(emu.ESP8266v31).Update(a.Addr().String(), "/fw.bin"); res.Outcome != emu.OK {
+		t.Fatalf("%v", res)
+	}
+	if !strings.Contains(logs.String(), "ledger unavailable") {
+		t.Errorf("no warning:\n%s", logs.String())
+	}
+}

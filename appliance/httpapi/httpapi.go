@@ -37,7 +37,8 @@ const (
 	MaxTarget      = 1024
 	MaxHeaders     = 48
 	MaxHeaderBytes = 16 << 10
-	// MaxConnsPerIP bounds one address's open connections (LimitPerIP).
+	// MaxConnsPerIP is the default bound on one address's open
+	// connections (LimitPerIP).
 	MaxConnsPerIP = 16
 )
 
@@ -568,11 +569,15 @@ func Server(h http.Handler, log *slog.Logger) *http.Server {
 }
 
 // Listen opens a TCP listener on addr that accepts the devices' relative
-// request-targets and caps each address's open connections.
-func Listen(addr string, log *slog.Logger) (net.Listener, error) {
+// request-targets and caps each address's open connections at perIP
+// (MaxConnsPerIP when 0).
+func Listen(addr string, perIP int, log *slog.Logger) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return FixTargets(LimitPerIP(l, MaxConnsPerIP, log)), nil
+	if perIP <= 0 {
+		perIP = MaxConnsPerIP
+	}
+	return FixTargets(LimitPerIP(l, perIP, log)), nil
 }
