@@ -45,10 +45,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx) }()
-	defer func() { cancel(); <-served }()
+	serve(t, a)
 	addr := a.Addr().String()
 
 	stop := make(chan struct{})
@@ -135,10 +132,7 @@ func TestPolicyReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	serve(t, a)
 	outsider := emu.New(emu.ESP8266v31)
 	outsider.STAMAC = "24:0A:C4:00:00:01"
 	check := func(when string) {
@@ -159,6 +153,14 @@ func TestPolicyReload(t *testing.T) {
 	if res := outsider.Update(a.Addr().String(), "/fw.bin"); res.Outcome != emu.OK {
 		t.Fatalf("after a good reload: %v", res)
 	}
+}
+
+// serve runs a until the test ends, then shuts it down.
+func serve(t *testing.T, a *Appliance) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 type syncBuffer struct {
@@ -187,10 +189,7 @@ func TestUnwritableDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	serve(t, a)
 	if res := emu.New(emu.ESP8266v31).Update(a.Addr().String(), "/fw.bin"); res.Outcome != emu.OK {
 		t.Fatalf("%v", res)
 	}
