@@ -5,10 +5,12 @@
 //
 // Durability: a record of a firmware decision (a download, a 304, a
 // refusal) is acknowledged only once it is on disk (fsync), so neither a
-// kill -9 nor a power cut loses one. A catalog listing, which devices
-// repeat every time a page opens, is acknowledged once written to the
-// kernel: it survives kill -9, and is fsynced within a second. Writes are
-// group-committed: one fsync covers every record that arrived meanwhile.
+// kill -9 nor a power cut loses one. A catalog listing carries no device
+// identity and devices repeat it whenever their update page opens: it is
+// queued without waiting, written by the next batch and fsynced within a
+// second, so a crash can lose the listings of that last moment and no
+// decision. Writes are group-committed: one fsync covers every record that
+// arrived meanwhile.
 package ledger
 
 import (
@@ -251,6 +253,9 @@ func (l *Ledger) Append(r *Record) error {
 	case l.queue <- p:
 	case <-l.closed:
 		return errClosed
+	}
+	if !p.durable {
+		return nil // a listing: queued, written within moments, fsynced within lazySync
 	}
 	select {
 	case err := <-p.done:
