@@ -511,13 +511,7 @@ func inflatesGzip(order []string) bool {
 }
 
 // clientIP is the request's peer address without the port.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+func clientIP(r *http.Request) string { return hostOf(r.RemoteAddr) }
 
 // chipMemory remembers the chip of each ESP32 seen running a catalog image
 // of a known chip, so that a device that later runs an image the catalog

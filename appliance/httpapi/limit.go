@@ -33,7 +33,7 @@ func (l *ipLimiter) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := hostOf(c.RemoteAddr())
+		ip := hostOf(c.RemoteAddr().String())
 		l.mu.Lock()
 		if l.open[ip] >= l.max {
 			warn := time.Since(l.warned[ip]) > time.Minute
@@ -72,10 +72,12 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
-func hostOf(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
+// hostOf is an address without its port ("10.0.0.7:5123" → "10.0.0.7");
+// the one notion of "client address" for the cap, the log and the ledger.
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
 	}
-	host, _, _ := net.SplitHostPort(a.String())
 	return host
 }
