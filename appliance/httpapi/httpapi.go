@@ -312,11 +312,11 @@ func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, c
 		}
 		return
 	}
-	h.answer(x, r, h.decide(x, cat, clientIP(r), decide.Request{Entry: e, Device: facts}, facts, decide.Firmware))
+	h.answer(x, r, h.decide(x, cat, clientIP(r), decide.Request{Entry: e, Device: facts}, decide.Firmware))
 }
 
 func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
-	v := h.decide(x, cat, clientIP(r), decide.Request{Device: facts}, facts, func(req decide.Request) decide.Verdict {
+	v := h.decide(x, cat, clientIP(r), decide.Request{Device: facts}, func(req decide.Request) decide.Verdict {
 		return decide.Newest(req, cat.Files())
 	})
 	h.answer(x, r, v)
@@ -324,7 +324,8 @@ func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts,
 
 // decide fills in what the catalog and memory know about the device's
 // running image, then asks the decision function.
-func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decide.Request, facts *device.Facts, f func(decide.Request) decide.Verdict) decide.Verdict {
+func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decide.Request, f func(decide.Request) decide.Verdict) decide.Verdict {
+	facts := req.Device
 	for _, dg := range []string{facts.SketchMD5, facts.SketchSHA256} {
 		if dg != "" {
 			req.Running = appendNew(req.Running, cat.Running(dg))
