@@ -74,11 +74,9 @@ type Device struct {
 	Decision   string    `json:"decision,omitempty"`
 	Reason     string    `json:"reason,omitempty"`
 	State      string    `json:"state,omitempty"`
-	Sent       string    `json:"sent,omitempty"` // image of the last update
-	sentMD5s   []string  // its running digests
-	prevDigest string    // what the device ran when it was sent
-	SentMD5s   []string  `json:"sent_md5s,omitempty"`
-	PrevDigest string    `json:"prev_digest,omitempty"`
+	Sent       string    `json:"sent,omitempty"`        // image of the last update
+	SentMD5s   []string  `json:"sent_md5s,omitempty"`   // its running digests
+	PrevDigest string    `json:"prev_digest,omitempty"` // what the device ran when it was sent
 	Requests   int       `json:"requests"`
 }
 

@@ -72,7 +72,7 @@ func build8266(s Spec, rng *rand.Rand) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("imagegen: no ESP8266 flash size of %d bytes", s.FlashSize)
 	}
-	hdr3 := sizeNibble<<4 | 0 // 40 MHz
+	hdr3 := sizeNibble << 4 // frequency nibble 0: 40 MHz
 	var out bytes.Buffer
 	eboot := []segment{
 		{0x4010f000, filler(rng, 0xD00)},
