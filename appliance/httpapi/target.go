@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"strconv"
-	"strings"
 	"sync/atomic"
 )
 
@@ -51,12 +50,13 @@ type fixConn struct {
 	length   int64  // Content-Length of the current request
 	chunked  bool
 	bodyLeft int64
-	names    []string                 // header names of the head being read, in order
+	names    []string                 // the version-telling header names of the head being read, in order
 	lastHead atomic.Pointer[[]string] // those of the last complete head
 }
 
-// HeadOrder returns the header names of the last request head read on
-// the connection in ctx, lower-case and in the order sent; nil when
+// HeadOrder returns, lower-case and in the order sent, which of the
+// headers that tell core versions apart (accept-encoding, connection) the
+// last request head read on the connection in ctx carried; nil when
 // unknown. The ESP8266 core's HTTPClient changed its header order in 2.7,
 // the release that can inflate gzip images: this is how otabox tells.
 func HeadOrder(ctx context.Context) []string {
@@ -193,8 +193,11 @@ func (c *fixConn) endHeaderLine() {
 		return
 	}
 	value = bytes.TrimSpace(value)
-	if len(c.names) < 32 {
-		c.names = append(c.names, strings.ToLower(string(bytes.TrimSpace(name))))
+	// Only the names HeadOrder reports, as constants: no copy per header.
+	for _, n := range [...]string{"accept-encoding", "connection"} {
+		if len(c.names) < 4 && bytes.EqualFold(bytes.TrimSpace(name), []byte(n)) {
+			c.names = append(c.names, n)
+		}
 	}
 	switch {
 	case bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Length")):
