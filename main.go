@@ -8,11 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -23,7 +24,7 @@ import (
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
-	"otabox/appliance/ledger"
+	"otabox/appliance/store"
 )
 
 // Set by the Makefile with -ldflags.
@@ -49,6 +50,8 @@ func main() {
 		&cli.StringFlag{Name: "mdns-path", Value: ".", Usage: "catalog path devices should use (TXT path=)", EnvVars: []string{"OTABOX_MDNS_PATH"}},
 		&cli.IntFlag{Name: "max-conns-per-ip", Value: 16, Usage: "open connections one client address may hold (raise it when many devices share one NAT address)", EnvVars: []string{"OTABOX_MAX_CONNS_PER_IP"}},
 		&cli.DurationFlag{Name: "grace", Value: 30 * time.Second, Usage: "how long running downloads may finish on shutdown", EnvVars: []string{"OTABOX_GRACE"}},
+		&cli.Int64Flag{Name: "keep-events", Value: 1_000_000, Usage: "events the fleet record keeps (oldest deleted first; devices are always kept)", EnvVars: []string{"OTABOX_KEEP_EVENTS"}},
+		&cli.IntFlag{Name: "keep-days", Value: 180, Usage: "days of events the fleet record keeps", EnvVars: []string{"OTABOX_KEEP_DAYS"}},
 	}
 	app := &cli.App{
 		Name:    "otabox",
@@ -66,7 +69,28 @@ func main() {
 				},
 				Action: discover,
 			},
-			{Name: "devices", Usage: "print the fleet as the ledger in --data-dir knows it", Flags: []cli.Flag{dataDirFlag()}, Action: devices},
+			{
+				Name: "devices", Usage: "print the fleet as the record in the data dir knows it",
+				Flags: []cli.Flag{
+					dataDirFlag(),
+					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+					&cli.BoolFlag{Name: "csv", Usage: "print CSV"},
+					&cli.StringFlag{Name: "state", Usage: "only devices in this update state: confirmed, failed, sent, cut-off, none, held"},
+					&cli.StringFlag{Name: "mac", Usage: "only this MAC, or MACs with this prefix ending in *"},
+					&cli.IntFlag{Name: "limit", Value: 10000, Usage: "at most this many devices"},
+				},
+				Action: devices,
+			},
+			{
+				Name: "history", Usage: "print one device's requests, newest first", ArgsUsage: "MAC",
+				Flags: []cli.Flag{
+					dataDirFlag(),
+					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+					&cli.BoolFlag{Name: "csv", Usage: "print CSV"},
+					&cli.IntFlag{Name: "limit", Value: 100, Usage: "at most this many events"},
+				},
+				Action: history,
+			},
 			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
@@ -75,11 +99,14 @@ func main() {
 			},
 		},
 	}
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "otabox:", err)
 		os.Exit(1)
 	}
 }
+
+// serviceDataDir is where the systemd unit keeps its record.
+const serviceDataDir = "/var/lib/otabox"
 
 // dataDirFlag defaults to systemd's StateDirectory when run as the unit.
 func dataDirFlag() cli.Flag {
@@ -87,7 +114,30 @@ func dataDirFlag() cli.Flag {
 	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
 		def = d
 	}
-	return &cli.StringFlag{Name: "data-dir", Value: def, Usage: "where the device ledger lives (\"\" keeps none)", EnvVars: []string{"OTABOX_DATA_DIR"}}
+	return &cli.StringFlag{Name: "data-dir", Value: def, DefaultText: "systemd's StateDirectory, else ./otabox-data", Usage: "where the fleet record (otabox.db) lives (\"\" keeps none)", EnvVars: []string{"OTABOX_DATA_DIR"}}
+}
+
+// readDataDir is the data dir a reading command uses: the one given, else
+// the service's when it holds a record, else the default. It says which.
+func readDataDir(c *cli.Context) string {
+	dir := c.String("data-dir")
+	if !c.IsSet("data-dir") && os.Getenv("STATE_DIRECTORY") == "" {
+		if _, err := os.Stat(filepath.Join(serviceDataDir, store.FileName)); err == nil {
+			dir = serviceDataDir
+		}
+	}
+	fmt.Fprintf(os.Stderr, "otabox: reading %s\n", filepath.Join(dir, store.FileName))
+	return dir
+}
+
+func format(c *cli.Context) string {
+	switch {
+	case c.Bool("json"):
+		return store.FormatJSON
+	case c.Bool("csv"):
+		return store.FormatCSV
+	}
+	return store.FormatTable
 }
 
 func catalogFlag() cli.Flag {
@@ -125,6 +175,15 @@ func serve(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal shuts down gracefully; a second one does not wait.
+		<-ctx.Done()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		<-again
+		fmt.Fprintln(os.Stderr, "otabox: second signal: forcing exit without waiting for downloads or records")
+		os.Exit(1)
+	}()
 	return appliance.Run(ctx, appliance.Config{
 		Addr:          net.JoinHostPort(c.String("bind"), strconv.Itoa(c.Int("port"))),
 		Firmware:      src,
@@ -138,30 +197,41 @@ func serve(c *cli.Context) error {
 		AdminPassword: c.String("admin-password"),
 		Version:       version,
 		MaxConnsPerIP: c.Int("max-conns-per-ip"),
+		KeepEvents:    c.Int64("keep-events"),
+		KeepAge:       time.Duration(c.Int("keep-days")) * 24 * time.Hour,
 	})
 }
 
 func devices(c *cli.Context) error {
-	fleet, err := ledger.Read(c.String("data-dir"), appliance.NewLogger(os.Stderr, slog.LevelWarn))
+	st, err := store.OpenReader(readDataDir(c))
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAC\tIP\tFAMILY\tLAST SEEN\tRUNNING\tUPDATE\tLAST DECISION")
-	for _, d := range fleet {
-		running := d.Running
-		if running == "" {
-			running = "unknown"
-		}
-		state := d.State
-		if state == "" {
-			state = "-"
-		} else if d.Sent != "" {
-			state += " (" + d.Sent + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, d.IP, d.Family, d.LastSeen.Local().Format("2006-01-02 15:04:05"), running, state, d.Decision)
+	defer st.Close()
+	devs, total, err := st.Devices(c.Context, store.DeviceFilter{State: c.String("state"), MAC: c.String("mac"), Limit: c.Int("limit")})
+	if err != nil {
+		return err
 	}
-	return tw.Flush()
+	if total > len(devs) {
+		fmt.Fprintf(os.Stderr, "otabox: %d of %d devices shown (--limit)\n", len(devs), total)
+	}
+	return store.WriteDevices(os.Stdout, devs, format(c))
+}
+
+func history(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("otabox history: name one device MAC", 2)
+	}
+	st, err := store.OpenReader(readDataDir(c))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	evs, err := st.Events(c.Context, store.EventFilter{MAC: c.Args().First(), Limit: c.Int("limit")})
+	if err != nil {
+		return err
+	}
+	return store.WriteEvents(os.Stdout, evs, format(c))
 }
 
 func discover(c *cli.Context) error {
@@ -266,4 +336,54 @@ func inspect(c *cli.Context) error {
 		return cli.Exit("", 1)
 	}
 	return nil
+}
+
+// flagsFirst lets flags follow a command's arguments (`otabox history MAC
+// --json`, `otabox inspect fw.bin --json`): urfave/cli stops reading flags
+// at the first argument, so each command's flags are moved in front of its
+// arguments. Everything after "--" stays as it is.
+func flagsFirst(app *cli.App, args []string) []string {
+	if len(args) < 3 {
+		return args
+	}
+	var cmd *cli.Command
+	i := 1
+	for ; i < len(args) && cmd == nil; i++ {
+		if !strings.HasPrefix(args[i], "-") {
+			cmd = app.Command(args[i])
+			if cmd == nil {
+				return args
+			}
+		}
+	}
+	if cmd == nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	out := append([]string(nil), args[:i]...)
+	var rest []string
+	for j := i; j < len(args); j++ {
+		a := args[j]
+		if a == "--" {
+			rest = append(rest, args[j:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			rest = append(rest, a)
+			continue
+		}
+		name, _, inline := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		out = append(out, a)
+		if takesValue[name] && !inline && j+1 < len(args) {
+			j++
+			out = append(out, args[j])
+		}
+	}
+	return append(out, rest...)
 }

@@ -24,9 +24,9 @@ import (
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
 	"otabox/appliance/httpapi"
-	"otabox/appliance/ledger"
 	"otabox/appliance/metrics"
 	"otabox/appliance/policy"
+	"otabox/appliance/store"
 	"otabox/appliance/watch"
 	"otabox/appliance/web"
 )
@@ -53,8 +53,12 @@ type Config struct {
 	Settle time.Duration
 	// Policy is the policy file ("" for none); SIGHUP re-reads it.
 	Policy string
-	// DataDir holds the device ledger; "" keeps no ledger.
+	// DataDir holds the fleet record (otabox.db); "" keeps none.
 	DataDir string
+	// KeepEvents and KeepAge bound the record's event history (defaults
+	// 1,000,000 rows and 180 days); devices are kept regardless.
+	KeepEvents int64
+	KeepAge    time.Duration
 	// AdminPassword protects the status page and /api/* ("" leaves them open).
 	AdminPassword string
 	// MaxConnsPerIP caps one client address's open connections (0: 16).
@@ -130,14 +134,14 @@ func reloadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable
 
 // Appliance is a loaded catalog bound to a listening socket.
 type Appliance struct {
-	cfg    Config
-	log    *slog.Logger
-	cat    *catalog.Catalog
-	h      *httpapi.Handler
-	ln     net.Listener
-	srv    *http.Server
-	ledger *ledger.Ledger // nil without a data dir
-	mdns   atomic.Pointer[discovery.Responder]
+	cfg   Config
+	log   *slog.Logger
+	cat   *catalog.Catalog
+	h     *httpapi.Handler
+	ln    net.Listener
+	srv   *http.Server
+	store *store.Store // nil without a data dir
+	mdns  atomic.Pointer[discovery.Responder]
 }
 
 // New loads the catalog and opens the listener, so that configuration
@@ -169,21 +173,18 @@ func New(cfg Config) (*Appliance, error) {
 	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "took", time.Since(start).Round(time.Microsecond))
 	a := &Appliance{cfg: cfg, log: log, cat: cat}
 	if cfg.DataDir != "" {
-		// Serving devices comes first: a data dir that cannot be opened (a
-		// read-only working directory, a full disk) costs the records, not
-		// the updates.
-		if a.ledger, err = ledger.Open(cfg.DataDir, ledger.Options{Logger: log}); err != nil {
-			log.Error("ledger unavailable: devices are served but not recorded", "err", err)
-			a.ledger = nil
-		} else {
-			log.Info("ledger opened", "dir", cfg.DataDir, "devices", len(a.ledger.Devices()))
+		// Serving devices comes first: a data dir that cannot be made (a
+		// read-only working directory) costs the records, not the updates.
+		if a.store, err = store.Open(cfg.DataDir, store.Options{Logger: log, KeepEvents: cfg.KeepEvents, KeepAge: cfg.KeepAge}); err != nil {
+			log.Error("store unavailable: devices are served but not recorded", "err", err)
+			a.store = nil
 		}
 	}
 	downloads := httpapi.NewDownloads()
-	m := metrics.New(downloads.Len, a.deviceStates)
+	m := metrics.New(downloads.Len, a.deviceStates, a.store.Health)
 	a.ln, err = httpapi.Listen(cfg.Addr, cfg.MaxConnsPerIP, log)
 	if err != nil {
-		a.closeLedger()
+		a.closeStore()
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
 	page, err := web.New(web.Sources{
@@ -192,7 +193,7 @@ func New(cfg Config) (*Appliance, error) {
 		Port:      a.ln.Addr().(*net.TCPAddr).Port,
 		Path:      mdnsPath(cfg.MDNS),
 		Catalog:   func() *catalog.Catalog { return a.h.Catalog() },
-		Devices:   a.devices,
+		Store:     a.store,
 		Downloads: downloads,
 		MDNS:      a.mdnsStatus,
 		Metrics:   m.Handler(),
@@ -200,7 +201,7 @@ func New(cfg Config) (*Appliance, error) {
 	})
 	if err != nil {
 		a.ln.Close()
-		a.closeLedger()
+		a.closeStore()
 		return nil, err
 	}
 	a.h = httpapi.New(cat, httpapi.Options{
@@ -209,12 +210,15 @@ func New(cfg Config) (*Appliance, error) {
 		StallTimeout: cfg.StallTimeout,
 		Downloads:    downloads,
 		Extra:        page,
+		Decided: func(ev *httpapi.Exchange) {
+			ev.RecordID = a.store.Decided(event(ev))
+		},
 		Observe: func(ev *httpapi.Exchange) {
 			m.Observe(ev)
-			if a.ledger != nil {
-				if err := a.ledger.Append(record(ev)); err != nil {
-					log.Error("ledger: record not written", "err", err)
-				}
+			if ev.Committed {
+				a.store.Finished(ev.RecordID, event(ev))
+			} else {
+				a.store.Record(event(ev))
 			}
 		},
 	})
@@ -222,7 +226,7 @@ func New(cfg Config) (*Appliance, error) {
 		p, err := policy.Load(cfg.Policy)
 		if err != nil {
 			a.ln.Close()
-			a.closeLedger()
+			a.closeStore()
 			return nil, err
 		}
 		a.h.SetPolicy(p)
@@ -254,23 +258,12 @@ func mdnsPath(m *discovery.Config) string {
 	return "."
 }
 
-func (a *Appliance) closeLedger() {
-	if a.ledger != nil {
-		a.ledger.Close()
-	}
-}
-
-func (a *Appliance) devices() []*ledger.Device {
-	if a.ledger == nil {
-		return nil
-	}
-	return a.ledger.Devices()
-}
+func (a *Appliance) closeStore() { a.store.Close() }
 
 func (a *Appliance) deviceStates() map[string]int {
-	states := map[string]int{}
-	for _, d := range a.devices() {
-		states[d.State]++
+	states, err := a.store.States(context.Background())
+	if err != nil {
+		a.log.Debug("store: device states unavailable", "err", err)
 	}
 	return states
 }
@@ -282,24 +275,19 @@ func (a *Appliance) mdnsStatus() discovery.Status {
 	return discovery.Status{}
 }
 
-// record turns an answered request into a ledger record.
-func record(ev *httpapi.Exchange) *ledger.Record {
-	r := &ledger.Record{
-		Time: ev.Time.UTC(), Client: ev.Client, Endpoint: ev.Endpoint, Target: ev.Target,
+// event turns a device request into the store's record of it.
+func event(ev *httpapi.Exchange) *store.Event {
+	r := &store.Event{
+		Time: ev.Time.UTC(), Client: ev.Client, Method: ev.Method, Endpoint: ev.Endpoint, Target: ev.Target,
 		Status: ev.Status, Decision: ev.Decision, Reason: ev.Reason,
-		Bytes: ev.Bytes, Size: ev.Size, Completed: ev.Completed,
+		Bytes: ev.Bytes, Size: ev.Size, Completed: ev.Completed, Took: ev.Took.Milliseconds(),
+		FreeSpace: -1, ChipSize: -1,
 	}
 	if d := ev.Device; d != nil {
 		if d.Family != espimage.FamilyUnknown {
 			r.Family = d.Family.String()
 		}
-		r.MAC, r.SDK = d.MAC(), d.SDKVersion
-		if d.FreeSpace >= 0 {
-			r.FreeSpace = d.FreeSpace
-		}
-		if d.ChipSize >= 0 {
-			r.ChipSize = d.ChipSize
-		}
+		r.MAC, r.SDK, r.FreeSpace, r.ChipSize = d.MAC(), d.SDKVersion, d.FreeSpace, d.ChipSize
 		r.Digest = d.SketchMD5
 		if r.Digest == "" {
 			r.Digest = d.SketchSHA256
@@ -307,11 +295,14 @@ func record(ev *httpapi.Exchange) *ledger.Record {
 	}
 	if len(ev.Running) > 0 {
 		r.Running = ev.Running[0].Path
+		if img := ev.Running[0].Image; img != nil && img.Family == espimage.ESP32 {
+			r.Chip = img.Chip.String()
+		}
 	}
 	if e := ev.Image; e != nil {
 		r.Image = e.Path
 		if e.Image != nil {
-			r.ImageMD5s = append(append([]string(nil), e.Image.Digests.RunningMD5...), e.Image.Digests.RunningSHA256)
+			r.ImageDigests = append(append([]string(nil), e.Image.Digests.RunningMD5...), e.Image.Digests.RunningSHA256)
 		}
 	}
 	return r
@@ -382,7 +373,7 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	}
 	select {
 	case err := <-errc:
-		a.closeLedger()
+		a.closeStore()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -391,13 +382,21 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	defer cancel()
 	err := a.srv.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		a.log.Warn("grace period over; cutting off downloads still running")
+		a.log.Warn("grace period over; cutting off downloads still running", "downloads", a.h.Downloads().Len())
 		err = a.srv.Close()
 	}
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
-	a.closeLedger() // after the last response: every record is written
+	// Close drops the connections but not the handlers writing to them:
+	// wait until each has recorded how its response ended (cut off, with
+	// its byte count), then close the store.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if werr := a.h.Wait(wctx); werr != nil {
+		a.log.Error("responses still running after shutdown; their ends are not recorded", "err", werr)
+	}
+	a.closeStore()
 	return err
 }
 

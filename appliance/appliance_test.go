@@ -193,7 +193,7 @@ func TestUnwritableDataDir(t *testing.T) {
 	if res := emu.New(emu.ESP8266v31).Update(a.Addr().String(), "/fw.bin"); res.Outcome != emu.OK {
 		t.Fatalf("%v", res)
 	}
-	if !strings.Contains(logs.String(), "ledger unavailable") {
+	if !strings.Contains(logs.String(), "store unavailable") {
 		t.Errorf("no warning:\n%s", logs.String())
 	}
 }

@@ -7,6 +7,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +53,13 @@ type Options struct {
 	// device that stopped reading. There is no whole-response timeout: a
 	// slow device may take minutes, as long as it keeps reading.
 	StallTimeout time.Duration
-	// Observe, when set, is told of every request once it is answered.
+	// Decided, when set, is told of every firmware and update decision
+	// (serve, 304, refusal) as its status line is written, before the
+	// response's first byte; the response waits for it to return, so a
+	// recorder can make the decision durable first.
+	Decided func(*Exchange)
+	// Observe, when set, is told of every request once it is answered
+	// (with the same *Exchange Decided saw, now with its outcome).
 	Observe func(*Exchange)
 	// Downloads, when set, tracks firmware bodies in flight.
 	Downloads *Downloads
@@ -70,6 +77,20 @@ type Handler struct {
 	chips     *chipMemory
 	inflaters *inflaters
 	bufs      sync.Pool
+	inflight  sync.WaitGroup
+}
+
+// Wait returns once every request being handled has been answered and
+// observed, or when ctx is done.
+func (h *Handler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // New returns the handler for cat.
@@ -97,6 +118,9 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 // SetPolicy puts a policy in force for the requests that follow.
 func (h *Handler) SetPolicy(p *policy.Policy) { h.policy.Store(p) }
 
+// Downloads are the firmware bodies in flight.
+func (h *Handler) Downloads() *Downloads { return h.opts.Downloads }
+
 // Catalog is the catalog being served now.
 func (h *Handler) Catalog() *catalog.Catalog { return h.cat.Load() }
 
@@ -107,6 +131,11 @@ func (h *Handler) SetCatalog(cat *catalog.Catalog) { h.cat.Store(cat) }
 // exchange is one request's record: what the log line and observers
 // learn about it.
 type exchange struct {
+	h        *Handler
+	r        *http.Request
+	facts    *device.Facts
+	start    time.Time
+	ev       *Exchange // built when the status is decided
 	w        http.ResponseWriter
 	status   int
 	bytes    int64
@@ -120,15 +149,23 @@ type exchange struct {
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
+
+// WriteHeader is the moment of decision: the exchange is handed to the
+// Decided observer before the status line (and so any body byte) goes out.
 func (x *exchange) WriteHeader(code int) {
 	if x.status == 0 {
 		x.status = code
+		x.ev = x.exchangeFor(0)
+		if d := x.h.opts.Decided; d != nil && (x.endpoint == "firmware" || x.endpoint == "update") {
+			x.ev.Committed = true
+			d(x.ev)
+		}
 	}
 	x.w.WriteHeader(code)
 }
 func (x *exchange) Write(p []byte) (int, error) {
 	if x.status == 0 {
-		x.status = http.StatusOK
+		x.WriteHeader(http.StatusOK)
 	}
 	n, err := x.w.Write(p)
 	x.bytes += int64(n)
@@ -148,8 +185,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opts.Extra.ServeHTTP(w, r)
 		return
 	}
-	x := &exchange{w: w, endpoint: "other"}
+	h.inflight.Add(1)
+	defer h.inflight.Done()
 	facts, ferr := device.Parse(r.Header)
+	x := &exchange{h: h, r: r, facts: facts, start: start, w: w, endpoint: "other"}
 	x.mac = facts.MAC()
 	switch {
 	case len(r.RequestURI) > MaxTarget:
@@ -174,7 +213,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	took := time.Since(start)
 	h.logRequest(r, x, took)
 	if h.opts.Observe != nil {
-		h.opts.Observe(x.exchangeFor(r, facts, start, took))
+		ev := x.exchangeFor(took)
+		if x.ev != nil {
+			// The one the recorder saw at the decision, now with its outcome.
+			x.ev.Reason, x.ev.Bytes, x.ev.Size, x.ev.Completed, x.ev.Took = ev.Reason, ev.Bytes, ev.Size, ev.Completed, took
+			ev = x.ev
+		}
+		h.opts.Observe(ev)
 	}
 }
 
@@ -183,15 +228,15 @@ func isExtra(p string) bool {
 	return p == "/" || p == "/metrics" || p == "/healthz" || p == "/api" || strings.HasPrefix(p, "/api/")
 }
 
-func (x *exchange) exchangeFor(r *http.Request, facts *device.Facts, start time.Time, took time.Duration) *Exchange {
+func (x *exchange) exchangeFor(took time.Duration) *Exchange {
 	ev := &Exchange{
-		Time: start, Client: clientIP(r), Endpoint: x.endpoint, Target: r.RequestURI, Device: facts,
+		Time: x.start, Client: clientIP(x.r), Method: x.r.Method, Endpoint: x.endpoint, Target: x.r.RequestURI, Device: x.facts,
 		Running: x.running, Status: x.status, Reason: x.reason, Bytes: x.bytes, Size: x.size, Took: took,
 	}
 	switch {
 	case x.status == http.StatusOK && x.endpoint != "catalog":
 		ev.Decision = "serve"
-		ev.Completed = x.size > 0 && x.bytes == x.size
+		ev.Completed = x.r.Method == http.MethodGet && x.size > 0 && x.bytes == x.size
 	case x.status == http.StatusOK:
 		ev.Decision = "list"
 	case x.status == http.StatusNotModified:

@@ -10,11 +10,13 @@ import (
 	"otabox/appliance/device"
 )
 
-// Exchange is one answered device request, as observers (the ledger,
-// metrics) see it once the response is done. Observers do not decide.
+// Exchange is one device request, as observers (the store, metrics) see
+// it: at its decision, and once its response is done. Observers do not
+// decide.
 type Exchange struct {
 	Time      time.Time
 	Client    string // IP
+	Method    string
 	Endpoint  string // "catalog", "firmware", "update", "other"
 	Target    string
 	Device    *device.Facts
@@ -27,6 +29,12 @@ type Exchange struct {
 	Size      int64          // body bytes that should have been written
 	Completed bool           // a firmware body went out whole
 	Took      time.Duration
+
+	// Committed says Decided saw this exchange before its first byte.
+	Committed bool
+	// RecordID is the recorder's id for the decision, set by Decided so
+	// that the outcome can be tied to it.
+	RecordID int64
 }
 
 // Download is one firmware body being sent, for the status page.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"otabox/appliance/httpapi"
+	"otabox/appliance/store"
 )
 
 // Metrics is one registry of otabox's collectors (no global registry).
@@ -22,10 +23,10 @@ type Metrics struct {
 	outcomes *prometheus.CounterVec
 }
 
-// New registers the collectors. inFlight and states are read at scrape
-// time from the live state they describe; states counts devices by update
-// state (confirmed, failed, sent, ...).
-func New(inFlight func() int, states func() map[string]int) *Metrics {
+// New registers the collectors. inFlight, states and health are read at
+// scrape time from the live state they describe; states counts devices by
+// update state (confirmed, failed, sent, ...), health is the store's.
+func New(inFlight func() int, states func() map[string]int, health func() store.Health) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -42,6 +43,19 @@ func New(inFlight func() int, states func() map[string]int) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otabox_downloads_in_flight", Help: "Firmware bodies being sent now."},
 			func() float64 { return float64(inFlight()) }),
 		stateCollector{states},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "otabox_store_dropped_total", Help: "Records the store could not write (disk full, read-only, I/O error); devices were served all the same."},
+			func() float64 { return float64(health().Dropped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "otabox_store_truncated_total", Help: "Device-supplied values cut to the store's limits, and devices not added past its bound."},
+			func() float64 { return float64(health().Truncated) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "otabox_store_written_total", Help: "Records the store committed."},
+			func() float64 { return float64(health().Written) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otabox_store_healthy", Help: "1 while the store writes records, 0 while it drops them."},
+			func() float64 {
+				if h := health(); h.Open && h.Fault == "" {
+					return 1
+				}
+				return 0
+			}),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -52,7 +66,7 @@ func New(inFlight func() int, states func() map[string]int) *Metrics {
 type stateCollector struct{ states func() map[string]int }
 
 var (
-	seenDesc  = prometheus.NewDesc("otabox_devices_seen", "Devices (by MAC) in the ledger.", nil, nil)
+	seenDesc  = prometheus.NewDesc("otabox_devices_seen", "Devices (by MAC) in the fleet record.", nil, nil)
 	stateDesc = prometheus.NewDesc("otabox_devices_by_update_state", "Devices by the state of their last update (none, sent, cut-off, confirmed, failed).", []string{"state"}, nil)
 )
 

@@ -15,12 +15,13 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
 	"otabox/appliance/httpapi"
-	"otabox/appliance/ledger"
+	"otabox/appliance/store"
 )
 
 //go:embed assets/status.html
@@ -33,7 +34,7 @@ type Sources struct {
 	Port      int
 	Path      string // the catalog path devices should use
 	Catalog   func() *catalog.Catalog
-	Devices   func() []*ledger.Device
+	Store     *store.Store // nil without a data dir
 	Downloads *httpapi.Downloads
 	MDNS      func() discovery.Status // nil when mDNS is off
 	Metrics   http.Handler
@@ -78,6 +79,7 @@ func New(src Sources) (*Handler, error) {
 	h.mux.HandleFunc("GET /{$}", h.protect(h.status))
 	h.mux.HandleFunc("GET /api/catalog", h.protect(h.apiCatalog))
 	h.mux.HandleFunc("GET /api/devices", h.protect(h.apiDevices))
+	h.mux.HandleFunc("GET /api/events", h.protect(h.apiEvents))
 	h.mux.HandleFunc("GET /api/downloads", h.protect(h.apiDownloads))
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	if src.Metrics != nil {
@@ -120,17 +122,26 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		}
 		sort.Strings(mv.Ifaces)
 	}
+	devs, total, err := h.src.Store.Devices(r.Context(), store.DeviceFilter{Limit: pageDevices})
+	health := h.src.Store.Health()
+	if err != nil && health.Fault == "" {
+		health.Fault = err.Error()
+	}
 	data := map[string]any{
-		"Name":      "status",
-		"Version":   h.src.Version,
-		"Port":      h.src.Port,
-		"Path":      h.src.Path,
-		"Addresses": h.addresses(),
-		"MDNS":      mv,
-		"Downloads": h.src.Downloads.List(),
-		"Devices":   h.src.Devices(),
-		"Catalog":   cat.Files(),
-		"Source":    cat.Source,
+		"Store":        health,
+		"Recording":    h.src.Store != nil,
+		"DeviceTotal":  total,
+		"DevicesShown": len(devs),
+		"Name":         "status",
+		"Version":      h.src.Version,
+		"Port":         h.src.Port,
+		"Path":         h.src.Path,
+		"Addresses":    h.addresses(),
+		"MDNS":         mv,
+		"Downloads":    h.src.Downloads.List(),
+		"Devices":      devs,
+		"Catalog":      cat.Files(),
+		"Source":       cat.Source,
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -196,7 +207,45 @@ func (h *Handler) apiCatalog(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-func (h *Handler) apiDevices(w http.ResponseWriter, r *http.Request) { writeJSON(w, h.src.Devices()) }
+// pageDevices is how many devices the status page lists (most recently
+// seen first); /api/devices pages through the rest.
+const pageDevices = 200
+
+// apiDevices: ?state=failed|confirmed|sent|cut-off|none|held, ?mac=MAC or
+// prefix*, ?limit= (default 1000, at most 10000), ?offset=. The total
+// matching is in X-Total-Count.
+func (h *Handler) apiDevices(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	devs, total, err := h.src.Store.Devices(r.Context(), store.DeviceFilter{
+		State: q.Get("state"), MAC: q.Get("mac"), Limit: atoi(q.Get("limit")), Offset: atoi(q.Get("offset")),
+	})
+	if err != nil {
+		http.Error(w, "fleet record: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	writeJSON(w, devs)
+}
+
+// apiEvents: newest first; ?mac=, ?endpoint=, ?decision=, ?before=ID
+// (paging), ?limit= (default 100, at most 10000).
+func (h *Handler) apiEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	evs, err := h.src.Store.Events(r.Context(), store.EventFilter{
+		MAC: q.Get("mac"), Endpoint: q.Get("endpoint"), Decision: q.Get("decision"),
+		Before: int64(atoi(q.Get("before"))), Limit: atoi(q.Get("limit")),
+	})
+	if err != nil {
+		http.Error(w, "fleet record: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, evs)
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
 
 func (h *Handler) apiDownloads(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, h.src.Downloads.List())

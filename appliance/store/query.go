@@ -1,0 +1,310 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// row is a device as stored, with the download still being decided.
+type row struct {
+	Device
+	pendingEvent   int64
+	pendingImage   string
+	pendingDigests []string
+	pendingPrev    string
+}
+
+const deviceCols = `mac, family, chip, ip, first_seen, last_seen, running, digest, sdk, decision, reason, state,
+	sent, sent_digests, prev_digest, requests, downloads, failures, held_until,
+	pending_event, pending_image, pending_digests, pending_prev`
+
+type scanner interface{ Scan(...any) error }
+
+func scanDevice(sc scanner) (*row, error) {
+	var r row
+	var first, last, held int64
+	var sent, pending string
+	if err := sc.Scan(&r.MAC, &r.Family, &r.Chip, &r.IP, &first, &last, &r.Running, &r.Digest, &r.SDK, &r.Decision, &r.Reason, &r.State,
+		&r.Sent, &sent, &r.PrevDigest, &r.Requests, &r.Downloads, &r.Failures, &held,
+		&r.pendingEvent, &r.pendingImage, &pending, &r.pendingPrev); err != nil {
+		return nil, err
+	}
+	r.FirstSeen, r.LastSeen = time.UnixMilli(first).UTC(), time.UnixMilli(last).UTC()
+	if held > 0 {
+		r.HeldUntil = time.UnixMilli(held).UTC()
+	}
+	r.SentDigests, r.pendingDigests = strings.Fields(sent), strings.Fields(pending)
+	if r.pendingEvent != 0 {
+		r.Downloading = r.pendingImage
+	}
+	return &r, nil
+}
+
+func loadDevice(tx *sql.Tx, mac string) (*row, bool, error) {
+	r, err := scanDevice(tx.QueryRow(`SELECT `+deviceCols+` FROM devices WHERE mac = ?`, mac))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	return r, err == nil, err
+}
+
+func saveDevice(tx *sql.Tx, r *row) error {
+	held := int64(0)
+	if !r.HeldUntil.IsZero() {
+		held = ms(r.HeldUntil)
+	}
+	_, err := tx.Exec(`INSERT OR REPLACE INTO devices (`+deviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
+		r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, r.Requests, r.Downloads, r.Failures, held,
+		r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev)
+	return err
+}
+
+// OpenReader opens the store in dir for reading only (`otabox devices`,
+// `otabox history`), next to a server that may be writing it. It never
+// creates, imports or repairs anything.
+func OpenReader(dir string) (*Store, error) {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no fleet record in %s: %w", dir, err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	var v int
+	if err := db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	if v != SchemaVersion {
+		db.Close()
+		return nil, fmt.Errorf("store %s has schema version %d; this otabox reads %d (start the server once to migrate it)", path, v, SchemaVersion)
+	}
+	s := &Store{dir: dir, log: slog.New(slog.DiscardHandler), done: make(chan struct{}), stop: make(chan struct{})}
+	close(s.done)
+	s.db.Store(db)
+	s.opts.Now = time.Now
+	return s, nil
+}
+
+// DeviceFilter selects devices; the zero value is every device, most
+// recently seen first, at most 1,000.
+type DeviceFilter struct {
+	State  string // "" for all; "none" for devices never sent an image
+	MAC    string // a MAC or a prefix ending in '*'
+	Limit  int
+	Offset int
+}
+
+func (f DeviceFilter) where() (string, []any) {
+	var conds []string
+	var args []any
+	switch f.State {
+	case "":
+	case "none":
+		conds = append(conds, "state = ''")
+	case "held":
+		conds = append(conds, "held_until > ?")
+		args = append(args, ms(time.Now()))
+	default:
+		conds = append(conds, "state = ?")
+		args = append(args, f.State)
+	}
+	if f.MAC != "" {
+		if p, ok := strings.CutSuffix(strings.ToUpper(f.MAC), "*"); ok {
+			conds = append(conds, "mac >= ? AND mac < ?")
+			args = append(args, p, p+"\xff")
+		} else {
+			conds = append(conds, "mac = ?")
+			args = append(args, strings.ToUpper(f.MAC))
+		}
+	}
+	if len(conds) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+func (s *Store) reader() (*sql.DB, error) {
+	if s == nil {
+		return nil, nil
+	}
+	db := s.db.Load()
+	if db == nil {
+		return nil, ErrUnavailable
+	}
+	return db, nil
+}
+
+// Devices returns the devices f selects and how many there are in all.
+func (s *Store) Devices(ctx context.Context, f DeviceFilter) ([]Device, int, error) {
+	db, err := s.reader()
+	if db == nil {
+		return nil, 0, err
+	}
+	if f.Limit <= 0 || f.Limit > 10_000 {
+		f.Limit = 1000
+	}
+	where, args := f.where()
+	var total int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM devices`+where, args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	rows, err := db.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices`+where+` ORDER BY last_seen DESC, mac LIMIT ? OFFSET ?`,
+		append(args, f.Limit, max(f.Offset, 0))...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	out := []Device{}
+	for rows.Next() {
+		r, err := scanDevice(rows)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, r.Device)
+	}
+	return out, total, rows.Err()
+}
+
+// Device returns one device by MAC.
+func (s *Store) Device(ctx context.Context, mac string) (*Device, bool, error) {
+	db, err := s.reader()
+	if db == nil {
+		return nil, false, err
+	}
+	r, err := scanDevice(db.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE mac = ?`, strings.ToUpper(mac)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return &r.Device, true, nil
+}
+
+// States counts devices by update state ("" for never sent an image).
+func (s *Store) States(ctx context.Context) (map[string]int, error) {
+	db, err := s.reader()
+	if db == nil {
+		return map[string]int{}, err
+	}
+	rows, err := db.QueryContext(ctx, `SELECT state, count(*) FROM devices GROUP BY state`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}
+
+// HeldBack counts devices with an image held back now.
+func (s *Store) HeldBack(ctx context.Context) (int, error) {
+	db, err := s.reader()
+	if db == nil {
+		return 0, err
+	}
+	var n int
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE held_until > ?`, ms(time.Now())).Scan(&n)
+	return n, err
+}
+
+// EventFilter selects events, newest first; the zero value is the newest
+// 100 of all.
+type EventFilter struct {
+	MAC      string
+	Endpoint string
+	Decision string
+	Before   int64 // ids below this (paging); 0 for the newest
+	Limit    int
+}
+
+const eventCols = `id, time, client, mac, family, method, endpoint, target, decision, status, reason, image, digest, running,
+	sdk, free_space, chip_size, bytes, size, completed, finished, took_ms`
+
+// Events returns the events f selects.
+func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
+	db, err := s.reader()
+	if db == nil {
+		return nil, err
+	}
+	if f.Limit <= 0 || f.Limit > 10_000 {
+		f.Limit = 100
+	}
+	var conds []string
+	var args []any
+	for _, c := range []struct{ col, v string }{{"mac", strings.ToUpper(f.MAC)}, {"endpoint", f.Endpoint}, {"decision", f.Decision}} {
+		if c.v != "" {
+			conds = append(conds, c.col+" = ?")
+			args = append(args, c.v)
+		}
+	}
+	if f.Before > 0 {
+		conds = append(conds, "id < ?")
+		args = append(args, f.Before)
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	rows, err := db.QueryContext(ctx, `SELECT `+eventCols+` FROM events`+where+` ORDER BY id DESC LIMIT ?`, append(args, f.Limit)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Event{}
+	for rows.Next() {
+		var e Event
+		var t int64
+		var completed, finished int
+		if err := rows.Scan(&e.ID, &t, &e.Client, &e.MAC, &e.Family, &e.Method, &e.Endpoint, &e.Target, &e.Decision, &e.Status, &e.Reason,
+			&e.Image, &e.Digest, &e.Running, &e.SDK, &e.FreeSpace, &e.ChipSize, &e.Bytes, &e.Size, &completed, &finished, &e.Took); err != nil {
+			return nil, err
+		}
+		e.Time, e.Completed, e.Finished = time.UnixMilli(t).UTC(), completed == 1, finished == 1
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Counts are the table sizes, for the status page.
+type Counts struct {
+	Devices int64 `json:"devices"`
+	Events  int64 `json:"events"`
+}
+
+// Counts returns the table sizes without scanning the events.
+func (s *Store) Counts(ctx context.Context) (Counts, error) {
+	db, err := s.reader()
+	if db == nil {
+		return Counts{}, err
+	}
+	var c Counts
+	var lo, hi sql.NullInt64
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM devices`).Scan(&c.Devices); err != nil {
+		return c, err
+	}
+	if err := db.QueryRowContext(ctx, `SELECT min(id), max(id) FROM events`).Scan(&lo, &hi); err != nil {
+		return c, err
+	}
+	if lo.Valid {
+		c.Events = hi.Int64 - lo.Int64 + 1
+	}
+	return c, nil
+}

@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations create and evolve the schema, one step per schema version.
+// Step i takes a database at version i to version i+1; the version lives in
+// the schema_version table and every step runs in one transaction, so a
+// crash mid-migration leaves the previous version intact.
+var migrations = []string{
+	// 1: devices and events.
+	`CREATE TABLE devices (
+		mac             TEXT PRIMARY KEY,
+		family          TEXT NOT NULL DEFAULT '',
+		chip            TEXT NOT NULL DEFAULT '',
+		ip              TEXT NOT NULL DEFAULT '',
+		first_seen      INTEGER NOT NULL,           -- unix ms
+		last_seen       INTEGER NOT NULL,
+		running         TEXT NOT NULL DEFAULT '',   -- catalog image it runs, when known
+		digest          TEXT NOT NULL DEFAULT '',   -- sketch MD5 / SHA-256 it reported
+		sdk             TEXT NOT NULL DEFAULT '',
+		decision        TEXT NOT NULL DEFAULT '',
+		reason          TEXT NOT NULL DEFAULT '',
+		state           TEXT NOT NULL DEFAULT '',   -- '', sent, cut-off, confirmed, failed
+		sent            TEXT NOT NULL DEFAULT '',   -- image of the last update
+		sent_digests    TEXT NOT NULL DEFAULT '',   -- its running digests, space-separated
+		prev_digest     TEXT NOT NULL DEFAULT '',   -- what it ran when that image was sent
+		requests        INTEGER NOT NULL DEFAULT 0,
+		downloads       INTEGER NOT NULL DEFAULT 0,
+		failures        INTEGER NOT NULL DEFAULT 0, -- consecutive failed updates to sent
+		held_until      INTEGER NOT NULL DEFAULT 0, -- unix ms; 0: not held back
+		pending_event   INTEGER NOT NULL DEFAULT 0, -- a download decided, its end not yet recorded
+		pending_image   TEXT NOT NULL DEFAULT '',
+		pending_digests TEXT NOT NULL DEFAULT '',
+		pending_prev    TEXT NOT NULL DEFAULT ''
+	) WITHOUT ROWID;
+	CREATE INDEX devices_last_seen ON devices(last_seen);
+	CREATE INDEX devices_state ON devices(state);
+	CREATE TABLE events (
+		id         INTEGER PRIMARY KEY,
+		time       INTEGER NOT NULL,               -- unix ms
+		client     TEXT NOT NULL DEFAULT '',
+		mac        TEXT NOT NULL DEFAULT '',
+		family     TEXT NOT NULL DEFAULT '',
+		method     TEXT NOT NULL DEFAULT '',
+		endpoint   TEXT NOT NULL DEFAULT '',
+		target     TEXT NOT NULL DEFAULT '',
+		decision   TEXT NOT NULL DEFAULT '',
+		status     INTEGER NOT NULL DEFAULT 0,
+		reason     TEXT NOT NULL DEFAULT '',
+		image      TEXT NOT NULL DEFAULT '',
+		digest     TEXT NOT NULL DEFAULT '',
+		running    TEXT NOT NULL DEFAULT '',
+		sdk        TEXT NOT NULL DEFAULT '',
+		free_space INTEGER NOT NULL DEFAULT -1,
+		chip_size  INTEGER NOT NULL DEFAULT -1,
+		bytes      INTEGER NOT NULL DEFAULT 0,
+		size       INTEGER NOT NULL DEFAULT 0,
+		completed  INTEGER NOT NULL DEFAULT 0,
+		finished   INTEGER NOT NULL DEFAULT 1,     -- 0 while a download runs
+		took_ms    INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX events_mac ON events(mac, id);
+	CREATE INDEX events_time ON events(time);
+	CREATE INDEX events_unfinished ON events(finished) WHERE finished = 0;
+	CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
+}
+
+// SchemaVersion is the schema this build writes.
+var SchemaVersion = len(migrations)
+
+// migrate brings db to SchemaVersion. A database written by a newer
+// otabox is refused rather than guessed at.
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
+	var v int
+	err := db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	switch {
+	case err == sql.ErrNoRows:
+		if _, err := db.ExecContext(ctx, `INSERT INTO schema_version(version) VALUES (0)`); err != nil {
+			return fmt.Errorf("schema: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("schema: %w", err)
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("schema version %d is newer than this otabox's %d: run the newer otabox, or move otabox.db aside", v, SchemaVersion)
+	}
+	for ; v < SchemaVersion; v++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("schema %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("schema %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, v+1); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("schema %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("schema %d: %w", v+1, err)
+		}
+	}
+	return nil
+}

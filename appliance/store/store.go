@@ -1,0 +1,488 @@
+// Package store is the fleet record: which device asked for what, what it
+// was answered and what it runs now, kept in one SQLite database
+// (otabox.db, WAL mode, through the pure-Go modernc.org/sqlite) in the data
+// directory. It observes decisions; it never makes one.
+//
+// Durability: a firmware decision (serve, 304, refusal) is committed with
+// synchronous=FULL before its response's first byte goes out (Decided
+// blocks until then), so a device that received any byte of an image is in
+// the record after any crash; the download's outcome (bytes, completed or
+// cut off) is committed when the response ends, and a download whose end
+// was never recorded is marked interrupted at the next start. Catalog
+// listings carry no device identity: they are queued without making the
+// device wait and committed with the next batch (at most a second later).
+// One writer group-commits: every record that arrived meanwhile shares one
+// transaction and one fsync.
+//
+// Faults never stop device service: a record that cannot be written (disk
+// full, read-only file system, I/O error) is dropped and counted, one WARN
+// line a minute says so, and writing resumes by itself when the fault
+// clears. A database that is damaged at start-up is moved aside and a fresh
+// one created.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	_ "modernc.org/sqlite" // the database/sql driver "sqlite", pure Go
+)
+
+// FileName is the database's name inside the data directory.
+const FileName = "otabox.db"
+
+// Limits on what a device or LAN client can make the store hold. Every
+// string a request supplies is cut to these before it is stored.
+const (
+	MaxString = 64  // MACs, client addresses, SDK versions, digests, ...
+	MaxText   = 256 // request-targets, reasons, image paths
+)
+
+// Event is one answered device request.
+type Event struct {
+	ID        int64     `json:"id"`
+	Time      time.Time `json:"time"`
+	Client    string    `json:"client"`
+	MAC       string    `json:"mac,omitempty"`
+	Family    string    `json:"family,omitempty"`
+	Method    string    `json:"method"`
+	Endpoint  string    `json:"endpoint"` // catalog, firmware, update, other
+	Target    string    `json:"target"`
+	Decision  string    `json:"decision"` // serve, no-update, refuse, list, error
+	Status    int       `json:"status"`
+	Reason    string    `json:"reason,omitempty"`
+	Image     string    `json:"image,omitempty"`   // served or considered
+	Digest    string    `json:"digest,omitempty"`  // what the device reported running
+	Running   string    `json:"running,omitempty"` // the catalog image that digest is
+	SDK       string    `json:"sdk,omitempty"`
+	FreeSpace int64     `json:"free_space"` // -1: not sent
+	ChipSize  int64     `json:"chip_size"`  // -1: not sent
+	Bytes     int64     `json:"bytes"`
+	Size      int64     `json:"size"`
+	Completed bool      `json:"completed"`
+	Finished  bool      `json:"finished"` // false while a download runs
+	Took      int64     `json:"took_ms"`
+
+	// ImageDigests are the served image's running digests (what the device
+	// reports once it runs it); kept on the device, not the event.
+	ImageDigests []string `json:"-"`
+	// Chip is the device's chip when known (its running image's).
+	Chip string `json:"-"`
+}
+
+// Update states of a device.
+const (
+	StateNone      = ""          // never sent an image
+	StateSent      = "sent"      // an image went out whole; not yet seen running it
+	StateCut       = "cut-off"   // a download stopped part-way
+	StateConfirmed = "confirmed" // checked in running the image it was sent
+	StateFailed    = "failed"    // checked in still running what it ran before
+)
+
+// Device is what the store knows of one device, by MAC.
+type Device struct {
+	MAC         string    `json:"mac"`
+	IP          string    `json:"ip"`
+	Family      string    `json:"family,omitempty"`
+	Chip        string    `json:"chip,omitempty"`
+	FirstSeen   time.Time `json:"first_seen"`
+	LastSeen    time.Time `json:"last_seen"`
+	Running     string    `json:"running,omitempty"`
+	Digest      string    `json:"digest,omitempty"`
+	SDK         string    `json:"sdk,omitempty"`
+	Decision    string    `json:"decision,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	State       string    `json:"state"`
+	Sent        string    `json:"sent,omitempty"`
+	SentDigests []string  `json:"sent_digests,omitempty"`
+	PrevDigest  string    `json:"prev_digest,omitempty"`
+	Requests    int64     `json:"requests"`
+	Downloads   int64     `json:"downloads"`
+	Failures    int64     `json:"failures"`
+	HeldUntil   time.Time `json:"held_until,omitzero"`
+	// Downloading is set while a download to it is running.
+	Downloading string `json:"downloading,omitempty"`
+}
+
+// Options tune a Store.
+type Options struct {
+	Logger *slog.Logger
+	// KeepEvents bounds the events table (default 1,000,000 rows); KeepAge
+	// drops events older than this (default 180 days). Devices are never
+	// forgotten by retention.
+	KeepEvents int64
+	KeepAge    time.Duration
+	// MaxDevices bounds the devices table (default 100,000): past it, events
+	// of new MACs are kept but no new device is added.
+	MaxDevices int64
+	// WaitDurable bounds how long Decided waits for its commit before the
+	// device is answered anyway (default 5 s).
+	WaitDurable time.Duration
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Store is the open fleet record. A nil *Store records nothing and reads
+// empty, so callers need not care whether a data dir was given.
+type Store struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+	db   atomic.Pointer[sql.DB] // nil until open (or while it cannot be)
+
+	queue chan *op
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+
+	dropped   atomic.Int64 // records that could not be written
+	truncated atomic.Int64 // strings cut to the limits
+	written   atomic.Int64
+	faultMu   sync.Mutex
+	fault     string // the last write error, "" when writing works
+	faultAt   time.Time
+}
+
+// ErrUnavailable reports a read while the database cannot be opened.
+var ErrUnavailable = errors.New("the fleet record is not available")
+
+type opKind uint8
+
+const (
+	opDecided  opKind = iota // a firmware decision: insert the event, fold into the device
+	opFinished               // a download ended: its bytes and outcome
+	opListing                // a catalog request or other non-decision
+	opRetry                  // clear a device's hold-back
+)
+
+type op struct {
+	kind opKind
+	ev   *Event
+	mac  string
+	id   chan int64 // opDecided: the event's id, or -1 when it was dropped
+}
+
+// Open opens (creating if needed) the store in dir and starts its writer.
+// It fails only when dir itself cannot be made; a database that cannot be
+// opened or is damaged is handled in the background and reported in the
+// log and Health, and devices are served meanwhile.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.KeepEvents <= 0 {
+		opts.KeepEvents = 1_000_000
+	}
+	if opts.KeepAge <= 0 {
+		opts.KeepAge = 180 * 24 * time.Hour
+	}
+	if opts.MaxDevices <= 0 {
+		opts.MaxDevices = 100_000
+	}
+	if opts.WaitDurable <= 0 {
+		opts.WaitDurable = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Store{dir: dir, opts: opts, log: opts.Logger, queue: make(chan *op, 4096), stop: make(chan struct{}), done: make(chan struct{})}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store %s: %w", dir, err)
+	}
+	if err := s.open(); err != nil {
+		s.setFault(err)
+		s.log.Error("store: cannot open the fleet record; devices are served, records are counted as dropped until it opens", "dir", dir, "err", err)
+	}
+	go s.writer()
+	return s, nil
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
+
+func dsn(path string, readOnly bool) string {
+	v := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	if readOnly {
+		return "file:" + path + "?mode=ro&_pragma=busy_timeout(5000)"
+	}
+	return v + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+}
+
+// open opens the database, moving a damaged one aside, migrates it,
+// imports a previous release's ledger, and closes out downloads whose end
+// a crash kept from being recorded.
+func (s *Store) open() error {
+	path := s.Path()
+	db, err := s.openChecked(path)
+	if err != nil {
+		var damaged damagedError
+		if !errors.As(err, &damaged) {
+			return err
+		}
+		aside := fmt.Sprintf("%s.damaged-%s", path, s.opts.Now().UTC().Format("20060102T150405Z"))
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return fmt.Errorf("store %s is damaged (%v) and cannot be moved aside: %w", path, damaged.err, rerr)
+		}
+		for _, suffix := range []string{"-wal", "-shm"} {
+			os.Rename(path+suffix, aside+suffix)
+		}
+		s.log.Error("store: the fleet record was damaged; moved it aside and started a fresh one", "damaged", aside, "reason", damaged.err)
+		if db, err = s.openChecked(path); err != nil {
+			return err
+		}
+	}
+	if err := s.importLedger(db); err != nil {
+		s.log.Error("store: importing the previous release's ledger failed; its files are left in place", "err", err)
+	}
+	if n, err := s.recoverUnfinished(db); err != nil {
+		db.Close()
+		return err
+	} else if n > 0 {
+		s.log.Warn("store: downloads interrupted by the last stop were marked cut-off", "downloads", n)
+	}
+	s.db.Store(db)
+	var devices int64
+	db.QueryRow(`SELECT count(*) FROM devices`).Scan(&devices)
+	s.log.Info("store opened", "file", path, "devices", devices)
+	return nil
+}
+
+// damagedError marks a database file that exists but cannot be used.
+type damagedError struct{ err error }
+
+func (d damagedError) Error() string { return d.err.Error() }
+
+func (s *Store) openChecked(path string) (*sql.DB, error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, damagedError{fmt.Errorf("%s is a %s, not a database file", path, fi.Mode().Type())}
+	}
+	db, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	db.SetConnMaxIdleTime(time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var check string
+	if err := db.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&check); err != nil {
+		db.Close()
+		if isDamage(err) {
+			return nil, damagedError{err}
+		}
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	if check != "ok" {
+		db.Close()
+		return nil, damagedError{fmt.Errorf("quick_check: %s", firstLine(check))}
+	}
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		if isDamage(err) {
+			return nil, damagedError{err}
+		}
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// isDamage tells a damaged file from a fault of the machine (permissions,
+// a full disk), which moving the file aside would not cure.
+func isDamage(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"not a database", "malformed", "corrupt", "SQLITE_CORRUPT", "SQLITE_NOTADB", "file is not"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
+
+// Decided records a firmware decision and returns once it is committed,
+// with the event's id for Finished. A decision that could not be made
+// durable within WaitDurable is counted as dropped and 0 is returned: the
+// device is answered all the same.
+func (s *Store) Decided(ev *Event) int64 {
+	if s == nil {
+		return 0
+	}
+	o := &op{kind: opDecided, ev: s.bound(ev), id: make(chan int64, 1)}
+	if !s.enqueue(o, true) {
+		return 0
+	}
+	t := time.NewTimer(s.opts.WaitDurable)
+	defer t.Stop()
+	select {
+	case id := <-o.id:
+		return max(id, 0)
+	case <-t.C:
+		s.log.Warn("store: a decision was not committed in time; the device is answered anyway", "wait", s.opts.WaitDurable)
+		return 0
+	}
+}
+
+// Finished records how a decided request's response ended (bytes sent,
+// completed or cut off). It does not wait.
+func (s *Store) Finished(id int64, ev *Event) {
+	if s == nil || id <= 0 {
+		return
+	}
+	ev = s.bound(ev)
+	ev.ID = id
+	s.enqueue(&op{kind: opFinished, ev: ev}, true)
+}
+
+// Record queues a request that decides nothing (a catalog listing) without
+// waiting for it.
+func (s *Store) Record(ev *Event) {
+	if s == nil {
+		return
+	}
+	s.enqueue(&op{kind: opListing, ev: s.bound(ev)}, false)
+}
+
+// Retry clears a device's hold-back and failure count, so that its next
+// check-in may be sent the image again.
+func (s *Store) Retry(mac string) {
+	if s == nil {
+		return
+	}
+	s.enqueue(&op{kind: opRetry, mac: mac}, true)
+}
+
+// enqueue hands o to the writer. A listing is dropped (and counted) when
+// the queue is full; a decision or outcome waits for room, but not past
+// shutdown.
+func (s *Store) enqueue(o *op, wait bool) bool {
+	select {
+	case s.queue <- o:
+		return true
+	default:
+	}
+	if wait {
+		select {
+		case s.queue <- o:
+			return true
+		case <-s.stop:
+		case <-time.After(s.opts.WaitDurable):
+		}
+	}
+	s.drop(1, errors.New("the write queue is full"))
+	if o.id != nil {
+		o.id <- -1
+	}
+	return false
+}
+
+// bound copies ev with every string cut to its limit.
+func (s *Store) bound(ev *Event) *Event {
+	c := *ev
+	for _, f := range []*string{&c.Client, &c.MAC, &c.Family, &c.Method, &c.Endpoint, &c.Decision, &c.Digest, &c.SDK, &c.Chip} {
+		*f = s.cut(*f, MaxString)
+	}
+	for _, f := range []*string{&c.Target, &c.Reason, &c.Image, &c.Running} {
+		*f = s.cut(*f, MaxText)
+	}
+	if len(c.ImageDigests) > 8 {
+		c.ImageDigests = c.ImageDigests[:8]
+	}
+	ds := make([]string, len(c.ImageDigests))
+	for i, d := range c.ImageDigests {
+		ds[i] = s.cut(d, MaxString)
+	}
+	c.ImageDigests = ds
+	c.MAC = strings.ToUpper(c.MAC)
+	return &c
+}
+
+// cut shortens v to at most n bytes on a UTF-8 boundary, counting it.
+func (s *Store) cut(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	s.truncated.Add(1)
+	v = v[:n]
+	for len(v) > 0 && !utf8.ValidString(v) {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+func (s *Store) drop(n int, err error) {
+	s.dropped.Add(int64(n))
+	s.setFault(err)
+}
+
+func (s *Store) setFault(err error) {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	first := s.fault == ""
+	s.fault = err.Error()
+	if first || s.opts.Now().Sub(s.faultAt) >= time.Minute {
+		s.faultAt = s.opts.Now()
+		s.log.Warn("store: records are not being written; devices are still served", "dropped_total", s.dropped.Load(), "err", err)
+	}
+}
+
+func (s *Store) clearFault() {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	if s.fault != "" {
+		s.log.Info("store: writing records again", "dropped_total", s.dropped.Load(), "after", s.fault)
+		s.fault = ""
+	}
+}
+
+// Health is the store's state for the status page and /metrics.
+type Health struct {
+	Open      bool   `json:"open"`
+	Fault     string `json:"fault,omitempty"` // why records are being dropped now
+	Dropped   int64  `json:"dropped"`         // records not written since start
+	Truncated int64  `json:"truncated"`       // device-supplied values cut to the limits
+	Written   int64  `json:"written"`
+}
+
+// Health reports whether records are being written.
+func (s *Store) Health() Health {
+	if s == nil {
+		return Health{}
+	}
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	return Health{Open: s.db.Load() != nil, Fault: s.fault, Dropped: s.dropped.Load(), Truncated: s.truncated.Load(), Written: s.written.Load()}
+}
+
+// Close writes what is queued and closes the database. Call it after the
+// last response has been recorded.
+func (s *Store) Close() error {
+	if s == nil {
+		return nil
+	}
+	var err error
+	s.once.Do(func() {
+		close(s.stop)
+		<-s.done
+		if db := s.db.Load(); db != nil {
+			err = db.Close()
+		}
+		s.log.Info("store closed", "written", s.written.Load(), "dropped", s.dropped.Load())
+	})
+	return err
+}

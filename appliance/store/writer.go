@@ -1,0 +1,357 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"time"
+)
+
+// batchMax bounds one group commit.
+const batchMax = 512
+
+// writer is the one goroutine that writes: it takes every queued record,
+// applies them in one transaction, commits once (one fsync) and then tells
+// each waiting decision its id.
+func (s *Store) writer() {
+	defer close(s.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastRetain, lastOpen := s.opts.Now(), s.opts.Now()
+	sinceRetain, behind := 0, false
+	for {
+		var batch []*op
+		select {
+		case o := <-s.queue:
+			batch = append(batch, o)
+		case <-tick.C:
+			if s.db.Load() == nil && s.opts.Now().Sub(lastOpen) >= 5*time.Second {
+				lastOpen = s.opts.Now()
+				if err := s.open(); err == nil {
+					s.clearFault()
+				}
+			}
+			if behind || s.opts.Now().Sub(lastRetain) >= time.Minute {
+				lastRetain, sinceRetain = s.opts.Now(), 0
+				behind = s.retain()
+			}
+			continue
+		case <-s.stop:
+			for {
+				select {
+				case o := <-s.queue:
+					batch = append(batch, o)
+					if len(batch) == batchMax {
+						s.commit(batch)
+						batch = batch[:0]
+					}
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				s.commit(batch)
+			}
+			return
+		}
+	more:
+		for len(batch) < batchMax {
+			select {
+			case o := <-s.queue:
+				batch = append(batch, o)
+			default:
+				break more
+			}
+		}
+		s.commit(batch)
+		if sinceRetain += len(batch); sinceRetain >= 10_000 {
+			lastRetain, sinceRetain = s.opts.Now(), 0
+			behind = s.retain()
+		}
+	}
+}
+
+// commit applies batch in one transaction. When it cannot be written,
+// every record in it is dropped and counted; the next batch tries again.
+func (s *Store) commit(batch []*op) {
+	ids := make([]int64, len(batch))
+	err := s.inTx(func(tx *sql.Tx) error {
+		for i, o := range batch {
+			id, err := s.apply(tx, o)
+			if err != nil {
+				return err
+			}
+			ids[i] = id
+		}
+		return nil
+	})
+	if err != nil {
+		s.drop(len(batch), err)
+		for _, o := range batch {
+			if o.id != nil {
+				o.id <- -1
+			}
+		}
+		return
+	}
+	s.written.Add(int64(len(batch)))
+	s.clearFault()
+	for i, o := range batch {
+		if o.id != nil {
+			o.id <- ids[i]
+		}
+	}
+}
+
+func (s *Store) inTx(f func(*sql.Tx) error) error {
+	db := s.db.Load()
+	if db == nil {
+		return ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *Store) apply(tx *sql.Tx, o *op) (int64, error) {
+	switch o.kind {
+	case opDecided, opListing:
+		return s.insert(tx, o.ev, o.kind == opDecided)
+	case opFinished:
+		return 0, s.finish(tx, o.ev)
+	case opRetry:
+		_, err := tx.Exec(`UPDATE devices SET failures = 0, held_until = 0 WHERE mac = ?`, o.mac)
+		return 0, err
+	}
+	return 0, errors.New("store: unknown record kind")
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// insert writes one event and folds it into its device.
+func (s *Store) insert(tx *sql.Tx, ev *Event, decided bool) (int64, error) {
+	finished := !(decided && ev.Decision == "serve")
+	res, err := tx.Exec(`INSERT INTO events (time, client, mac, family, method, endpoint, target, decision, status, reason,
+		image, digest, running, sdk, free_space, chip_size, bytes, size, completed, finished, took_ms)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
+		ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), b2i(finished), ev.Took)
+	if err != nil {
+		return 0, err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	if ev.MAC == "" {
+		return id, nil // a listing carries no identity: nothing to attach it to
+	}
+	d, found, err := loadDevice(tx, ev.MAC)
+	if err != nil {
+		return 0, err
+	}
+	if !found {
+		var n int64
+		if err := tx.QueryRow(`SELECT count(*) FROM devices`).Scan(&n); err != nil {
+			return 0, err
+		}
+		if n >= s.opts.MaxDevices {
+			s.truncated.Add(1)
+			return id, nil // the event is kept; the fleet table does not grow past its bound
+		}
+		d = &row{Device: Device{MAC: ev.MAC, FirstSeen: ev.Time}}
+	}
+	s.fold(d, ev, id, decided)
+	return id, saveDevice(tx, d)
+}
+
+// fold applies one request to what is known of its device: where it was
+// seen, and what its check-in says about the last update.
+func (s *Store) fold(d *row, ev *Event, id int64, decided bool) {
+	d.IP, d.Requests = ev.Client, d.Requests+1
+	if ev.Time.After(d.LastSeen) {
+		d.LastSeen = ev.Time
+	}
+	if ev.Family != "" {
+		d.Family = ev.Family
+	}
+	if ev.Chip != "" {
+		d.Chip = ev.Chip
+	}
+	if ev.SDK != "" {
+		d.SDK = ev.SDK
+	}
+	if ev.Method == "HEAD" {
+		return // a HEAD downloads nothing: it never changes an update's state
+	}
+	if ev.Digest != "" {
+		s.checkIn(d, ev)
+	}
+	if !decided {
+		return
+	}
+	d.Decision, d.Reason = ev.Decision, ev.Reason
+	if ev.Decision == "serve" {
+		d.pendingEvent, d.pendingImage, d.pendingDigests, d.pendingPrev = id, ev.Image, ev.ImageDigests, ev.Digest
+	}
+}
+
+// Hold-back after failed updates: the n-th consecutive failure of one
+// image (n ≥ 2) holds it back from the device for holdBack[n-2], the last
+// step repeating.
+var holdBack = []time.Duration{time.Hour, 4 * time.Hour, 24 * time.Hour}
+
+// HoldBackAfter is how many failed attempts hold an image back.
+const HoldBackAfter = 2
+
+// checkIn reads a device's report of what it runs against the last update
+// it was sent.
+func (s *Store) checkIn(d *row, ev *Event) {
+	dg := ev.Digest
+	sent := containsFold(d.SentDigests, dg)
+	switch {
+	case (d.State == StateSent || d.State == StateCut) && sent:
+		d.State, d.Failures, d.HeldUntil = StateConfirmed, 0, time.Time{}
+	case d.State == StateSent && strings.EqualFold(dg, d.PrevDigest):
+		// The image went out whole, and the device still runs what it ran.
+		d.State = StateFailed
+		d.Failures++
+		if d.Failures >= HoldBackAfter {
+			step := holdBack[min(int(d.Failures)-HoldBackAfter, len(holdBack)-1)]
+			d.HeldUntil = ev.Time.Add(step)
+		}
+	case d.State == StateCut && strings.EqualFold(dg, d.PrevDigest):
+		d.State = StateFailed // a cut-off download: not the image's fault, no hold-back
+	case d.State == StateConfirmed && !sent && strings.EqualFold(dg, d.PrevDigest):
+		d.State = StateFailed // rolled back after confirming
+		d.Failures++
+	}
+	d.Digest, d.Running = dg, ev.Running
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// finish records how a download's response ended.
+func (s *Store) finish(tx *sql.Tx, ev *Event) error {
+	if _, err := tx.Exec(`UPDATE events SET bytes = ?, completed = ?, finished = 1, took_ms = ?,
+		reason = CASE WHEN ? = '' THEN reason ELSE ? END WHERE id = ?`,
+		ev.Bytes, b2i(ev.Completed), ev.Took, ev.Reason, ev.Reason, ev.ID); err != nil {
+		return err
+	}
+	if ev.MAC == "" {
+		return nil
+	}
+	d, found, err := loadDevice(tx, ev.MAC)
+	if err != nil || !found || d.pendingEvent != ev.ID {
+		return err
+	}
+	if ev.Bytes > 0 && ev.Method != "HEAD" {
+		if d.Sent != d.pendingImage {
+			d.Failures, d.HeldUntil = 0, time.Time{} // a new image starts its own count
+		}
+		d.Sent, d.SentDigests, d.PrevDigest = d.pendingImage, d.pendingDigests, d.pendingPrev
+		d.Downloads++
+		if ev.Completed {
+			d.State = StateSent
+		} else {
+			d.State = StateCut
+			d.Reason = ev.Reason
+		}
+	}
+	d.pendingEvent, d.pendingImage, d.pendingDigests, d.pendingPrev = 0, "", nil, ""
+	return saveDevice(tx, d)
+}
+
+// interrupted is the reason given to a download whose end a stop kept
+// from being recorded.
+const interrupted = "interrupted: otabox stopped before the download's end was recorded"
+
+// recoverUnfinished closes out downloads that were running when the last
+// process died: the device may have received part of the image, so it is
+// recorded as cut off.
+func (s *Store) recoverUnfinished(db *sql.DB) (int64, error) {
+	var n int64
+	err := func() error {
+		tx, err := db.Begin()
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if _, err := tx.Exec(`UPDATE devices SET state = ?, sent = pending_image, sent_digests = pending_digests,
+			prev_digest = pending_prev, downloads = downloads + 1, reason = ?,
+			pending_event = 0, pending_image = '', pending_digests = '', pending_prev = ''
+			WHERE pending_event != 0`, StateCut, interrupted); err != nil {
+			return err
+		}
+		res, err := tx.Exec(`UPDATE events SET finished = 1, reason = ? WHERE finished = 0`, interrupted)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return tx.Commit()
+	}()
+	return n, err
+}
+
+// retain deletes the oldest events past KeepEvents or KeepAge, a few
+// thousand rows per transaction and a few transactions per call, so that
+// devices never wait long behind it. It reports whether more is left.
+func (s *Store) retain() (more bool) {
+	db := s.db.Load()
+	if db == nil {
+		return false
+	}
+	const step = 5000
+	cutoff := ms(s.opts.Now().Add(-s.opts.KeepAge))
+	for i := 0; i < 8; i++ {
+		var lo, hi sql.NullInt64
+		if err := db.QueryRow(`SELECT min(id), max(id) FROM events`).Scan(&lo, &hi); err != nil || !lo.Valid {
+			return false
+		}
+		var oldest int64
+		db.QueryRow(`SELECT time FROM events WHERE id = ?`, lo.Int64).Scan(&oldest)
+		var query string
+		var args []any
+		switch {
+		case hi.Int64-lo.Int64+1 > s.opts.KeepEvents: // ids are dense: min..max counts the rows
+			query, args = `DELETE FROM events WHERE id < ?`, []any{min(lo.Int64+step, hi.Int64-s.opts.KeepEvents+1)}
+		case oldest < cutoff:
+			query, args = `DELETE FROM events WHERE id < ? AND time < ?`, []any{lo.Int64 + step, cutoff}
+		default:
+			return false
+		}
+		err := s.inTx(func(tx *sql.Tx) error {
+			_, err := tx.Exec(query, args...)
+			return err
+		})
+		if err != nil {
+			s.log.Warn("store: retention failed; will try again", "err", err)
+			return false
+		}
+	}
+	return true
+}
