@@ -43,7 +43,7 @@ go build -o "$work/loadtool" ./bench/loadtool
 make -s build FIRMWARE="$work/big" >/dev/null && mv otabox "$work/otabox-big"
 make -s build >/dev/null && cp otabox "$work/otabox"
 
-OTA=18180 NGX=18181 REFP=18182
+OTA=18180 NGX=18181 REFP=18182 OTA0=18183
 wait_port() { for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 never answered" >&2; return 1; }
 
 nginx_conf() { # root, port, file
@@ -67,6 +67,9 @@ CONF
 
 "$work/otabox" serve --mdns=false --data-dir "$work/data" -b 127.0.0.1 -p $OTA -d "$work/cat" --log error & pids+=($!)
 wait_port $OTA
+# The same server keeping no fleet record: what the store costs.
+"$work/otabox" serve --mdns=false --data-dir "" -b 127.0.0.1 -p $OTA0 -d "$work/cat" --log error & pids+=($!)
+wait_port $OTA0
 curl -s "http://127.0.0.1:$OTA/_catalog?op=list&path=." > "$work/catalog.json"
 nginx_conf "$work/cat" $NGX "$work/nginx.conf"
 "$NGINX" -c "$work/nginx.conf" -p "$work" & pids+=($!)
@@ -92,10 +95,12 @@ declare -A R
 echo "# catalog requests/s, 16 connections, $DUR each" >&2
 R[cat_ota]=$(rps "http://127.0.0.1:$OTA/_catalog?op=list&path=.")
 R[cat_ngx]=$(rps "http://127.0.0.1:$NGX/_catalog?op=list&path=.")
+R[cat_ota0]=$(rps "http://127.0.0.1:$OTA0/_catalog?op=list&path=.")
 [ -n "$REF" ] && R[cat_ref]=$(rps "http://127.0.0.1:$REFP/_catalog?op=list&path=.")
 echo "# 1 MB downloads/s, 16 connections, device headers" >&2
 R[dl_ota]=$(rps "${HDRS[@]}" "http://127.0.0.1:$OTA/fw1m.bin")
 R[dl_ngx]=$(rps "${HDRS[@]}" "http://127.0.0.1:$NGX/fw1m.bin")
+R[dl_ota0]=$(rps "${HDRS[@]}" "http://127.0.0.1:$OTA0/fw1m.bin")
 [ -n "$REF" ] && R[dl_ref]=$(rps "${HDRS[@]}" "http://127.0.0.1:$REFP/fw1m.bin")
 
 echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
@@ -126,5 +131,10 @@ row "start-up, 200 MB firmware (ms)" "${R[up_ota]}" "${R[up_ngx]}" "${R[up_ref]:
 for k in completed peak_rss_kb; do
   row "$SLOW slow clients: $k" "$(field "${R[slow_ota]}" $k)" "$(field "${R[slow_ngx]}" $k)" "$(field "${R[slow_ref]:-}" $k)"
 done
+echo
+printf "| %-34s | %12s | %12s | %9s |\n" "the fleet record's cost" "store on" "store off" "on/off"
+printf "|%s|\n" "------------------------------------|--------------|--------------|----------"
+printf "| %-34s | %12s | %12s | %9s |\n" "catalog requests/s (16 conns)" "${R[cat_ota]}" "${R[cat_ota0]}" "$(ratio "${R[cat_ota]}" "${R[cat_ota0]}")"
+printf "| %-34s | %12s | %12s | %9s |\n" "1 MB downloads/s (16 conns)" "${R[dl_ota]}" "${R[dl_ota0]}" "$(ratio "${R[dl_ota]}" "${R[dl_ota0]}")"
 echo
 echo "otabox $(git describe --always --dirty 2>/dev/null), $(nproc) cores, $(uname -m); wrk -t2 -c16 -d$DUR; loopback only."

@@ -71,7 +71,7 @@ func (s *Store) importLedger(db *sql.DB) error {
 	}
 	sort.Strings(files)
 	var rep ImportReport
-	err = s.withTx(db, func(tx *sql.Tx) error {
+	err = s.withTx(db, func(tx wtx) error {
 		for _, name := range files {
 			if err := s.importFile(tx, name, &rep); err != nil {
 				return fmt.Errorf("%s: %w", filepath.Base(name), err)
@@ -92,19 +92,7 @@ func (s *Store) importLedger(db *sql.DB) error {
 	return nil
 }
 
-func (s *Store) withTx(db *sql.DB, f func(*sql.Tx) error) error {
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	if err := f(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
-func (s *Store) importFile(tx *sql.Tx, name string, rep *ImportReport) error {
+func (s *Store) importFile(tx wtx, name string, rep *ImportReport) error {
 	f, err := os.Open(name)
 	if err != nil {
 		return err
@@ -153,7 +141,7 @@ func (s *Store) importFile(tx *sql.Tx, name string, rep *ImportReport) error {
 	return nil
 }
 
-func (s *Store) importSnapshot(tx *sql.Tx, devs []*ledgerDevice, rep *ImportReport) error {
+func (s *Store) importSnapshot(tx wtx, devs []*ledgerDevice, rep *ImportReport) error {
 	for _, d := range devs {
 		if d == nil || d.MAC == "" {
 			rep.Damaged++

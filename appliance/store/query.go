@@ -47,7 +47,7 @@ func scanDevice(sc scanner) (*row, error) {
 	return &r, nil
 }
 
-func loadDevice(tx *sql.Tx, mac string) (*row, bool, error) {
+func loadDevice(tx wtx, mac string) (*row, bool, error) {
 	r, err := scanDevice(tx.QueryRow(`SELECT `+deviceCols+` FROM devices WHERE mac = ?`, mac))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
@@ -55,7 +55,7 @@ func loadDevice(tx *sql.Tx, mac string) (*row, bool, error) {
 	return r, err == nil, err
 }
 
-func saveDevice(tx *sql.Tx, r *row) error {
+func saveDevice(tx wtx, r *row) error {
 	held := int64(0)
 	if !r.HeldUntil.IsZero() {
 		held = ms(r.HeldUntil)

@@ -64,7 +64,6 @@ var migrations = []string{
 		took_ms    INTEGER NOT NULL DEFAULT 0
 	);
 	CREATE INDEX events_mac ON events(mac, id);
-	CREATE INDEX events_time ON events(time);
 	CREATE INDEX events_unfinished ON events(finished) WHERE finished = 0;
 	CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
 }

@@ -145,6 +145,10 @@ type Store struct {
 	done  chan struct{}
 	once  sync.Once
 
+	stmtMu sync.Mutex
+	stmtDB *sql.DB
+	stmts  map[string]*sql.Stmt
+
 	dropped   atomic.Int64 // records that could not be written
 	truncated atomic.Int64 // strings cut to the limits
 	written   atomic.Int64

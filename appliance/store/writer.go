@@ -77,7 +77,7 @@ func (s *Store) writer() {
 // every record in it is dropped and counted; the next batch tries again.
 func (s *Store) commit(batch []*op) {
 	ids := make([]int64, len(batch))
-	err := s.inTx(func(tx *sql.Tx) error {
+	err := s.inTx(func(tx wtx) error {
 		for i, o := range batch {
 			id, err := s.apply(tx, o)
 			if err != nil {
@@ -105,25 +105,74 @@ func (s *Store) commit(batch []*op) {
 	}
 }
 
-func (s *Store) inTx(f func(*sql.Tx) error) error {
+func (s *Store) inTx(f func(wtx) error) error {
 	db := s.db.Load()
 	if db == nil {
 		return ErrUnavailable
 	}
+	return s.withTx(db, f)
+}
+
+// withTx runs f in one write transaction on db.
+func (s *Store) withTx(db *sql.DB, f func(wtx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := f(tx); err != nil {
+	if err := f(wtx{s: s, db: db, tx: tx}); err != nil {
 		tx.Rollback()
 		return err
 	}
 	return tx.Commit()
 }
 
-func (s *Store) apply(tx *sql.Tx, o *op) (int64, error) {
+// wtx is a write transaction whose statements are prepared once per
+// database and reused: parsing SQL was most of an insert's cost.
+type wtx struct {
+	s  *Store
+	db *sql.DB
+	tx *sql.Tx
+}
+
+func (w wtx) stmt(query string) (*sql.Stmt, error) {
+	w.s.stmtMu.Lock()
+	defer w.s.stmtMu.Unlock()
+	if w.s.stmtDB != w.db {
+		for _, st := range w.s.stmts {
+			st.Close()
+		}
+		w.s.stmts, w.s.stmtDB = map[string]*sql.Stmt{}, w.db
+	}
+	if st, ok := w.s.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := w.db.Prepare(query)
+	if err != nil {
+		return nil, err
+	}
+	w.s.stmts[query] = st
+	return st, nil
+}
+
+func (w wtx) Exec(query string, args ...any) (sql.Result, error) {
+	st, err := w.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return w.tx.Stmt(st).Exec(args...)
+}
+
+func (w wtx) QueryRow(query string, args ...any) *sql.Row {
+	st, err := w.stmt(query)
+	if err != nil {
+		return w.tx.QueryRow(query, args...) // reports the same error through Scan
+	}
+	return w.tx.Stmt(st).QueryRow(args...)
+}
+
+func (s *Store) apply(tx wtx, o *op) (int64, error) {
 	switch o.kind {
 	case opDecided, opListing:
 		return s.insert(tx, o.ev, o.kind == opDecided)
@@ -146,7 +195,7 @@ func b2i(b bool) int {
 }
 
 // insert writes one event and folds it into its device.
-func (s *Store) insert(tx *sql.Tx, ev *Event, decided bool) (int64, error) {
+func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 	finished := !(decided && ev.Decision == "serve")
 	res, err := tx.Exec(`INSERT INTO events (time, client, mac, family, method, endpoint, target, decision, status, reason,
 		image, digest, running, sdk, free_space, chip_size, bytes, size, completed, finished, took_ms)
@@ -256,7 +305,7 @@ func containsFold(list []string, s string) bool {
 }
 
 // finish records how a download's response ended.
-func (s *Store) finish(tx *sql.Tx, ev *Event) error {
+func (s *Store) finish(tx wtx, ev *Event) error {
 	if _, err := tx.Exec(`UPDATE events SET bytes = ?, completed = ?, finished = 1, took_ms = ?,
 		reason = CASE WHEN ? = '' THEN reason ELSE ? END WHERE id = ?`,
 		ev.Bytes, b2i(ev.Completed), ev.Took, ev.Reason, ev.Reason, ev.ID); err != nil {
@@ -344,7 +393,7 @@ func (s *Store) retain() (more bool) {
 		default:
 			return false
 		}
-		err := s.inTx(func(tx *sql.Tx) error {
+		err := s.inTx(func(tx wtx) error {
 			_, err := tx.Exec(query, args...)
 			return err
 		})

@@ -1,0 +1,410 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func open(t *testing.T, dir string, opts Options) (*Store, *logBuf) {
+	t.Helper()
+	logs := &logBuf{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, logs
+}
+
+// request is one device request as httpapi reports it: decided, then
+// finished when it was a download.
+type request struct {
+	mac, method, decision, digest, image string
+	digests                              []string
+	bytes, size                          int64
+}
+
+func (s *Store) do(r request) int64 {
+	if r.method == "" {
+		r.method = "GET"
+	}
+	ev := &Event{Time: time.Now(), Client: "127.0.0.1", MAC: r.mac, Family: "ESP8266", Method: r.method, Endpoint: "firmware",
+		Target: "/" + r.image, Decision: r.decision, Status: map[string]int{"serve": 200, "no-update": 304, "refuse": 403}[r.decision],
+		Image: r.image, ImageDigests: r.digests, Digest: r.digest, FreeSpace: -1, ChipSize: -1}
+	id := s.Decided(ev)
+	if r.decision == "serve" {
+		ev.Bytes, ev.Size, ev.Completed = r.bytes, r.size, r.method == "GET" && r.size > 0 && r.bytes == r.size
+		s.Finished(id, ev)
+	}
+	return id
+}
+
+func device(t *testing.T, s *Store, mac string) *Device {
+	t.Helper()
+	for i := 0; i < 200; i++ { // Finished does not wait: poll until written
+		if d, ok, err := s.Device(context.Background(), mac); err == nil && ok && d.Downloading == "" {
+			return d
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s is not in the store", mac)
+	return nil
+}
+
+// TestUpdateStates: what a device's requests make of its update state.
+func TestUpdateStates(t *testing.T) {
+	whole := func(mac, running string) request {
+		return request{mac: mac, decision: "serve", digest: running, image: "fw.bin", digests: []string{"new"}, bytes: 100, size: 100}
+	}
+	for _, tc := range []struct {
+		name     string
+		reqs     []request
+		state    string
+		failures int64
+		held     bool
+	}{
+		{"sent whole", []request{whole("A", "old")}, StateSent, 0, false},
+		{"cut off", []request{{mac: "A", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 40, size: 100}}, StateCut, 0, false},
+		{"0 bytes is never sent", []request{{mac: "A", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 0, size: 100}}, StateNone, 0, false},
+		{"HEAD changes nothing", []request{{mac: "A", method: "HEAD", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 0, size: 100}}, StateNone, 0, false},
+		{"HEAD after a download", []request{whole("A", "old"), {mac: "A", method: "HEAD", decision: "no-update", digest: "old", image: "fw.bin"}}, StateSent, 0, false},
+		{"confirmed", []request{whole("A", "old"), {mac: "A", decision: "no-update", digest: "new", image: "fw.bin"}}, StateConfirmed, 0, false},
+		{"failed once", []request{whole("A", "old"), {mac: "A", decision: "refuse", digest: "old", image: "fw.bin"}}, StateFailed, 1, false},
+		{"failed twice: held back", []request{whole("A", "old"), whole("A", "old"), whole("A", "old")}, StateSent, 2, true},
+		{"cut off then back on the old image: no hold-back", []request{
+			{mac: "A", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 1, size: 100},
+			{mac: "A", decision: "refuse", digest: "old", image: "fw.bin"}}, StateFailed, 0, false},
+		{"confirmed clears failures", []request{whole("A", "old"), whole("A", "old"), {mac: "A", decision: "no-update", digest: "new"}}, StateConfirmed, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := open(t, t.TempDir(), Options{})
+			for _, r := range tc.reqs {
+				s.do(r)
+			}
+			d := device(t, s, "A")
+			if d.State != tc.state || d.Failures != tc.failures || d.HeldUntil.After(time.Now()) != tc.held {
+				t.Errorf("state %q failures %d held %v; want %q %d %v", d.State, d.Failures, d.HeldUntil, tc.state, tc.failures, tc.held)
+			}
+		})
+	}
+}
+
+// TestHoldBackSteps: the hold-back grows 1 h, 4 h, 24 h; Retry clears it.
+func TestHoldBackSteps(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	for i, want := range []time.Duration{0, time.Hour, 4 * time.Hour, 24 * time.Hour, 24 * time.Hour} {
+		s.do(request{mac: "A", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 10, size: 10})
+		s.do(request{mac: "A", decision: "refuse", digest: "old", image: "fw.bin"})
+		d := device(t, s, "A")
+		got := time.Until(d.HeldUntil).Round(time.Hour)
+		if want == 0 && !d.HeldUntil.IsZero() || want != 0 && got != want {
+			t.Errorf("failure %d: held for %v, want %v", i+1, got, want)
+		}
+	}
+	s.Retry("A")
+	s.do(request{mac: "A", decision: "refuse", digest: "old", image: "fw.bin"})
+	if d := device(t, s, "A"); d.Failures != 0 || !d.HeldUntil.IsZero() {
+		t.Errorf("after Retry: %+v", d)
+	}
+}
+
+// TestDeviceValuesAreBounded: no string a device sends is stored longer
+// than MaxString / MaxText, however long it was.
+func TestDeviceValuesAreBounded(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	huge := strings.Repeat("x", 19000)
+	s.Decided(&Event{Time: time.Now(), Client: huge, MAC: "AA:BB:CC:DD:EE:FF", Family: huge, Method: "GET", Endpoint: "firmware",
+		Target: huge, Decision: "refuse", Status: 400, Reason: huge, Image: huge, Digest: huge, SDK: huge + "é"})
+	evs, err := s.Events(context.Background(), EventFilter{})
+	if err != nil || len(evs) != 1 {
+		t.Fatal(evs, err)
+	}
+	e := evs[0]
+	for name, v := range map[string]string{"client": e.Client, "family": e.Family, "digest": e.Digest, "sdk": e.SDK} {
+		if len(v) > MaxString {
+			t.Errorf("%s stored with %d bytes", name, len(v))
+		}
+	}
+	for name, v := range map[string]string{"target": e.Target, "reason": e.Reason, "image": e.Image} {
+		if len(v) > MaxText {
+			t.Errorf("%s stored with %d bytes", name, len(v))
+		}
+	}
+	if s.Health().Truncated < 7 {
+		t.Errorf("truncations counted: %d", s.Health().Truncated)
+	}
+}
+
+// TestRetention: events past KeepEvents are deleted oldest first; the
+// devices stay.
+func TestRetention(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{KeepEvents: 50})
+	for i := 0; i < 200; i++ {
+		s.do(request{mac: fmt.Sprintf("AA:00:00:00:%02X:%02X", i/256, i%256), decision: "refuse", image: "fw.bin"})
+	}
+	s.retain()
+	c, err := s.Counts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Events != 50 || c.Devices != 200 {
+		t.Fatalf("after retention: %+v, want 50 events and 200 devices", c)
+	}
+	evs, _ := s.Events(context.Background(), EventFilter{Limit: 1000})
+	if len(evs) != 50 || evs[0].MAC != "AA:00:00:00:00:C7" {
+		t.Errorf("kept %d events, newest %s", len(evs), evs[0].MAC)
+	}
+}
+
+// TestRetentionByAge: events older than KeepAge go.
+func TestRetentionByAge(t *testing.T) {
+	now := time.Now()
+	s, _ := open(t, t.TempDir(), Options{KeepAge: 24 * time.Hour, Now: func() time.Time { return now }})
+	for i, age := range []time.Duration{72 * time.Hour, 48 * time.Hour, time.Hour, 0} {
+		s.Decided(&Event{Time: now.Add(-age), MAC: fmt.Sprintf("AA:00:00:00:00:%02X", i), Method: "GET", Endpoint: "firmware", Decision: "refuse"})
+	}
+	s.retain()
+	if c, _ := s.Counts(context.Background()); c.Events != 2 || c.Devices != 4 {
+		t.Fatalf("%+v, want the 2 recent events and all 4 devices", c)
+	}
+}
+
+// TestMaxDevices: the fleet table stops growing at its bound; the events
+// of further MACs are still kept.
+func TestMaxDevices(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{MaxDevices: 10})
+	for i := 0; i < 30; i++ {
+		s.do(request{mac: fmt.Sprintf("AA:00:00:00:00:%02X", i), decision: "refuse", image: "fw.bin"})
+	}
+	if c, _ := s.Counts(context.Background()); c.Devices != 10 || c.Events != 30 {
+		t.Fatalf("%+v", c)
+	}
+}
+
+// TestUnfinishedDownloadIsCutOff: a download decided but never finished
+// (the process died) is recorded as cut off at the next open.
+func TestUnfinishedDownloadIsCutOff(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	s.Decided(&Event{Time: time.Now(), MAC: "AA:00:00:00:00:01", Method: "GET", Endpoint: "firmware", Decision: "serve", Status: 200, Image: "fw.bin", Digest: "old", ImageDigests: []string{"new"}})
+	s.Close() // as if killed: no Finished
+	s2, logs := open(t, dir, Options{})
+	d := device(t, s2, "AA:00:00:00:00:01")
+	if d.State != StateCut || d.Sent != "fw.bin" || !strings.Contains(d.Reason, "interrupted") {
+		t.Errorf("%+v", d)
+	}
+	if !strings.Contains(logs.String(), "interrupted by the last stop") {
+		t.Errorf("not logged:\n%s", logs)
+	}
+	// and the device confirming the image afterwards is confirmed
+	s2.do(request{mac: "AA:00:00:00:00:01", decision: "no-update", digest: "new"})
+	if d := device(t, s2, "AA:00:00:00:00:01"); d.State != StateConfirmed {
+		t.Errorf("after check-in: %+v", d)
+	}
+}
+
+// TestDamagedDatabaseIsMovedAside: whatever is in otabox.db's place, Open
+// ends with a working store and says what it did.
+func TestDamagedDatabaseIsMovedAside(t *testing.T) {
+	fill := func(t *testing.T, dir string) {
+		s, _ := open(t, dir, Options{})
+		for i := 0; i < 500; i++ {
+			s.do(request{mac: fmt.Sprintf("AA:00:00:00:%02X:%02X", i/256, i%256), decision: "refuse", image: "fw.bin"})
+		}
+		s.Close()
+	}
+	for _, tc := range []struct {
+		name    string
+		damage  func(t *testing.T, path string)
+		damaged bool // moved aside (a zero-byte file is an empty database)
+	}{
+		{"random bytes in the middle", func(t *testing.T, path string) {
+			f, _ := os.OpenFile(path, os.O_WRONLY, 0)
+			fi, _ := f.Stat()
+			junk := make([]byte, fi.Size()/2)
+			rand.Read(junk)
+			f.WriteAt(junk, fi.Size()/4)
+			f.Close()
+		}, true},
+		{"truncated", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			os.Truncate(path, fi.Size()/3)
+		}, true},
+		{"garbage header", func(t *testing.T, path string) { os.WriteFile(path, bytes.Repeat([]byte("not sqlite"), 1000), 0o644) }, true},
+		{"zero bytes", func(t *testing.T, path string) { os.WriteFile(path, nil, 0o644) }, false},
+		{"a directory", func(t *testing.T, path string) { os.Remove(path); os.Mkdir(path, 0o755) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fill(t, dir)
+			path := filepath.Join(dir, FileName)
+			os.Remove(path + "-wal")
+			os.Remove(path + "-shm")
+			tc.damage(t, path)
+			s, logs := open(t, dir, Options{})
+			if !s.Health().Open {
+				t.Fatalf("not open:\n%s", logs)
+			}
+			s.do(request{mac: "BB:00:00:00:00:01", decision: "refuse", image: "fw.bin"})
+			device(t, s, "BB:00:00:00:00:01")
+			aside, _ := filepath.Glob(path + ".damaged-*")
+			if tc.damaged && (len(aside) == 0 || !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "moved it aside")) {
+				t.Errorf("aside %v, log:\n%s", aside, logs)
+			}
+			if !tc.damaged && len(aside) != 0 {
+				t.Errorf("moved aside without cause: %v", aside)
+			}
+		})
+	}
+}
+
+// TestNewerSchemaIsRefused: a database from a newer otabox is not
+// touched; records are dropped (and counted) instead.
+func TestNewerSchemaIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	s.Close()
+	r, _ := OpenReader(dir)
+	r.Close()
+	db, _ := openRW(filepath.Join(dir, FileName))
+	db.Exec(`UPDATE schema_version SET version = 99`)
+	db.Close()
+	s2, logs := open(t, dir, Options{})
+	if s2.Health().Open || !strings.Contains(logs.String(), "newer than this otabox") {
+		t.Fatalf("%+v\n%s", s2.Health(), logs)
+	}
+	s2.Decided(&Event{MAC: "AA:00:00:00:00:01", Endpoint: "firmware", Decision: "refuse"})
+	if s2.Health().Dropped != 1 {
+		t.Errorf("dropped %d", s2.Health().Dropped)
+	}
+}
+
+// TestGroupCommit: many concurrent decisions all come back with distinct
+// ids, in few transactions.
+func TestGroupCommit(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	var wg sync.WaitGroup
+	ids := make([]int64, 200)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i] = s.Decided(&Event{Time: time.Now(), MAC: fmt.Sprintf("AA:00:00:00:00:%02X", i), Method: "GET", Endpoint: "firmware", Decision: "refuse"})
+		}()
+	}
+	wg.Wait()
+	seen := map[int64]bool{}
+	for _, id := range ids {
+		if id <= 0 || seen[id] {
+			t.Fatalf("id %d", id)
+		}
+		seen[id] = true
+	}
+}
+
+// TestReaderLists: devices and events filtered and paged as the CLI and
+// the API ask for them.
+func TestReaderLists(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	for i := 0; i < 5; i++ {
+		mac := fmt.Sprintf("AA:00:00:00:00:%02X", i)
+		s.do(request{mac: mac, decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 10, size: 10})
+		if i%2 == 0 {
+			s.do(request{mac: mac, decision: "no-update", digest: "new"})
+		}
+	}
+	device(t, s, "AA:00:00:00:00:04")
+	s.Close()
+	r, err := OpenReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		f    DeviceFilter
+		want int
+	}{
+		{DeviceFilter{}, 5}, {DeviceFilter{State: "confirmed"}, 3}, {DeviceFilter{State: "sent"}, 2}, {DeviceFilter{State: "none"}, 0},
+		{DeviceFilter{MAC: "aa:00:00:00:00:01"}, 1}, {DeviceFilter{MAC: "AA:00:*"}, 5}, {DeviceFilter{Limit: 2}, 2},
+	} {
+		devs, total, err := r.Devices(ctx, tc.f)
+		if err != nil || len(devs) != tc.want {
+			t.Errorf("%+v: %d devices (total %d), want %d, %v", tc.f, len(devs), total, tc.want, err)
+		}
+	}
+	evs, _ := r.Events(ctx, EventFilter{MAC: "AA:00:00:00:00:00"})
+	if len(evs) != 2 || evs[0].Decision != "no-update" || evs[1].Decision != "serve" || !evs[1].Completed {
+		t.Errorf("history %+v", evs)
+	}
+	page, _ := r.Events(ctx, EventFilter{Before: evs[0].ID, Limit: 1})
+	if len(page) != 1 || page[0].ID >= evs[0].ID {
+		t.Errorf("paging %+v", page)
+	}
+	var out bytes.Buffer
+	for _, f := range []string{FormatTable, FormatJSON, FormatCSV} {
+		devs, _, _ := r.Devices(ctx, DeviceFilter{})
+		out.Reset()
+		if err := WriteDevices(&out, devs, f); err != nil || !strings.Contains(out.String(), "AA:00:00:00:00:03") {
+			t.Errorf("%s: %v\n%s", f, err, out.String())
+		}
+	}
+}
+
+// TestOpenReaderWithoutRecord: a dir with no record is an error that
+// says where it looked, and creates nothing.
+func TestOpenReaderWithoutRecord(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := OpenReader(dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("created %v", entries)
+	}
+}
+
+func openRW(path string) (*sql.DB, error) { return sql.Open("sqlite", dsn(path, false)) }
+
+// TestRecordIsLitestreamCompatible: the database stays in WAL mode with
+// normal locking, and another connection reads it while the store writes.
+func TestRecordIsLitestreamCompatible(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	s.do(request{mac: "AA:00:00:00:00:01", decision: "refuse", image: "fw.bin"})
+	db := s.db.Load()
+	for pragma, want := range map[string]string{"journal_mode": "wal", "locking_mode": "normal", "synchronous": "2"} {
+		var got string
+		if err := db.QueryRow("PRAGMA " + pragma).Scan(&got); err != nil || got != want {
+			t.Errorf("PRAGMA %s = %q (%v), want %q", pragma, got, err, want)
+		}
+	}
+	r, err := OpenReader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s.do(request{mac: "AA:00:00:00:00:02", decision: "refuse", image: "fw.bin"})
+	if devs, _, err := r.Devices(context.Background(), DeviceFilter{}); err != nil || len(devs) != 2 {
+		t.Errorf("a second connection reads %d devices, %v", len(devs), err)
+	}
+}

@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"otabox/appliance/store"
+)
+
+func decision(mac string) *store.Event {
+	return &store.Event{Time: time.Now(), Client: "10.0.0.7", MAC: mac, Family: "ESP8266", Method: "GET", Endpoint: "firmware",
+		Target: "/fw.bin", Decision: "no-update", Status: 304, Image: "fw.bin", Digest: "0123456789abcdef0123456789abcdef", FreeSpace: -1, ChipSize: -1}
+}
+
+// BenchmarkStoreDurable: firmware decisions committed with synchronous=FULL
+// before each returns, from 1 and 64 devices at once; group commit shares
+// one fsync among the concurrent ones. records/s is the figure to read.
+func BenchmarkStoreDurable(b *testing.B) {
+	for _, par := range []int{1, 64} {
+		b.Run(fmt.Sprintf("concurrent=%d", par), func(b *testing.B) {
+			s, err := store.Open(b.TempDir(), store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			per := (b.N + par - 1) / par
+			for w := 0; w < par; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for i := 0; i < per; i++ {
+						s.Decided(decision(fmt.Sprintf("AA:00:%02X:%02X:%02X:%02X", w, byte(i>>16), byte(i>>8), byte(i))))
+					}
+				}(w)
+			}
+			wg.Wait()
+			b.ReportMetric(float64(per*par)/time.Since(start).Seconds(), "records/s")
+		})
+	}
+}
+
+// BenchmarkStoreFleetSize: the latency of one durable decision with 1,000
+// and with 50,000 devices in the record, 8 devices at once. p50 and p99
+// should not grow with the fleet.
+func BenchmarkStoreFleetSize(b *testing.B) {
+	for _, fleet := range []int{1000, 50000} {
+		b.Run(fmt.Sprintf("devices=%d", fleet), func(b *testing.B) {
+			s, err := store.Open(b.TempDir(), store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var wg sync.WaitGroup
+			for w := 0; w < 64; w++ { // fill: 64 writers share the commits
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for i := w; i < fleet; i += 64 {
+						s.Decided(decision(fmt.Sprintf("BB:00:00:%02X:%02X:%02X", byte(i>>16), byte(i>>8), byte(i))))
+					}
+				}(w)
+			}
+			wg.Wait()
+			lat := make([]time.Duration, 0, b.N)
+			var mu sync.Mutex
+			b.ResetTimer()
+			per := (b.N + 7) / 8
+			for w := 0; w < 8; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for i := 0; i < per; i++ {
+						mac := fmt.Sprintf("BB:00:00:%02X:%02X:%02X", byte((i*8+w)%fleet>>16), byte((i*8+w)%fleet>>8), byte((i*8+w)%fleet))
+						t := time.Now()
+						s.Decided(decision(mac))
+						d := time.Since(t)
+						mu.Lock()
+						lat = append(lat, d)
+						mu.Unlock()
+					}
+				}(w)
+			}
+			wg.Wait()
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkStoreListings: catalog listings queued without waiting, as the
+// catalog endpoint records them; the figure is how many the one writer
+// commits per second (the ceiling on recorded catalog requests/s).
+func BenchmarkStoreListings(b *testing.B) {
+	s, err := store.Open(b.TempDir(), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ev := &store.Event{Time: time.Now(), Client: "10.0.0.7", Family: "ESP8266", Method: "GET", Endpoint: "catalog",
+		Target: "/_catalog?op=list&path=.", Decision: "list", Status: 200, Bytes: 168, FreeSpace: -1, ChipSize: -1}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		s.Record(ev)
+		if i%2048 == 2047 { // the pace of a queue that never overflows
+			for s.Health().Written+s.Health().Dropped < int64(i-1024) {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}
+	for s.Health().Written+s.Health().Dropped < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+	if d := s.Health().Dropped; d > 0 {
+		b.ReportMetric(float64(d), "dropped")
+	}
+}

@@ -1,0 +1,449 @@
+package main
+
+// The fleet record's promises, kept by the real binary over loopback: the
+// README's "The fleet record" section says what each test holds it to.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"otabox/appliance/emu"
+)
+
+type recordDevice struct {
+	MAC, State, Sent, Reason string
+}
+
+// recorded is `otabox devices --json` for data, by MAC.
+func recorded(t *testing.T, data string) map[string]recordDevice {
+	t.Helper()
+	cmd := exec.Command(otabox, "devices", "--json", "--data-dir", data)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("otabox devices: %v\n%s", err, stderr.String())
+	}
+	var devs []recordDevice
+	if err := json.Unmarshal(out, &devs); err != nil {
+		t.Fatalf("otabox devices --json: %v\n%s", err, out)
+	}
+	m := map[string]recordDevice{}
+	for _, d := range devs {
+		m[d.MAC] = d
+	}
+	return m
+}
+
+func macN(prefix string, n int) string {
+	return fmt.Sprintf("%s:%02X:%02X:%02X", prefix, byte(n>>16), byte(n>>8), byte(n))
+}
+
+// startDownload sends a device's firmware GET and reads the status line
+// and the first body byte. It reports whether a body byte arrived.
+func startDownload(addr string, d *emu.Device, target string) (net.Conn, bool) {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, false
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(d.UpdateRequest(addr, target)); err != nil {
+		return conn, false
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		return conn, false
+	}
+	_, err = br.ReadByte()
+	return conn, err == nil
+}
+
+// TestKill9NeverLosesADownload: kill -9 at random moments while 12 devices
+// download, 20 times over one data dir; after every restart each MAC that
+// received a body byte is in `otabox devices --json`.
+func TestKill9NeverLosesADownload(t *testing.T) {
+	dir, _, _, _ := fleetCatalog(t)
+	data := t.TempDir()
+	received := map[string]bool{}
+	next := 0
+	for kill := 0; kill < 20; kill++ {
+		r := startData(t, data, "--catalog", dir, "--log", "error")
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for c := 0; c < 12; c++ {
+			wg.Add(1)
+			go func(c int) {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					d := emu.New(emu.ESP32v30)
+					d.FreeSpace = 16 << 20
+					mu.Lock()
+					next++
+					d.STAMAC = macN("24:0A:C4", next)
+					mu.Unlock()
+					conn, got := startDownload(r.addr, d, "/cam.bin")
+					if got {
+						mu.Lock()
+						received[d.STAMAC] = true
+						mu.Unlock()
+						io.CopyN(io.Discard, conn, int64(mrand.IntN(256<<10)))
+					}
+					if conn != nil {
+						conn.Close()
+					}
+				}
+			}(c)
+		}
+		time.Sleep(time.Duration(50+mrand.IntN(400)) * time.Millisecond)
+		r.cmd.Process.Signal(syscall.SIGKILL)
+		r.cmd.Wait()
+		close(stop)
+		wg.Wait()
+		have := recorded(t, data)
+		lost := 0
+		for mac := range received {
+			if _, ok := have[mac]; !ok {
+				lost++
+				t.Errorf("kill %d: %s received bytes and is not in the record", kill+1, mac)
+			}
+		}
+		if lost > 0 {
+			t.FailNow()
+		}
+	}
+	t.Logf("%d kills, %d devices received bytes, all recorded", 20, len(received))
+	if len(received) < 20 {
+		t.Errorf("only %d downloads started: the test did not exercise the record", len(received))
+	}
+}
+
+// rssKB is the peak resident set of a process, from /proc.
+func rssKB(t *testing.T, pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// TestPoisonedHeadersKeepTheFleet: 1,400 requests from the LAN, each with
+// a fresh MAC and a 19,000-byte (or 12,000-byte, under the head limit)
+// header value, leave the three real devices in the record across a
+// restart, the process under 150 MB and the data dir under 64 MB.
+func TestPoisonedHeadersKeepTheFleet(t *testing.T) {
+	dir, v1, _, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir, "--log", "error")
+	real := []string{"5C:CF:7F:00:00:A1", "5C:CF:7F:00:00:A2", "5C:CF:7F:00:00:A3"}
+	for i, mac := range real {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running, d.Source = mac, v1, net.IPv4(127, 9, 1, byte(i+1))
+		if res := d.Update(r.addr, "/update"); res.Outcome != emu.OK {
+			t.Fatalf("%s: %v", mac, res)
+		}
+	}
+	var wg sync.WaitGroup
+	for c := 0; c < 8; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for i := c; i < 1400; i += 8 {
+				n := 19000
+				if i%2 == 1 {
+					n = 12000
+				}
+				req := fmt.Sprintf("GET /meter-1.1.0.bin HTTP/1.0\r\nHost: x\r\nUser-Agent: ESP8266-http-Update\r\nx-ESP8266-STA-MAC: %s\r\nx-ESP8266-AP-MAC: %s\r\nx-ESP8266-sdk-version: %s\r\n\r\n",
+					macN("5C:CF:7F", 0x100000+i), strings.Repeat("A", n), strings.Repeat("v", 60))
+				conn, err := net.Dial("tcp", r.addr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				conn.Write([]byte(req))
+				io.Copy(io.Discard, conn)
+				conn.Close()
+			}
+		}(c)
+	}
+	wg.Wait()
+	rss := rssKB(t, r.cmd.Process.Pid)
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	r.cmd.Wait()
+	r2 := startData(t, data, "--catalog", dir, "--log", "error")
+	have := recorded(t, data)
+	for _, mac := range real {
+		if d, ok := have[mac]; !ok || d.State != "sent" {
+			t.Errorf("%s after the flood and a restart: %+v", mac, d)
+		}
+	}
+	for mac, d := range have {
+		if len(d.Reason) > 256 || len(mac) != 17 {
+			t.Errorf("stored unbounded: %s reason of %d bytes", mac, len(d.Reason))
+		}
+	}
+	size := dirSize(data)
+	t.Logf("after 1,400 poisoned requests: %d devices recorded, peak RSS %d KB, data dir %d bytes", len(have), rss, size)
+	if rss > 150<<10 {
+		t.Errorf("peak RSS %d KB, promised under 150 MB", rss)
+	}
+	if size > 64<<20 {
+		t.Errorf("data dir %d bytes, promised under 64 MB", size)
+	}
+	_ = r2
+}
+
+// TestShutdownRecordsWhatItCutOff: SIGTERM with a short grace during a
+// slow download: the store closes only after the cut-off is recorded,
+// with its byte count.
+func TestShutdownRecordsWhatItCutOff(t *testing.T) {
+	dir, _, _, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir, "--grace", "1s")
+	d := emu.New(emu.ESP32v30)
+	d.STAMAC, d.FreeSpace = "24:0A:C4:00:00:5D", 16<<20
+	conn, ok := startDownload(r.addr, d, "/cam.bin")
+	if !ok {
+		t.Fatal("download did not start")
+	}
+	defer conn.Close()
+	// A slow reader: the 12 MB image cannot finish within the grace.
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if err := r.cmd.Wait(); err != nil {
+		t.Logf("exit: %v", err)
+	}
+	out, err := exec.Command(otabox, "history", d.STAMAC, "--json", "--data-dir", data).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []struct {
+		Bytes, Size int64
+		Completed   bool
+		Reason      string
+	}
+	json.Unmarshal(out, &evs)
+	if len(evs) != 1 || evs[0].Completed || evs[0].Bytes <= 0 || evs[0].Bytes >= evs[0].Size || !strings.Contains(evs[0].Reason, "cut off after") {
+		t.Fatalf("history after a shutdown mid-download: %s", out)
+	}
+	if dev := recorded(t, data)[d.STAMAC]; dev.State != "cut-off" {
+		t.Errorf("device %+v", dev)
+	}
+	if strings.Contains(r.log.all.String()+drain(r.log), "interrupted") {
+		t.Error("the cut-off was left for the next start to guess")
+	}
+}
+
+// drain returns the log lines not yet read.
+func drain(lt *logTail) string {
+	var b strings.Builder
+	for l := range lt.lines {
+		b.WriteString(l + "\n")
+	}
+	return b.String()
+}
+
+// TestDamagedRecordStillServes: random bytes written into the middle of
+// otabox.db: otabox moves it aside, says so in one ERROR line, starts a
+// fresh record and serves devices.
+func TestDamagedRecordStillServes(t *testing.T) {
+	dir, v1, _, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	for i := 0; i < 300; i++ {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running = macN("5C:CF:7F", i), v1
+		d.Update(r.addr, "/meter-1.0.0.bin") // 304: it runs it
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	r.cmd.Wait()
+	db := filepath.Join(data, "otabox.db")
+	f, err := os.OpenFile(db, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	junk := make([]byte, fi.Size()/2)
+	rand.Read(junk)
+	f.WriteAt(junk, fi.Size()/4)
+	f.Close()
+
+	r2 := startData(t, data, "--catalog", dir)
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Update(r2.addr, "/meter-1.1.0.bin"); res.Outcome != emu.OK {
+		t.Fatalf("after damage: %v", res)
+	}
+	aside, _ := filepath.Glob(db + ".damaged-*")
+	if len(aside) == 0 || !strings.Contains(r2.log.all.String(), "level=ERROR msg=\"store: the fleet record was damaged; moved it aside") {
+		t.Errorf("aside %v; log:\n%s", aside, r2.log.all.String())
+	}
+	if _, ok := recorded(t, data)[d.STAMAC]; !ok {
+		t.Error("the fresh record does not hold the new download")
+	}
+}
+
+// TestDiskFullKeepsServing: --data-dir on a 1 MB tmpfs in a private mount
+// namespace, filled up: devices keep getting their images, the dropped
+// records are counted and shown, and once space is freed records are
+// written again without a restart.
+func TestDiskFullKeepsServing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "needs root for a tmpfs in a private mount namespace (CI runs as root)")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		skipOrFail(t, "needs unshare (util-linux)")
+	}
+	dir, v1, _, _ := fleetCatalog(t)
+	mnt := filepath.Join(t.TempDir(), "data")
+	os.Mkdir(mnt, 0o755)
+	r := startCmd(t, []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o size=1m tmpfs "$0" && exec "$@"`, mnt, otabox}, "--data-dir", mnt, "--catalog", dir)
+	pid := r.cmd.Process.Pid
+	inside := fmt.Sprintf("/proc/%d/root%s", pid, mnt) // the tmpfs, seen through otabox's namespace
+	filler := filepath.Join(inside, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	f.Close()
+	for i := 0; i < 200; i++ {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running = macN("5C:CF:7F", 0x200000+i), v1
+		if res := d.Update(r.addr, "/meter-1.1.0.bin"); res.Outcome != emu.OK {
+			t.Fatalf("device %d on a full disk: %v", i, res)
+		}
+	}
+	metrics := getBody(t, "http://"+r.addr+"/metrics")
+	dropped := metricValue(metrics, "otabox_store_dropped_total")
+	if dropped == 0 || metricValue(metrics, "otabox_store_healthy") != 0 {
+		t.Fatalf("a full disk dropped %v records; healthy=%v", dropped, metricValue(metrics, "otabox_store_healthy"))
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, `id="store-fault"`) {
+		t.Error("the status page shows no banner")
+	}
+	os.Remove(filler)
+	late := emu.New(emu.ESP8266v31)
+	late.STAMAC = "5C:CF:7F:FF:FF:01"
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if res := late.Update(r.addr, "/meter-1.1.0.bin"); res.Outcome != emu.OK {
+			t.Fatalf("after freeing space: %v", res)
+		}
+		if strings.Contains(getBody(t, "http://"+r.addr+"/api/devices?mac="+late.STAMAC), late.STAMAC) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("records did not resume without a restart:\n%s", r.log.all.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%v records dropped while the disk was full; writing resumed", dropped)
+}
+
+func metricValue(text, name string) float64 {
+	for _, l := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(l, name+" "); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v
+		}
+	}
+	return -1
+}
+
+// skipOrFail skips a test this machine cannot run, visibly; under CI
+// (CI=true), where .ci/run installs everything, it fails instead.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot run under CI: %s", why)
+	}
+	t.Skip(why)
+}
+
+// TestSecondSignalForcesExit: the first SIGTERM waits for running
+// downloads (up to --grace); a second one says it is forcing the exit and
+// exits at once.
+func TestSecondSignalForcesExit(t *testing.T) {
+	dir, _, _, _ := fleetCatalog(t)
+	r := startData(t, t.TempDir(), "--catalog", dir, "--grace", "60s")
+	d := emu.New(emu.ESP32v30)
+	d.FreeSpace = 16 << 20
+	conn, ok := startDownload(r.addr, d, "/cam.bin")
+	if !ok {
+		t.Fatal("download did not start")
+	}
+	defer conn.Close() // never read: the download cannot finish
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- r.cmd.Wait() }()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second SIGTERM did not force the exit")
+	}
+	if log := r.log.all.String() + drain(r.log); !strings.Contains(log, "second signal: forcing exit") {
+		t.Errorf("no word of forcing:\n%s", log)
+	}
+}
