@@ -91,6 +91,11 @@ func main() {
 				},
 				Action: history,
 			},
+			{
+				Name: "retry", Usage: "let a device whose updates failed be sent its image again (clears the hold-back)", ArgsUsage: "MAC",
+				Flags:  []cli.Flag{dataDirFlag()},
+				Action: retry,
+			},
 			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
@@ -245,6 +250,22 @@ func discover(c *cli.Context) error {
 	if len(found) == 0 {
 		return cli.Exit("otabox discover: no otabox answered within "+c.Duration("timeout").String(), 1)
 	}
+	return nil
+}
+
+func retry(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("otabox retry: name one device MAC", 2)
+	}
+	mac := strings.ToUpper(c.Args().First())
+	known, err := store.Retry(readDataDir(c), mac)
+	if err != nil {
+		return err
+	}
+	if !known {
+		return cli.Exit("otabox retry: "+mac+" is not in the fleet record", 1)
+	}
+	fmt.Printf("%s: hold-back cleared; its next check-in may be sent the image again\n", mac)
 	return nil
 }
 

@@ -25,7 +25,6 @@ import (
 	"otabox/appliance/espimage"
 	"otabox/appliance/httpapi"
 	"otabox/appliance/metrics"
-	"otabox/appliance/policy"
 	"otabox/appliance/store"
 	"otabox/appliance/watch"
 	"otabox/appliance/web"
@@ -120,7 +119,12 @@ func ValidGzipPattern(p string) error {
 // reloadCatalog loads src again, reusing prev's entries for unchanged
 // files and holding back files still being written.
 func reloadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool) (*catalog.Catalog, error) {
+	return loadCatalog(src, log, prev, unstable, gz, false)
+}
+
+func loadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool, rehash bool) (*catalog.Catalog, error) {
 	return catalog.Load(src.FS, catalog.Options{
+		Rehash:   rehash,
 		Gzip:     gz,
 		Source:   src.Name,
 		Logger:   log,
@@ -142,6 +146,8 @@ type Appliance struct {
 	srv   *http.Server
 	store *store.Store // nil without a data dir
 	mdns  atomic.Pointer[discovery.Responder]
+
+	policyErr atomic.Pointer[string] // why the last reload was refused
 }
 
 // New loads the catalog and opens the listener, so that configuration
@@ -181,7 +187,13 @@ func New(cfg Config) (*Appliance, error) {
 		}
 	}
 	downloads := httpapi.NewDownloads()
-	m := metrics.New(downloads.Len, a.deviceStates, a.store.Health)
+	m := metrics.New(metrics.Sources{
+		InFlight: downloads.Len,
+		States:   a.deviceStates,
+		Health:   a.store.Health,
+		HeldBack: func() int { n, _ := a.store.HeldBack(context.Background()); return n },
+		Paused:   func() map[string]string { return a.h.Policy().Paused() },
+	})
 	a.ln, err = httpapi.Listen(cfg.Addr, cfg.MaxConnsPerIP, log)
 	if err != nil {
 		a.closeStore()
@@ -194,6 +206,7 @@ func New(cfg Config) (*Appliance, error) {
 		Path:      mdnsPath(cfg.MDNS),
 		Catalog:   func() *catalog.Catalog { return a.h.Catalog() },
 		Store:     a.store,
+		Policy:    a.policyView,
 		Downloads: downloads,
 		MDNS:      a.mdnsStatus,
 		Metrics:   m.Handler(),
@@ -210,6 +223,7 @@ func New(cfg Config) (*Appliance, error) {
 		StallTimeout: cfg.StallTimeout,
 		Downloads:    downloads,
 		Extra:        page,
+		Hold:         a.hold,
 		Decided: func(ev *httpapi.Exchange) {
 			ev.RecordID = a.store.Decided(event(ev))
 		},
@@ -223,7 +237,7 @@ func New(cfg Config) (*Appliance, error) {
 		},
 	})
 	if cfg.Policy != "" {
-		p, err := policy.Load(cfg.Policy)
+		p, err := a.loadPolicy()
 		if err != nil {
 			a.ln.Close()
 			a.closeStore()
@@ -234,21 +248,6 @@ func New(cfg Config) (*Appliance, error) {
 	}
 	a.srv = httpapi.Server(a.h, log)
 	return a, nil
-}
-
-// reloadPolicy re-reads the policy file; a malformed one is refused with
-// its line and reason, and the policy in force stays.
-func (a *Appliance) reloadPolicy() {
-	if a.cfg.Policy == "" {
-		return
-	}
-	p, err := policy.Load(a.cfg.Policy)
-	if err != nil {
-		a.log.Error("policy not reloaded; the previous one stays in force", "err", err)
-		return
-	}
-	a.h.SetPolicy(p)
-	a.log.Info("policy reloaded", "file", a.cfg.Policy, "max_downloads", p.MaxDownloads)
 }
 
 func mdnsPath(m *discovery.Config) string {
@@ -352,10 +351,10 @@ func (a *Appliance) Serve(ctx context.Context) error {
 			Logger: a.log,
 			Settle: a.cfg.Settle,
 			Reload: reload,
-			Load: func(prev *catalog.Catalog, unstable map[string]bool) (*catalog.Catalog, error) {
-				return reloadCatalog(a.cfg.Firmware, a.log, prev, unstable, a.cfg.gzip())
+			Load: func(prev *catalog.Catalog, unstable map[string]bool, rehash bool) (*catalog.Catalog, error) {
+				return loadCatalog(a.cfg.Firmware, a.log, prev, unstable, a.cfg.gzip(), rehash)
 			},
-			Publish: a.h.SetCatalog,
+			Publish: a.publish,
 		}, a.cat)
 	}
 	if m := a.cfg.MDNS; m != nil {
@@ -423,7 +422,7 @@ func (a *Appliance) verify() {
 		return
 	}
 	logGzip(a.log, cat)
-	a.h.SetCatalog(cat)
+	a.publish(cat)
 }
 
 // logGzip reports what compression saves, per image.

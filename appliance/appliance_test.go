@@ -145,7 +145,7 @@ func TestPolicyReload(t *testing.T) {
 	os.WriteFile(polFile, []byte("allow 5C:CF:7F:*\nallow everyone\n"), 0o644)
 	a.reloadPolicy()
 	check("after a bad reload")
-	if !strings.Contains(logs.String(), "line 2") || !strings.Contains(logs.String(), "previous one stays in force") {
+	if !strings.Contains(logs.String(), ".policy:2: ") || !strings.Contains(logs.String(), "previous one stays in force") {
 		t.Errorf("log does not say why:\n%s", logs.String())
 	}
 	os.WriteFile(polFile, []byte("allow 24:0A:C4:*\n"), 0o644)

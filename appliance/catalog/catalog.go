@@ -48,9 +48,11 @@ type Entry struct {
 	Image *espimage.Image // set for Bin entries
 	// MD5 and SHA256 are lower-case hex of the bytes served (files only).
 	MD5, SHA256 string
-	// ModTime is the file's modification time when it was read, so that a
-	// reload can reuse an entry whose file has not changed.
+	// ModTime is the file's modification time when it was read.
 	ModTime time.Time
+	// Stamp identifies the file as it was read, so that a reload can reuse
+	// an entry whose file has not changed (see Stamp for what counts).
+	Stamp Stamp
 	// Gzip is the image compressed once at load, for ESP8266 devices whose
 	// running app inflates (core 2.7+); nil when not enabled or no smaller.
 	Gzip *Variant
@@ -123,10 +125,12 @@ type Options struct {
 	// Gzip selects the ESP8266 images (by catalog path) to also keep
 	// gzip-compressed; nil compresses none.
 	Gzip func(path string) bool
-	// Previous is the catalog this one replaces: files whose size and
-	// modification time are unchanged keep its entry (and bytes) without
-	// being read again.
+	// Previous is the catalog this one replaces: files whose Stamp is
+	// unchanged keep its entry (and bytes) without being read again.
 	Previous *Catalog
+	// Rehash reads and hashes every settled file again even when its stamp
+	// is unchanged (SIGHUP: the operator asks for it).
+	Rehash bool
 	// Unstable lists files still being written: they keep their Previous
 	// entry, or stay out until they settle. Never serve half a copy.
 	Unstable map[string]bool
@@ -279,13 +283,13 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 			}
 			return nil, "still being written; it joins the catalog once it stops changing"
 		}
-		if ok && old.Size == info.Size() && old.ModTime.Equal(info.ModTime()) {
+		if ok && !opts.Rehash && old.Stamp.Equal(StampOf(info)) {
 			return old, ""
 		}
 	} else if opts.Unstable[p] {
 		return nil, "still being written; it joins the catalog once it stops changing"
 	}
-	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime()}
+	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime(), Stamp: StampOf(info)}
 	if m := opts.Manifest; m != nil && opts.Embedded {
 		if why, ok := m.Skipped[p]; ok {
 			return nil, why

@@ -7,6 +7,8 @@ package decide
 import (
 	"fmt"
 	"net/http"
+	"strings"
+	"time"
 
 	"otabox/appliance/catalog"
 	"otabox/appliance/device"
@@ -48,6 +50,38 @@ type Request struct {
 	Inflates bool
 	// Policy is the site's rules; nil allows everything.
 	Policy *policy.Policy
+	// Hold is an image held back from this device after failed updates.
+	Hold Hold
+	// Now is the time of the request.
+	Now time.Time
+}
+
+// Hold is an image held back from one device: it was sent whole Failures
+// times and the device came back still running its old image, so it is
+// not offered again until Until (the fleet record's back-off). Digests
+// are that image's running digests: a different image is not held.
+type Hold struct {
+	Digests  []string
+	Until    time.Time
+	Failures int
+}
+
+// holds reports whether h holds e back at now.
+func (h Hold) holds(e *catalog.Entry, now time.Time) bool {
+	if e == nil || e.Image == nil || !now.Before(h.Until) {
+		return false
+	}
+	for _, d := range h.Digests {
+		if strings.EqualFold(d, e.Image.Digests.RunningSHA256) {
+			return true
+		}
+		for _, m := range e.Image.Digests.RunningMD5 {
+			if strings.EqualFold(d, m) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func refuse(status int, e *catalog.Entry, format string, args ...any) Verdict {
@@ -83,6 +117,10 @@ func Firmware(r Request) Verdict {
 	}
 	v := firmware(r)
 	if v.Action == Serve {
+		if r.Hold.holds(e, r.Now) {
+			return Verdict{Action: NotModified, Status: http.StatusNotModified, Entry: e,
+				Reason: fmt.Sprintf("held back after %d failed attempts; next try at %s", r.Hold.Failures, r.Hold.Until.Local().Format("2006-01-02 15:04"))}
+		}
 		if ok, why := r.Policy.InRollout(e.Path, d.MAC()); !ok {
 			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: why, Entry: e}
 		}
@@ -221,7 +259,9 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 		}
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("device runs %s %s (%s), the newest it can take", current.Image.Project, current.Image.Version, current.Path), Entry: current}
 	}
-	return Firmware(Request{Entry: best, Device: d, Running: r.Running, Chip: r.Chip, ChipKnown: r.ChipKnown, Inflates: r.Inflates, Policy: r.Policy})
+	req := r
+	req.Entry = best
+	return Firmware(req)
 }
 
 // runs reports whether e is among the images the device runs.

@@ -61,6 +61,9 @@ type Options struct {
 	// Observe, when set, is told of every request once it is answered
 	// (with the same *Exchange Decided saw, now with its outcome).
 	Observe func(*Exchange)
+	// Hold, when set, says which image (if any) is held back from a device
+	// after failed updates; the decision answers 304 instead of sending it.
+	Hold func(*device.Facts) decide.Hold
 	// Downloads, when set, tracks firmware bodies in flight.
 	Downloads *Downloads
 	// Extra serves what is not a device endpoint (status page, API,
@@ -117,6 +120,9 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 
 // SetPolicy puts a policy in force for the requests that follow.
 func (h *Handler) SetPolicy(p *policy.Policy) { h.policy.Store(p) }
+
+// Policy is the policy in force (nil for none).
+func (h *Handler) Policy() *policy.Policy { return h.policy.Load() }
 
 // Downloads are the firmware bodies in flight.
 func (h *Handler) Downloads() *Downloads { return h.opts.Downloads }
@@ -384,6 +390,10 @@ func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decid
 	req.Inflates = facts.Family == espimage.ESP8266 && h.inflaters.known(ip)
 	x.running = req.Running
 	req.Policy = h.policy.Load()
+	req.Now = time.Now()
+	if h.opts.Hold != nil && mac != "" && facts.Client == device.Updater {
+		req.Hold = h.opts.Hold(facts)
+	}
 	return f(req)
 }
 

@@ -23,10 +23,18 @@ type Metrics struct {
 	outcomes *prometheus.CounterVec
 }
 
-// New registers the collectors. inFlight, states and health are read at
-// scrape time from the live state they describe; states counts devices by
-// update state (confirmed, failed, sent, ...), health is the store's.
-func New(inFlight func() int, states func() map[string]int, health func() store.Health) *Metrics {
+// Sources are the live state the gauges read at scrape time.
+type Sources struct {
+	InFlight func() int               // downloads being sent
+	States   func() map[string]int    // devices by update state (confirmed, failed, sent, ...)
+	Health   func() store.Health      // the fleet record's
+	HeldBack func() int               // devices with an image held back now
+	Paused   func() map[string]string // rollouts that paused themselves, image → why
+}
+
+// New registers the collectors.
+func New(src Sources) *Metrics {
+	inFlight, states, health := src.InFlight, src.States, src.Health
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -43,6 +51,9 @@ func New(inFlight func() int, states func() map[string]int, health func() store.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otabox_downloads_in_flight", Help: "Firmware bodies being sent now."},
 			func() float64 { return float64(inFlight()) }),
 		stateCollector{states},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otabox_devices_held_back", Help: "Devices an image is held back from after failed updates (exponential back-off)."},
+			func() float64 { return float64(src.HeldBack()) }),
+		pausedCollector{src.Paused},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "otabox_store_dropped_total", Help: "Records the store could not write (disk full, read-only, I/O error); devices were served all the same."},
 			func() float64 { return float64(health().Dropped) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "otabox_store_truncated_total", Help: "Device-supplied values cut to the store's limits, and devices not added past its bound."},
@@ -82,6 +93,19 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, float64(n), state)
 	}
 	ch <- prometheus.MustNewConstMetric(seenDesc, prometheus.GaugeValue, float64(total))
+}
+
+// pausedCollector reports each rollout with max-failures: 1 while paused.
+type pausedCollector struct{ paused func() map[string]string }
+
+var pausedDesc = prometheus.NewDesc("otabox_rollout_paused", "1 for each rollout that paused itself after too many failed updates.", []string{"image"}, nil)
+
+func (c pausedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- pausedDesc }
+
+func (c pausedCollector) Collect(ch chan<- prometheus.Metric) {
+	for img := range c.paused() {
+		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, 1, img)
+	}
 }
 
 // Observe counts one answered request.

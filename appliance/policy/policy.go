@@ -8,6 +8,7 @@
 //	group lab 5C:CF:7F:12:34:56 24:0A:C4:*  a named group of MACs or MAC prefixes
 //	pin lab lab/sensor.bin                  /update gives group lab exactly this image
 //	rollout blink.bin 25%                   a stable 25% of devices (by MAC) get this image
+//	rollout blink.bin 25% max-failures 10%  ... and it pauses itself past 10% failed (or a count)
 //	max-downloads 20                        more at once get 503 with Retry-After
 //
 // A malformed file is refused whole with the line and the reason, so the
@@ -17,12 +18,18 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
+
+	"otabox/appliance/catalog"
 )
 
 // Policy is one parsed policy file. The zero value allows everything.
@@ -30,10 +37,82 @@ type Policy struct {
 	Source       string
 	allow        []pattern
 	groups       map[string][]pattern
-	pins         map[string]string // group → image path
-	rollouts     map[string]int    // image path → percent
-	MaxDownloads int               // 0: no cap
+	pins         map[string]string   // group → image path
+	rollouts     map[string]*rollout // image path → its rollout
+	MaxDownloads int                 // 0: no cap
+	refs         []Ref               // every image a rule names, for Resolve
+	macs         []string            // every exact MAC a rule names
+
+	// Set by Watch: where rollout failures are counted, and who is told
+	// when a rollout pauses. A reload makes a new Policy: paused rollouts
+	// resume and count failures from then on.
+	loaded  time.Time
+	stats   Stats
+	onPause func(image, why string)
 }
+
+// Stats counts, among the devices sent image since a time, how many were
+// and how many failed (came back still running their old image).
+type Stats func(image string, since time.Time) (sent, failed int)
+
+// Watch makes the rollouts with max-failures pause themselves: stats
+// counts their failures since now, onPause is told once per pause.
+func (p *Policy) Watch(stats Stats, onPause func(image, why string)) {
+	if p == nil {
+		return
+	}
+	p.loaded, p.stats, p.onPause = time.Now(), stats, onPause
+}
+
+// Paused lists the rollouts that paused themselves, image → reason.
+func (p *Policy) Paused() map[string]string {
+	out := map[string]string{}
+	if p == nil {
+		return out
+	}
+	for img, ro := range p.rollouts {
+		if why := ro.paused.Load(); why != nil {
+			out[img] = *why
+		}
+	}
+	return out
+}
+
+// rollout is one "rollout IMAGE N% [max-failures M|M%]" rule.
+type rollout struct {
+	pct int
+	// maxFailed pauses the rollout when more devices sent the image failed
+	// than this: a count, or (maxPct) a share of those sent it.
+	maxFailed int // -1: no limit
+	maxPct    bool
+	line      int
+	paused    atomic.Pointer[string] // why, once paused
+}
+
+// Ref is one image a rule names, with its line.
+type Ref struct {
+	Line  int
+	Rule  string // "pin", "rollout"
+	Image string // normalised as a request-target is: no "./", no leading "/"
+}
+
+// Error is a policy file's refusal: the line and what is wrong with it.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.File == "" {
+		return fmt.Sprintf("policy line %d: %s", e.Line, e.Msg)
+	}
+	return fmt.Sprintf("policy %s:%d: %s", e.File, e.Line, e.Msg)
+}
+
+// MaxLine is the longest policy line read; a longer one is refused with
+// its line number.
+const MaxLine = 4096
 
 // pattern is a MAC or a MAC prefix ending in '*', upper-case.
 type pattern string
@@ -46,24 +125,138 @@ func (p pattern) match(mac string) bool {
 	return mac == string(p)
 }
 
-// Load reads and parses a policy file.
-func Load(path string) (*Policy, error) {
+// Load reads and parses a policy file and resolves every image it names
+// against images (the catalog's file paths): a name that is not there
+// refuses the whole file, so that a typo can never turn a safety rule
+// into no rule.
+func Load(path string, images []string) (*Policy, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", path, err)
 	}
 	p, err := Parse(b)
+	if err == nil {
+		err = p.Resolve(images)
+	}
+	var pe *Error
+	if errors.As(err, &pe) {
+		pe.File = path
+	}
 	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", path, err)
+		return nil, err
 	}
 	p.Source = path
 	return p, nil
 }
 
+// Resolve checks that every image a rule names is one of images, exactly
+// (case matters), and names the first that is not, with the closest
+// existing name as a suggestion.
+func (p *Policy) Resolve(images []string) error {
+	if missing := p.Missing(images); len(missing) > 0 {
+		r := missing[0]
+		msg := fmt.Sprintf("%s names %q, which is not in the catalog", r.Rule, r.Image)
+		if s := suggest(r.Image, images); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		return &Error{Line: r.Line, Msg: msg}
+	}
+	return nil
+}
+
+// Missing returns the rules whose image is not among images.
+func (p *Policy) Missing(images []string) []Ref {
+	if p == nil {
+		return nil
+	}
+	have := make(map[string]bool, len(images))
+	for _, im := range images {
+		have[im] = true
+	}
+	var out []Ref
+	for _, r := range p.refs {
+		if !have[r.Image] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// MACs are the exact MACs the policy names (in allow and group lines).
+func (p *Policy) MACs() []string {
+	if p == nil {
+		return nil
+	}
+	return p.macs
+}
+
+// suggest is the image closest to name: the same name in another case,
+// or the one fewest edits away (at most a third of the name).
+func suggest(name string, images []string) string {
+	best, bestD := "", len(name)/3+1
+	for _, im := range images {
+		if strings.EqualFold(im, name) {
+			return im
+		}
+		if d := distance(strings.ToLower(name), strings.ToLower(im)); d < bestD {
+			best, bestD = im, d
+		}
+		if base := path.Base(im); strings.EqualFold(base, name) || strings.EqualFold(strings.TrimSuffix(base, ".bin"), name) || strings.EqualFold(strings.TrimSuffix(im, ".bin"), name) {
+			return im
+		}
+	}
+	if best != "" {
+		return best
+	}
+	// "lab/sensor.bin" for "lab/sensor-esp8266-1m.bin": the same folder,
+	// and one name starts with the other.
+	stem := strings.ToLower(strings.TrimSuffix(name, ".bin"))
+	for _, im := range images {
+		if path.Dir(im) == path.Dir(name) && strings.HasPrefix(strings.ToLower(im), stem) {
+			return im
+		}
+	}
+	return ""
+}
+
+// distance is the Levenshtein distance between a and b.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// imagePath normalises an image a rule names the way a request-target is.
+func imagePath(s string) (string, error) {
+	p, err := catalog.Clean(s)
+	if err != nil {
+		return "", fmt.Errorf("image %q: %v", s, err)
+	}
+	if p == "" {
+		return "", fmt.Errorf("image %q names no file", s)
+	}
+	return p, nil
+}
+
 // Parse reads a policy; an error names the line and what is wrong.
 func Parse(b []byte) (*Policy, error) {
-	p := &Policy{groups: map[string][]pattern{}, pins: map[string]string{}, rollouts: map[string]int{}}
+	p := &Policy{groups: map[string][]pattern{}, pins: map[string]string{}, rollouts: map[string]*rollout{}}
 	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 1024), MaxLine)
 	n := 0
 	for sc.Scan() {
 		n++
@@ -76,7 +269,7 @@ func Parse(b []byte) (*Policy, error) {
 			continue
 		}
 		bad := func(format string, args ...any) error {
-			return fmt.Errorf("line %d: %s", n, fmt.Sprintf(format, args...))
+			return &Error{Line: n, Msg: fmt.Sprintf(format, args...)}
 		}
 		switch f[0] {
 		case "allow":
@@ -89,6 +282,7 @@ func Parse(b []byte) (*Policy, error) {
 					return nil, bad("%v", err)
 				}
 				p.allow = append(p.allow, pat)
+				p.noteMAC(pat)
 			}
 		case "group":
 			if len(f) < 3 {
@@ -103,6 +297,7 @@ func Parse(b []byte) (*Policy, error) {
 					return nil, bad("%v", err)
 				}
 				p.groups[f[1]] = append(p.groups[f[1]], pat)
+				p.noteMAC(pat)
 			}
 		case "pin":
 			if len(f) != 3 {
@@ -114,16 +309,38 @@ func Parse(b []byte) (*Policy, error) {
 			if _, dup := p.pins[f[1]]; dup {
 				return nil, bad("group %q is pinned twice", f[1])
 			}
-			p.pins[f[1]] = strings.TrimPrefix(f[2], "/")
+			img, err := imagePath(f[2])
+			if err != nil {
+				return nil, bad("pin: %v", err)
+			}
+			p.pins[f[1]] = img
+			p.refs = append(p.refs, Ref{Line: n, Rule: "pin", Image: img})
 		case "rollout":
-			if len(f) != 3 || !strings.HasSuffix(f[2], "%") {
-				return nil, bad("rollout takes an image path and a percentage such as 25%%")
+			if (len(f) != 3 && len(f) != 5) || !strings.HasSuffix(f[2], "%") || (len(f) == 5 && f[3] != "max-failures") {
+				return nil, bad("rollout takes an image path, a percentage such as 25%% and optionally max-failures N or N%%")
 			}
 			pct, err := strconv.Atoi(strings.TrimSuffix(f[2], "%"))
 			if err != nil || pct < 0 || pct > 100 {
 				return nil, bad("rollout percentage %q is not 0-100%%", f[2])
 			}
-			p.rollouts[strings.TrimPrefix(f[1], "/")] = pct
+			img, err := imagePath(f[1])
+			if err != nil {
+				return nil, bad("rollout: %v", err)
+			}
+			if _, dup := p.rollouts[img]; dup {
+				return nil, bad("%s has two rollout lines", img)
+			}
+			ro := &rollout{pct: pct, maxFailed: -1, line: n}
+			if len(f) == 5 {
+				v, isPct := strings.CutSuffix(f[4], "%")
+				m, err := strconv.Atoi(v)
+				if err != nil || m < 0 || isPct && m > 100 {
+					return nil, bad("max-failures %q is not a count or a 0-100%% share", f[4])
+				}
+				ro.maxFailed, ro.maxPct = m, isPct
+			}
+			p.rollouts[img] = ro
+			p.refs = append(p.refs, Ref{Line: n, Rule: "rollout", Image: img})
 		case "max-downloads":
 			if len(f) != 2 {
 				return nil, bad("max-downloads takes one number")
@@ -137,7 +354,19 @@ func Parse(b []byte) (*Policy, error) {
 			return nil, bad("unknown rule %q (allow, group, pin, rollout, max-downloads)", f[0])
 		}
 	}
-	return p, sc.Err()
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, &Error{Line: n + 1, Msg: fmt.Sprintf("line longer than %d bytes", MaxLine)}
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Policy) noteMAC(pat pattern) {
+	if !strings.HasSuffix(string(pat), "*") {
+		p.macs = append(p.macs, string(pat))
+	}
 }
 
 func parsePattern(s string) (pattern, error) {
@@ -227,10 +456,14 @@ func (p *Policy) InRollout(image, mac string) (bool, string) {
 	if p == nil {
 		return true, ""
 	}
-	pct, ok := p.rollouts[image]
+	ro, ok := p.rollouts[image]
 	if !ok {
 		return true, ""
 	}
+	if why := p.pausedWhy(image, ro); why != "" {
+		return false, why
+	}
+	pct := ro.pct
 	if mac == "" {
 		return false, fmt.Sprintf("%s is rolled out to %d%% of devices by MAC; this device sent none", image, pct)
 	}
@@ -239,6 +472,34 @@ func (p *Policy) InRollout(image, mac string) (bool, string) {
 		return true, ""
 	}
 	return false, fmt.Sprintf("device is outside the %d%% rollout of %s (bucket %d)", pct, image, b)
+}
+
+// pausedWhy says why a rollout with max-failures is paused, checking its
+// failures first; "" while it runs.
+func (p *Policy) pausedWhy(image string, ro *rollout) string {
+	if ro.maxFailed < 0 || p.stats == nil {
+		return ""
+	}
+	if why := ro.paused.Load(); why != nil {
+		return *why
+	}
+	sent, failed := p.stats(image, p.loaded)
+	crossed := failed > ro.maxFailed
+	if ro.maxPct {
+		crossed = sent > 0 && failed*100 > ro.maxFailed*sent
+	}
+	if !crossed {
+		return ""
+	}
+	limit := strconv.Itoa(ro.maxFailed)
+	if ro.maxPct {
+		limit += "%"
+	}
+	why := fmt.Sprintf("rollout paused: %d of %d failed (max-failures %s); reload the policy to resume", failed, sent, limit)
+	if ro.paused.CompareAndSwap(nil, &why) && p.onPause != nil {
+		p.onPause(image, why)
+	}
+	return *ro.paused.Load()
 }
 
 // Bucket is the device's stable place, 0-99, in every rollout.

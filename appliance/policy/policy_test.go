@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseErrors(t *testing.T) {
@@ -93,4 +95,84 @@ func FuzzParse(f *testing.F) {
 		p.Pin("5C:CF:7F:00:00:01")
 		p.InRollout("x.bin", "5C:CF:7F:00:00:01")
 	})
+}
+
+// TestNamesResolve: every image a rule names must be in the catalog,
+// exactly; the refusal names the file's line and the closest name.
+func TestNamesResolve(t *testing.T) {
+	catalog := []string{"blink-esp8266.bin", "blink-esp32.bin", "lab/sensor-esp8266-1m.bin"}
+	for _, tc := range []struct{ src, err string }{
+		{"rollout blnk-esp8266.bin 0%", `policy line 1: rollout names "blnk-esp8266.bin", which is not in the catalog (did you mean "blink-esp8266.bin"?)`},
+		{"rollout blink-esp8266 0%", `rollout names "blink-esp8266", which is not in the catalog (did you mean "blink-esp8266.bin"?)`},
+		{"\n\nrollout Blink-esp8266.bin 0%", `policy line 3: rollout names "Blink-esp8266.bin", which is not in the catalog (did you mean "blink-esp8266.bin"?)`},
+		{"group lab 5C:*\npin lab lab/sensor.bin", `policy line 2: pin names "lab/sensor.bin", which is not in the catalog (did you mean "lab/sensor-esp8266-1m.bin"?)`},
+		{"rollout totally-different.bin 10%", `rollout names "totally-different.bin", which is not in the catalog`},
+		{"rollout ../x.bin 10%", `path contains ".."`},
+	} {
+		p, err := Parse([]byte(tc.src))
+		if err == nil {
+			err = p.Resolve(catalog)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%q: %v\nwant %s", tc.src, err, tc.err)
+		}
+	}
+	for _, ok := range []string{"rollout ./blink-esp8266.bin 0%", "rollout /blink-esp8266.bin 0%", "group lab 5C:*\npin lab ./lab/sensor-esp8266-1m.bin"} {
+		p, err := Parse([]byte(ok))
+		if err == nil {
+			err = p.Resolve(catalog)
+		}
+		if err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	// "./x" names the same image a device's "./x" does: the 0% rollout holds.
+	p, _ := Parse([]byte("rollout ./blink-esp8266.bin 0%"))
+	if in, _ := p.InRollout("blink-esp8266.bin", "5C:CF:7F:00:00:01"); in {
+		t.Error("a 0% rollout written ./name let a device in")
+	}
+}
+
+// TestLongLineIsRefusedWithItsNumber: a line past MaxLine names its line.
+func TestLongLineIsRefusedWithItsNumber(t *testing.T) {
+	src := "allow 5C:*\n# fine\nallow " + strings.Repeat("5C:CF:7F:00:00:01 ", 400) + "\n"
+	_, err := Parse([]byte(src))
+	if err == nil || !strings.Contains(err.Error(), "line 3: line longer than 4096 bytes") {
+		t.Fatalf("%v", err)
+	}
+}
+
+// TestRolloutPausesItself: max-failures as a count and as a share; the
+// pause is latched, told once, and a new Policy (a reload) resumes.
+func TestRolloutPausesItself(t *testing.T) {
+	for _, tc := range []struct {
+		rule         string
+		sent, failed int
+		paused       bool
+	}{
+		{"rollout fw.bin 100% max-failures 3", 20, 3, false},
+		{"rollout fw.bin 100% max-failures 3", 20, 4, true},
+		{"rollout fw.bin 100% max-failures 10%", 20, 2, false},
+		{"rollout fw.bin 100% max-failures 10%", 20, 4, true},
+		{"rollout fw.bin 100%", 20, 20, false},
+	} {
+		p, err := Parse([]byte(tc.rule))
+		if err != nil {
+			t.Fatal(err)
+		}
+		told := 0
+		sent, failed := tc.sent, tc.failed
+		p.Watch(func(string, time.Time) (int, int) { return sent, failed }, func(string, string) { told++ })
+		in, why := p.InRollout("fw.bin", "5C:CF:7F:00:00:01")
+		if in == tc.paused || tc.paused && why != fmt.Sprintf("rollout paused: %d of %d failed (max-failures %s); reload the policy to resume", tc.failed, tc.sent, strings.Fields(tc.rule)[4]) {
+			t.Errorf("%s with %d/%d failed: in=%v %q", tc.rule, tc.failed, tc.sent, in, why)
+		}
+		failed = 0 // fewer failures later do not resume it: only a reload does
+		if in2, _ := p.InRollout("fw.bin", "5C:CF:7F:00:00:02"); in2 == tc.paused || told != map[bool]int{true: 1}[tc.paused] {
+			t.Errorf("%s: latched %v, told %d times", tc.rule, !in2, told)
+		}
+	}
+	if _, err := Parse([]byte("rollout fw.bin 10% max-failures lots")); err == nil {
+		t.Error("max-failures lots parsed")
+	}
 }

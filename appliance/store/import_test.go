@@ -78,7 +78,7 @@ func FuzzImportLedger(f *testing.F) {
 		}
 		defer s.Close()
 		if !s.Health().Open {
-			t.Fatalf("store not open after importing %q", body)
+			t.Fatalf("store not open after importing %d bytes: %s", len(body), s.Health().Fault)
 		}
 	})
 }

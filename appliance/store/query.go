@@ -22,23 +22,26 @@ type row struct {
 }
 
 const deviceCols = `mac, family, chip, ip, first_seen, last_seen, running, digest, sdk, decision, reason, state,
-	sent, sent_digests, prev_digest, requests, downloads, failures, held_until,
+	sent, sent_digests, prev_digest, sent_at, requests, downloads, failures, held_until,
 	pending_event, pending_image, pending_digests, pending_prev`
 
 type scanner interface{ Scan(...any) error }
 
 func scanDevice(sc scanner) (*row, error) {
 	var r row
-	var first, last, held int64
+	var first, last, held, sentAt int64
 	var sent, pending string
 	if err := sc.Scan(&r.MAC, &r.Family, &r.Chip, &r.IP, &first, &last, &r.Running, &r.Digest, &r.SDK, &r.Decision, &r.Reason, &r.State,
-		&r.Sent, &sent, &r.PrevDigest, &r.Requests, &r.Downloads, &r.Failures, &held,
+		&r.Sent, &sent, &r.PrevDigest, &sentAt, &r.Requests, &r.Downloads, &r.Failures, &held,
 		&r.pendingEvent, &r.pendingImage, &pending, &r.pendingPrev); err != nil {
 		return nil, err
 	}
 	r.FirstSeen, r.LastSeen = time.UnixMilli(first).UTC(), time.UnixMilli(last).UTC()
 	if held > 0 {
 		r.HeldUntil = time.UnixMilli(held).UTC()
+	}
+	if sentAt > 0 {
+		r.SentAt = time.UnixMilli(sentAt).UTC()
 	}
 	r.SentDigests, r.pendingDigests = strings.Fields(sent), strings.Fields(pending)
 	if r.pendingEvent != 0 {
@@ -56,13 +59,16 @@ func loadDevice(tx wtx, mac string) (*row, bool, error) {
 }
 
 func saveDevice(tx wtx, r *row) error {
-	held := int64(0)
+	held, sentAt := int64(0), int64(0)
 	if !r.HeldUntil.IsZero() {
 		held = ms(r.HeldUntil)
 	}
-	_, err := tx.Exec(`INSERT OR REPLACE INTO devices (`+deviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	if !r.SentAt.IsZero() {
+		sentAt = ms(r.SentAt)
+	}
+	_, err := tx.Exec(`INSERT OR REPLACE INTO devices (`+deviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
-		r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, r.Requests, r.Downloads, r.Failures, held,
+		r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, sentAt, r.Requests, r.Downloads, r.Failures, held,
 		r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev)
 	return err
 }
@@ -75,7 +81,7 @@ func OpenReader(dir string) (*Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no fleet record in %s: %w", dir, err)
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	db, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
@@ -307,4 +313,84 @@ func (s *Store) Counts(ctx context.Context) (Counts, error) {
 		c.Events = hi.Int64 - lo.Int64 + 1
 	}
 	return c, nil
+}
+
+// Hold is what a decision needs to know of a device's failed updates:
+// the image it was last sent (its running digests), what it ran before,
+// its state, the consecutive failures and the hold-back in force.
+type Hold struct {
+	SentDigests []string
+	PrevDigest  string
+	State       string
+	Failures    int
+	Until       time.Time
+}
+
+// Hold returns mac's update history for the hold-back decision (zero when
+// the device is unknown or the record cannot be read).
+func (s *Store) Hold(ctx context.Context, mac string) Hold {
+	db, _ := s.reader()
+	if db == nil || mac == "" {
+		return Hold{}
+	}
+	var digests string
+	var until int64
+	var h Hold
+	err := db.QueryRowContext(ctx, `SELECT sent_digests, prev_digest, state, failures, held_until FROM devices WHERE mac = ?`,
+		strings.ToUpper(mac)).Scan(&digests, &h.PrevDigest, &h.State, &h.Failures, &until)
+	if err != nil {
+		return Hold{}
+	}
+	h.SentDigests = strings.Fields(digests)
+	if until > 0 {
+		h.Until = time.UnixMilli(until)
+	}
+	return h
+}
+
+// After applies a check-in reporting digest at now, as the store will
+// fold it: a device sent an image whole that comes back running what it
+// ran before has failed once more, and from HoldBackAfter failures on the
+// image is held back. It returns the failures and the hold-back end.
+func (h Hold) After(digest string, now time.Time) (failures int, until time.Time) {
+	failures, until = h.Failures, h.Until
+	if digest != "" && h.State == StateSent && strings.EqualFold(digest, h.PrevDigest) {
+		failures++
+		if failures >= HoldBackAfter {
+			until = now.Add(BackOff(failures))
+		}
+	}
+	return failures, until
+}
+
+// RolloutStats counts the devices sent image since a time, and how many
+// of them failed.
+func (s *Store) RolloutStats(ctx context.Context, image string, since time.Time) (sent, failed int, err error) {
+	db, err := s.reader()
+	if db == nil {
+		return 0, 0, err
+	}
+	err = db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(state = 'failed' OR failures > 0), 0) FROM devices WHERE sent = ? AND sent_at >= ?`,
+		image, ms(since)).Scan(&sent, &failed)
+	return sent, failed, err
+}
+
+// Retry clears the hold-back of mac in the store in dir, from outside the
+// server (`otabox retry`). It reports whether the device is known.
+func Retry(dir, mac string) (bool, error) {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err != nil {
+		return false, fmt.Errorf("no fleet record in %s: %w", dir, err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	res, err := db.Exec(`UPDATE devices SET failures = 0, held_until = 0 WHERE mac = ?`, strings.ToUpper(mac))
+	if err != nil {
+		return false, fmt.Errorf("store %s: %w", path, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
 }

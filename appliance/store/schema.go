@@ -28,6 +28,7 @@ var migrations = []string{
 		sent            TEXT NOT NULL DEFAULT '',   -- image of the last update
 		sent_digests    TEXT NOT NULL DEFAULT '',   -- its running digests, space-separated
 		prev_digest     TEXT NOT NULL DEFAULT '',   -- what it ran when that image was sent
+		sent_at         INTEGER NOT NULL DEFAULT 0, -- unix ms of that download
 		requests        INTEGER NOT NULL DEFAULT 0,
 		downloads       INTEGER NOT NULL DEFAULT 0,
 		failures        INTEGER NOT NULL DEFAULT 0, -- consecutive failed updates to sent
@@ -39,6 +40,7 @@ var migrations = []string{
 	) WITHOUT ROWID;
 	CREATE INDEX devices_last_seen ON devices(last_seen);
 	CREATE INDEX devices_state ON devices(state);
+	CREATE INDEX devices_sent ON devices(sent, sent_at);
 	CREATE TABLE events (
 		id         INTEGER PRIMARY KEY,
 		time       INTEGER NOT NULL,               -- unix ms

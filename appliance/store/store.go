@@ -106,6 +106,7 @@ type Device struct {
 	Sent        string    `json:"sent,omitempty"`
 	SentDigests []string  `json:"sent_digests,omitempty"`
 	PrevDigest  string    `json:"prev_digest,omitempty"`
+	SentAt      time.Time `json:"sent_at,omitzero"`
 	Requests    int64     `json:"requests"`
 	Downloads   int64     `json:"downloads"`
 	Failures    int64     `json:"failures"`
@@ -214,13 +215,18 @@ func Open(dir string, opts Options) (*Store, error) {
 // Path is the database file.
 func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
 
+// dsn is the database's URI for the driver. The path is escaped: in a
+// URI a '#' or '?' would end it, and a data dir named "site#2" would open
+// "site" instead.
 func dsn(path string, readOnly bool) string {
-	v := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	u := "file:" + uriEscaper.Replace(path)
 	if readOnly {
-		return "file:" + path + "?mode=ro&_pragma=busy_timeout(5000)"
+		return u + "?_pragma=busy_timeout(5000)&_pragma=query_only(1)"
 	}
-	return v + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+	return u + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
 }
+
+var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 
 // open opens the database, moving a damaged one aside, migrates it,
 // imports a previous release's ledger, and closes out downloads whose end

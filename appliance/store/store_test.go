@@ -408,3 +408,29 @@ func TestRecordIsLitestreamCompatible(t *testing.T) {
 		t.Errorf("a second connection reads %d devices, %v", len(devs), err)
 	}
 }
+
+// TestDataDirWithURICharacters: a data dir whose name holds '#', '?' or
+// '%' keeps its record in that dir, not in a file named after its prefix.
+func TestDataDirWithURICharacters(t *testing.T) {
+	base := t.TempDir()
+	for _, name := range []string{"site#2", "what?", "100%"} {
+		dir := filepath.Join(base, name)
+		s, _ := open(t, dir, Options{})
+		s.do(request{mac: "AA:00:00:00:00:01", decision: "refuse", image: "fw.bin"})
+		s.Close()
+		if _, err := os.Stat(filepath.Join(dir, FileName)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		r, err := OpenReader(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if devs, _, _ := r.Devices(context.Background(), DeviceFilter{}); len(devs) != 1 {
+			t.Errorf("%s: read back %d devices", name, len(devs))
+		}
+		r.Close()
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 3 {
+		t.Errorf("files beside the data dirs: %v", entries)
+	}
+}

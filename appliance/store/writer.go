@@ -262,13 +262,15 @@ func (s *Store) fold(d *row, ev *Event, id int64, decided bool) {
 	}
 }
 
-// Hold-back after failed updates: the n-th consecutive failure of one
-// image (n ≥ 2) holds it back from the device for holdBack[n-2], the last
-// step repeating.
-var holdBack = []time.Duration{time.Hour, 4 * time.Hour, 24 * time.Hour}
-
 // HoldBackAfter is how many failed attempts hold an image back.
 const HoldBackAfter = 2
+
+// BackOff is how long the failures-th consecutive failure of one image
+// holds it back from the device: 1 h, 4 h, then 24 h each time.
+func BackOff(failures int) time.Duration {
+	steps := []time.Duration{time.Hour, 4 * time.Hour, 24 * time.Hour}
+	return steps[min(max(failures-HoldBackAfter, 0), len(steps)-1)]
+}
 
 // checkIn reads a device's report of what it runs against the last update
 // it was sent.
@@ -283,8 +285,7 @@ func (s *Store) checkIn(d *row, ev *Event) {
 		d.State = StateFailed
 		d.Failures++
 		if d.Failures >= HoldBackAfter {
-			step := holdBack[min(int(d.Failures)-HoldBackAfter, len(holdBack)-1)]
-			d.HeldUntil = ev.Time.Add(step)
+			d.HeldUntil = ev.Time.Add(BackOff(int(d.Failures)))
 		}
 	case d.State == StateCut && strings.EqualFold(dg, d.PrevDigest):
 		d.State = StateFailed // a cut-off download: not the image's fault, no hold-back
@@ -322,7 +323,7 @@ func (s *Store) finish(tx wtx, ev *Event) error {
 		if d.Sent != d.pendingImage {
 			d.Failures, d.HeldUntil = 0, time.Time{} // a new image starts its own count
 		}
-		d.Sent, d.SentDigests, d.PrevDigest = d.pendingImage, d.pendingDigests, d.pendingPrev
+		d.Sent, d.SentDigests, d.PrevDigest, d.SentAt = d.pendingImage, d.pendingDigests, d.pendingPrev, ev.Time
 		d.Downloads++
 		if ev.Completed {
 			d.State = StateSent
@@ -351,7 +352,7 @@ func (s *Store) recoverUnfinished(db *sql.DB) (int64, error) {
 		}
 		defer tx.Rollback()
 		if _, err := tx.Exec(`UPDATE devices SET state = ?, sent = pending_image, sent_digests = pending_digests,
-			prev_digest = pending_prev, downloads = downloads + 1, reason = ?,
+			prev_digest = pending_prev, sent_at = last_seen, downloads = downloads + 1, reason = ?,
 			pending_event = 0, pending_image = '', pending_digests = '', pending_prev = ''
 			WHERE pending_event != 0`, StateCut, interrupted); err != nil {
 			return err

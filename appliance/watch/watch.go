@@ -24,8 +24,10 @@ import (
 
 // Config tells a Watcher what to watch and how to load it.
 type Config struct {
-	Dir     string // the catalog directory
-	Load    func(prev *catalog.Catalog, unstable map[string]bool) (*catalog.Catalog, error)
+	Dir string // the catalog directory
+	// Load reads the directory again; rehash reads every settled file even
+	// when its stamp is unchanged.
+	Load    func(prev *catalog.Catalog, unstable map[string]bool, rehash bool) (*catalog.Catalog, error)
 	Publish func(*catalog.Catalog)
 	Logger  *slog.Logger
 	// Settle is how long a file must stay the same size and time before it
@@ -38,10 +40,7 @@ type Config struct {
 }
 
 // stat is what a snapshot remembers of one file.
-type stat struct {
-	size int64
-	mod  time.Time
-}
+type stat = catalog.Stamp
 
 // Run watches until ctx ends. current is the catalog being served.
 func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
@@ -70,9 +69,11 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 	last := snapshot(cfg.Dir)
 	rescan := time.NewTicker(cfg.Rescan)
 	defer rescan.Stop()
-	settle := time.NewTimer(time.Hour)
-	settle.Stop()
-	pending := false
+	// One look right away: a change between the catalog's load and the
+	// watch's start would otherwise wait for an event that never comes.
+	settle := time.NewTimer(cfg.Settle)
+	pending := true
+	rehash := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -90,7 +91,8 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 			log.Warn("catalog: watch", "err", err)
 			continue
 		case <-cfg.Reload:
-			log.Info("catalog: reload requested")
+			log.Info("catalog: reload requested; re-reading every file")
+			rehash = true
 		case <-rescan.C:
 			if same(last, snapshot(cfg.Dir)) {
 				continue
@@ -101,7 +103,8 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 			}
 		}
 		pending = false
-		next, snap, unstable := reload(cfg, current)
+		next, snap, unstable := reload(cfg, current, rehash)
+		rehash = false
 		if next == nil {
 			continue
 		}
@@ -119,18 +122,18 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 
 // reload loads the directory again, holding back files that changed
 // during the settle period.
-func reload(cfg Config, current *catalog.Catalog) (*catalog.Catalog, map[string]stat, map[string]bool) {
+func reload(cfg Config, current *catalog.Catalog, rehash bool) (*catalog.Catalog, map[string]stat, map[string]bool) {
 	before := snapshot(cfg.Dir)
 	time.Sleep(cfg.Settle)
 	after := snapshot(cfg.Dir)
 	unstable := map[string]bool{}
 	now := time.Now()
 	for p, st := range after {
-		if b, ok := before[p]; !ok || b != st || now.Sub(st.mod) < cfg.Settle {
+		if b, ok := before[p]; !ok || !b.Equal(st) || now.Sub(st.ModTime) < cfg.Settle {
 			unstable[p] = true
 		}
 	}
-	next, err := cfg.Load(current, unstable)
+	next, err := cfg.Load(current, unstable, rehash)
 	if err != nil {
 		cfg.Logger.Error("catalog: reload failed; still serving the previous catalog", "err", err)
 		return nil, nil, nil
@@ -147,9 +150,11 @@ func diff(log *slog.Logger, old, next *catalog.Catalog) bool {
 		case !ok:
 			log.Info("catalog: added", "path", e.Path, "type", string(e.Type), "size", e.Size, "md5", e.MD5)
 			changed = true
-		case o != e:
-			log.Info("catalog: replaced", "path", e.Path, "size", e.Size, "md5", e.MD5, "was", o.MD5)
+		case o.MD5 != e.MD5 || o.Size != e.Size || o.Type != e.Type:
+			log.Info("catalog: content changed", "path", e.Path, "size", e.Size, "md5", e.MD5, "was", o.MD5)
 			changed = true
+		case o != e && !o.Stamp.Equal(e.Stamp):
+			changed = true // touched, same bytes: publish the fresh stamp quietly
 		}
 	}
 	for _, o := range old.Files() {
@@ -181,7 +186,7 @@ func snapshot(dir string) map[string]stat {
 		}
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			rel, _ := filepath.Rel(dir, p)
-			snap[filepath.ToSlash(rel)] = stat{fi.Size(), fi.ModTime()}
+			snap[filepath.ToSlash(rel)] = catalog.StampOf(fi)
 		}
 		return nil
 	})
@@ -193,7 +198,7 @@ func same(a, b map[string]stat) bool {
 		return false
 	}
 	for k, v := range a {
-		if b[k] != v {
+		if w, ok := b[k]; !ok || !w.Equal(v) {
 			return false
 		}
 	}

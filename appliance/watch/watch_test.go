@@ -66,10 +66,10 @@ func TestWatch(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, nil))
-	load := func(prev *catalog.Catalog, unstable map[string]bool) (*catalog.Catalog, error) {
-		return catalog.Load(root.FS(), catalog.Options{Previous: prev, Unstable: unstable, Logger: log})
+	load := func(prev *catalog.Catalog, unstable map[string]bool, rehash bool) (*catalog.Catalog, error) {
+		return catalog.Load(root.FS(), catalog.Options{Previous: prev, Unstable: unstable, Logger: log, Rehash: rehash})
 	}
-	first, _ := load(nil, nil)
+	first, _ := load(nil, nil, false)
 	pub := &published{cats: []*catalog.Catalog{first}}
 	reload := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -35,12 +35,21 @@ type Sources struct {
 	Path      string // the catalog path devices should use
 	Catalog   func() *catalog.Catalog
 	Store     *store.Store // nil without a data dir
+	Policy    func() PolicyView
 	Downloads *httpapi.Downloads
 	MDNS      func() discovery.Status // nil when mDNS is off
 	Metrics   http.Handler
 	// Password, when set, protects the page and /api/* with HTTP basic
 	// auth (any user name). Device endpoints are never protected.
 	Password string
+}
+
+// PolicyView is the policy's state as the page shows it.
+type PolicyView struct {
+	File    string
+	Err     string            // why the last reload was refused ("" when it was not)
+	Paused  map[string]string // rollouts that paused themselves: image → why
+	Missing []string          // rules whose image left the catalog
 }
 
 // Handler serves /, /api/*, /metrics and /healthz.
@@ -129,6 +138,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	data := map[string]any{
 		"Store":        health,
+		"Policy":       h.policy(),
 		"Recording":    h.src.Store != nil,
 		"DeviceTotal":  total,
 		"DevicesShown": len(devs),
@@ -249,6 +259,13 @@ func atoi(s string) int {
 
 func (h *Handler) apiDownloads(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, h.src.Downloads.List())
+}
+
+func (h *Handler) policy() PolicyView {
+	if h.src.Policy == nil {
+		return PolicyView{}
+	}
+	return h.src.Policy()
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

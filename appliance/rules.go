@@ -1,0 +1,114 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/decide"
+	"otabox/appliance/device"
+	"otabox/appliance/policy"
+	"otabox/appliance/web"
+)
+
+// images are the catalog's file paths, the names a policy may use.
+func images(cat *catalog.Catalog) []string {
+	var out []string
+	for _, e := range cat.Files() {
+		out = append(out, e.Path)
+	}
+	return out
+}
+
+// loadPolicy reads the policy file against the catalog in force and
+// makes its rollouts watch their failures in the store.
+func (a *Appliance) loadPolicy() (*policy.Policy, error) {
+	p, err := policy.Load(a.cfg.Policy, images(a.h.Catalog()))
+	if err != nil {
+		return nil, err
+	}
+	p.Watch(a.rolloutStats, func(image, why string) {
+		a.log.Warn("policy: rollout paused itself", "image", image, "reason", why)
+	})
+	return p, nil
+}
+
+// reloadPolicy re-reads the policy file (SIGHUP). A file that does not
+// parse, or names an image the catalog lacks, is refused: the previous
+// policy stays in force, and the log and the status page say why. A
+// reload clears the hold-back of every device it names by MAC.
+func (a *Appliance) reloadPolicy() {
+	if a.cfg.Policy == "" {
+		return
+	}
+	p, err := a.loadPolicy()
+	if err != nil {
+		msg := err.Error()
+		a.policyErr.Store(&msg)
+		a.log.Error("policy not reloaded; the previous one stays in force", "err", err)
+		return
+	}
+	a.policyErr.Store(nil)
+	a.h.SetPolicy(p)
+	for _, mac := range p.MACs() {
+		a.store.Retry(mac)
+	}
+	a.log.Info("policy reloaded", "file", a.cfg.Policy, "max_downloads", p.MaxDownloads, "hold_backs_cleared_for", len(p.MACs()))
+}
+
+// publish puts a new catalog in force and warns about every policy rule
+// whose image left it: such a rule now fails closed (a pin answers 304
+// with the reason; a rollout's image cannot be served anyway).
+func (a *Appliance) publish(cat *catalog.Catalog) {
+	a.h.SetCatalog(cat)
+	for _, r := range a.h.Policy().Missing(images(cat)) {
+		a.log.Warn(fmt.Sprintf("policy %s:%d: %s names %q, which left the catalog; the rule fails closed until it returns or the policy changes", a.cfg.Policy, r.Line, r.Rule, r.Image))
+	}
+}
+
+// policyView is the policy's state for the status page.
+func (a *Appliance) policyView() web.PolicyView {
+	v := web.PolicyView{File: a.cfg.Policy}
+	if e := a.policyErr.Load(); e != nil {
+		v.Err = *e
+	}
+	p := a.h.Policy()
+	v.Paused = p.Paused()
+	for _, r := range p.Missing(images(a.h.Catalog())) {
+		v.Missing = append(v.Missing, fmt.Sprintf("line %d: %s %s", r.Line, r.Rule, r.Image))
+	}
+	return v
+}
+
+// hold is the image held back from the device that sent facts, counting
+// this very check-in: the second time a device comes back still running
+// its old image after being sent a new one whole, it is not sent it again.
+func (a *Appliance) hold(facts *device.Facts) decide.Hold {
+	mac := facts.MAC()
+	if mac == "" || a.store == nil {
+		return decide.Hold{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	h := a.store.Hold(ctx, mac)
+	digest := facts.SketchMD5
+	if digest == "" {
+		digest = facts.SketchSHA256
+	}
+	failures, until := h.After(digest, time.Now())
+	return decide.Hold{Digests: h.SentDigests, Until: until, Failures: failures}
+}
+
+// rolloutStats counts a rollout's failures in the store. Not cached: a
+// check-in that failed is committed before its answer, and the very next
+// decision must see it (an indexed count over the devices sent the image).
+func (a *Appliance) rolloutStats(image string, since time.Time) (sent, failed int) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	sent, failed, err := a.store.RolloutStats(ctx, image, since)
+	if err != nil {
+		a.log.Debug("store: rollout counts unavailable", "image", image, "err", err)
+	}
+	return sent, failed
+}

@@ -1,0 +1,250 @@
+package main
+
+// Fail closed: what the operator wrote holds, or otabox refuses and says
+// why (issue: no typo, stale file, slow reader, flood or failing device
+// may quietly change what devices get).
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+)
+
+// waitLog waits for a log line containing want.
+func waitLog(t *testing.T, r *running, want string) string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case line, ok := <-r.log.lines:
+			if !ok {
+				t.Fatalf("otabox exited before logging %q:\n%s", want, r.log.all.String())
+			}
+			r.log.all.WriteString(line + "\n")
+			if strings.Contains(line, want) {
+				return line
+			}
+		case <-deadline:
+			t.Fatalf("no log line with %q:\n%s", want, r.log.all.String())
+		}
+	}
+}
+
+// TestMisspeltPolicyRefusesStart: a rule naming an image the catalog lacks
+// refuses the whole file at start-up, with the line and a suggestion.
+func TestMisspeltPolicyRefusesStart(t *testing.T) {
+	for _, name := range []string{"blnk-esp8266.bin", "blink-esp8266", "Blink-esp8266.bin"} {
+		t.Run(name, func(t *testing.T) {
+			pol := filepath.Join(t.TempDir(), "policy")
+			os.WriteFile(pol, []byte("# staged\nmax-downloads 4\nrollout "+name+" 0%\n"), 0o644)
+			cmd := exec.Command(otabox, "serve", "--mdns=false", "--data-dir", t.TempDir(), "-b", "127.0.0.1", "-p", "0", "--policy", pol)
+			out, _ := cmd.CombinedOutput()
+			want := `policy ` + pol + `:3: rollout names "` + name + `", which is not in the catalog (did you mean "blink-esp8266.bin"?)`
+			if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(out), want) {
+				t.Fatalf("exit %d, output:\n%s\nwant %s", cmd.ProcessState.ExitCode(), out, want)
+			}
+		})
+	}
+}
+
+// TestRefusedReloadKeepsThePolicy: SIGHUP with a misspelt rule leaves the
+// previous policy in force and says so in the log and on the status page.
+func TestRefusedReloadKeepsThePolicy(t *testing.T) {
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("rollout ./blink-esp8266.bin 0%\n"), 0o644)
+	r := start(t, "--policy", pol)
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Update(r.addr, "blink-esp8266.bin"); res.Outcome != emu.NoUpdates || !strings.Contains(res.Headers["x-otabox-reason"], "outside the 0% rollout") {
+		t.Fatalf("a 0%% rollout written ./name: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	os.WriteFile(pol, []byte("rollout blnk-esp8266.bin 100%\n"), 0o644)
+	r.cmd.Process.Signal(syscall.SIGHUP)
+	line := waitLog(t, r, "policy not reloaded")
+	if !strings.Contains(line, `did you mean \"blink-esp8266.bin\"?`) {
+		t.Errorf("log line: %s", line)
+	}
+	if res := d.Update(r.addr, "blink-esp8266.bin"); res.Outcome != emu.NoUpdates {
+		t.Fatalf("after a refused reload the old policy should hold: %v", res)
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, `id="policy-error"`) || !strings.Contains(page, "blnk-esp8266.bin") {
+		t.Error("the status page does not show the refused reload")
+	}
+}
+
+// TestUpdateLoopIsHeldBack: a device sent an image whole that comes back
+// twice still running its old one is not sent it again: 304 with the
+// reason, until `otabox retry`.
+func TestUpdateLoopIsHeldBack(t *testing.T) {
+	dir, v1, v2, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	d := emu.New(emu.ESP8266v31)
+	d.STAMAC, d.Running = "5C:CF:7F:00:10:01", v1
+	for i := 1; i <= 2; i++ {
+		if res := d.Update(r.addr, "/update"); res.Outcome != emu.OK || string(res.Image) != string(v2) {
+			t.Fatalf("update %d: %v", i, res)
+		}
+		d.Running = v1 // the new image did not boot
+	}
+	res := d.Update(r.addr, "/update")
+	if res.Outcome != emu.NoUpdates || !strings.HasPrefix(res.Headers["x-otabox-reason"], "held back after 2 failed attempts; next try at ") {
+		t.Fatalf("third check-in: %v reason %q", res, res.Headers["x-otabox-reason"])
+	}
+	out, _ := exec.Command(otabox, "devices", "--data-dir", data).Output()
+	if !strings.Contains(string(out), "held back until") {
+		t.Errorf("otabox devices does not show the hold-back:\n%s", out)
+	}
+	if metricValue(getBody(t, "http://"+r.addr+"/metrics"), "otabox_devices_held_back") != 1 {
+		t.Error("/metrics does not count the hold-back")
+	}
+	if out, err := exec.Command(otabox, "retry", d.STAMAC, "--data-dir", data).CombinedOutput(); err != nil || !strings.Contains(string(out), "hold-back cleared") {
+		t.Fatalf("otabox retry: %v\n%s", err, out)
+	}
+	if res := d.Update(r.addr, "/update"); res.Outcome != emu.OK {
+		t.Fatalf("after otabox retry: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+}
+
+// TestRolloutPausesItselfAndResumes: past max-failures the rollout stops
+// sending its image, says why everywhere, and a reload resumes it.
+func TestRolloutPausesItselfAndResumes(t *testing.T) {
+	dir, v1, _, _ := fleetCatalog(t)
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("rollout meter-1.1.0.bin 100% max-failures 1\n"), 0o644)
+	r := startData(t, t.TempDir(), "--catalog", dir, "--policy", pol)
+	device := func(n byte) *emu.Device {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running, d.Source = "5C:CF:7F:00:20:0"+string('0'+n), v1, net.IPv4(127, 9, 2, n)
+		return d
+	}
+	for n := byte(1); n <= 3; n++ {
+		if res := device(n).Update(r.addr, "/update"); res.Outcome != emu.OK {
+			t.Fatalf("device %d: %v", n, res)
+		}
+	}
+	for n := byte(1); n <= 2; n++ { // two come back still running v1
+		if res := device(n).Update(r.addr, "/meter-1.0.0.bin"); res.Outcome != emu.NoUpdates {
+			t.Fatalf("check-in %d: %v", n, res)
+		}
+	}
+	late := device(4)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := late.Update(r.addr, "/update")
+		if res.Outcome == emu.NoUpdates && strings.HasPrefix(res.Headers["x-otabox-reason"], "rollout paused: 2 of 3 failed") {
+			break
+		}
+		if res.Outcome == emu.OK || time.Now().After(deadline) {
+			t.Fatalf("the rollout did not pause: %v %q", res, res.Headers["x-otabox-reason"])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitLog(t, r, "rollout paused itself")
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, `id="rollout-paused"`) {
+		t.Error("no banner on the status page")
+	}
+	if !strings.Contains(getBody(t, "http://"+r.addr+"/metrics"), `otabox_rollout_paused{image="meter-1.1.0.bin"} 1`) {
+		t.Error("/metrics does not show the pause")
+	}
+	r.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, r, "policy reloaded")
+	if res := late.Update(r.addr, "/update"); res.Outcome != emu.OK {
+		t.Fatalf("after the reload: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+}
+
+// TestRuleFailsClosedWhenItsImageLeaves: a pinned image deleted from a
+// --catalog folder: a WARN names the rule, and the pinned group gets 304
+// with the reason, never another image.
+func TestRuleFailsClosedWhenItsImageLeaves(t *testing.T) {
+	dir, v1, _, _ := fleetCatalog(t)
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("group lab 5C:CF:7F:00:30:*\npin lab meter-1.0.0.bin\n"), 0o644)
+	r := start(t, "--catalog", dir, "--policy", pol)
+	os.Remove(filepath.Join(dir, "meter-1.0.0.bin"))
+	waitLog(t, r, `pin names \"meter-1.0.0.bin\", which left the catalog; the rule fails closed`)
+	d := emu.New(emu.ESP8266v31)
+	d.STAMAC, d.Running = "5C:CF:7F:00:30:01", v1
+	res := d.Update(r.addr, "/update")
+	if res.Outcome != emu.NoUpdates || res.Headers["x-otabox-reason"] != "group lab is pinned to meter-1.0.0.bin, which is not in the catalog" {
+		t.Fatalf("%v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, "policy-missing") {
+		t.Error("the status page does not show the rule failing closed")
+	}
+}
+
+// TestSameSizeSameMtimeReplacementIsServed: a firmware file replaced by
+// another of the same size and modification time (cp -p, rsync -a), in
+// place or by rename: after SIGHUP the new image is served within
+// seconds, the log names old and new MD5, and x-MD5 always matches the
+// bytes sent.
+func TestSameSizeSameMtimeReplacementIsServed(t *testing.T) {
+	for _, how := range []string{"in place", "by rename"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			build := func(seed uint64) []byte {
+				b, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Project: "meter", Version: "1", Seed: seed})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+			a, b := build(11), build(12)
+			if len(a) != len(b) {
+				t.Fatalf("sizes %d and %d", len(a), len(b))
+			}
+			fw := filepath.Join(dir, "fw.bin")
+			os.WriteFile(fw, a, 0o644)
+			stamp := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+			os.Chtimes(fw, stamp, stamp)
+			r := start(t, "--catalog", dir)
+			time.Sleep(1500 * time.Millisecond) // let the watcher settle on a
+			switch how {
+			case "in place":
+				os.WriteFile(fw, b, 0o644)
+			case "by rename":
+				tmp := filepath.Join(dir, ".fw.tmp")
+				os.WriteFile(tmp, b, 0o644)
+				os.Chtimes(tmp, stamp, stamp)
+				os.Rename(tmp, fw)
+			}
+			os.Chtimes(fw, stamp, stamp)
+			r.cmd.Process.Signal(syscall.SIGHUP)
+			want := md5hex(b)
+			deadline := time.Now().Add(15 * time.Second)
+			for i := 0; ; i++ {
+				d := emu.New(emu.ESP8266v31)
+				d.STAMAC = macN("5C:CF:7F", i) // a fresh device each time: one would be held back
+				res := d.Update(r.addr, "/fw.bin")
+				if res.Outcome != emu.OK || res.Headers["x-md5"] != res.MD5 {
+					t.Fatalf("x-MD5 %s for bytes %s: %v", res.Headers["x-md5"], res.MD5, res)
+				}
+				if res.MD5 == want {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("still serving the old image:\n%s", r.log.all.String())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			waitLog(t, r, "md5="+want+" was="+md5hex(a))
+		})
+	}
+}
+
+func md5hex(b []byte) string {
+	s := md5.Sum(b)
+	return hex.EncodeToString(s[:])
+}
