@@ -221,6 +221,13 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			}
 			return nil
 		}
+		if Reserved(p) {
+			skip(p, "the name is reserved for the status page and its API; rename it")
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
 		parent := c.dirs[parentOf(p)]
 		if d.IsDir() {
 			c.dirs[p] = &Dir{Path: p}
@@ -416,6 +423,16 @@ func Clean(p string) (string, error) {
 		parts = append(parts, el)
 	}
 	return strings.Join(parts, "/"), nil
+}
+
+// Reserved reports whether a catalog path is taken by the status page,
+// its API, metrics or the favicon: a device could never reach it.
+func Reserved(p string) bool {
+	switch p {
+	case "api", "metrics", "healthz", "favicon.ico", "station":
+		return true
+	}
+	return false
 }
 
 // parentOf returns the catalog key of p's folder ("" for the root).

@@ -311,3 +311,106 @@ func TestStatusPathsAndDevices(t *testing.T) {
 		}
 	}
 }
+
+// rawStatus sends raw request bytes and returns the status and the reason.
+func rawStatus(t *testing.T, addr string, req []byte) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	go conn.Write(req) // a refused head may not be read to its end
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no response to %d bytes: %v", len(req), err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Otabox-Reason")
+}
+
+// TestHeadOf16KB: a request head up to 16 KB is read; one byte more is
+// refused with 431 and the reason.
+func TestHeadOf16KB(t *testing.T) {
+	addr, _ := start(t, testFS())
+	head := func(size int) []byte {
+		base := string(emu.New(emu.ESP8266v31).UpdateRequest("h", "/fw8266.bin"))
+		base = strings.TrimSuffix(base, "\r\n")
+		pad := size - len(base) - len("X-Pad: \r\n") - 2
+		return []byte(base + "X-Pad: " + strings.Repeat("p", pad) + "\r\n\r\n")
+	}
+	for _, tc := range []struct {
+		size   int
+		status int
+	}{{httpapi.MaxHeadBytes, 200}, {httpapi.MaxHeadBytes + 1, 431}, {20479, 431}, {64 << 10, 431}} {
+		req := head(tc.size)
+		if len(req) != tc.size {
+			t.Fatalf("built %d bytes, want %d", len(req), tc.size)
+		}
+		status, reason := rawStatus(t, addr, req)
+		if status != tc.status || (status == 431 && reason != "request head of more than 16384 bytes; devices send under 1 KB") {
+			t.Errorf("head of %d bytes: %d %q", tc.size, status, reason)
+		}
+	}
+}
+
+// Test48HeaderLinesDuplicatesCounted: 48 header lines are read; a 49th,
+// even a duplicate name, is refused with 431.
+func Test48HeaderLinesDuplicatesCounted(t *testing.T) {
+	addr, _ := start(t, testFS())
+	lines := func(n int, name func(i int) string) []byte {
+		var b strings.Builder
+		b.WriteString("GET /fw8266.bin HTTP/1.0\r\nUser-Agent: ESP8266-http-Update\r\n")
+		for i := 1; i < n; i++ {
+			fmt.Fprintf(&b, "%s: %d\r\n", name(i), i)
+		}
+		b.WriteString("\r\n")
+		return []byte(b.String())
+	}
+	same := func(int) string { return "X-Dup" }
+	distinct := func(i int) string { return fmt.Sprintf("X-H%d", i) }
+	for _, tc := range []struct {
+		n      int
+		name   func(int) string
+		status int
+	}{{48, same, 200}, {49, same, 431}, {1000, same, 431}, {48, distinct, 200}, {49, distinct, 431}} {
+		status, reason := rawStatus(t, addr, lines(tc.n, tc.name))
+		if status != tc.status || (status == 431 && reason != "request head of more than 48 header lines; devices send under 1 KB") {
+			t.Errorf("%d lines: %d %q", tc.n, status, reason)
+		}
+	}
+}
+
+// TestEncodedSeparatorsRefused: %2f and %5c inside a path element are
+// refused with 400, though a decoded "/" would name a real file.
+func TestEncodedSeparatorsRefused(t *testing.T) {
+	addr, _ := start(t, testFS())
+	for _, target := range []string{"/lab%2ffw8266-1m.bin", "/lab%2Ffw8266-1m.bin", "/lab%5cfw8266-1m.bin", "lab%2ffw8266-1m.bin"} {
+		status, reason := rawStatus(t, addr, emu.New(emu.ESP8266v31).UpdateRequest("h", target))
+		if status != 400 || !strings.Contains(reason, "encoded / or \\") {
+			t.Errorf("%s: %d %q", target, status, reason)
+		}
+	}
+	if status, _ := rawStatus(t, addr, emu.New(emu.ESP8266v31).UpdateRequest("h", "/lab/fw8266-1m.bin")); status != 200 {
+		t.Errorf("the plain path: %d", status)
+	}
+}
+
+// TestReservedFolderNamesLeftOut: folders named like the status page's
+// paths are left out with a warning; they could never be reached.
+func TestReservedFolderNamesLeftOut(t *testing.T) {
+	fsys := testFS()
+	for _, n := range []string{"api/fw.bin", "metrics/fw.bin", "healthz/fw.bin", "station/fw.bin", "favicon.ico"} {
+		fsys[n] = file(img8266)
+	}
+	cat, err := catalog.Load(fsys, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"api", "metrics", "healthz", "station", "favicon.ico"} {
+		if why, ok := cat.Skipped()[n]; !ok || !strings.Contains(why, "reserved") {
+			t.Errorf("%s: skipped=%v %q", n, ok, why)
+		}
+	}
+}

@@ -35,9 +35,12 @@ const CatalogPath = "/_catalog"
 // target of a folder and a name (each name under 129 bytes); these leave
 // room for browsers and probes and refuse the rest.
 const (
-	MaxTarget      = 1024
-	MaxHeaders     = 48
-	MaxHeaderBytes = 16 << 10
+	MaxTarget = 1024
+	// MaxHeadBytes and MaxHeaderLines bound a request head (duplicates
+	// counted): past them the head is cut where it stands and answered
+	// 431 (see FixTargets).
+	MaxHeadBytes   = 16 << 10
+	MaxHeaderLines = 48
 	// MaxConnsPerIP is the default bound on one address's open
 	// connections (LimitPerIP).
 	MaxConnsPerIP = 16
@@ -197,10 +200,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{h: h, r: r, facts: facts, start: start, w: w, endpoint: "other"}
 	x.mac = facts.MAC()
 	switch {
+	case r.Header.Get(overHeader) != "":
+		w.Header().Set("Connection", "close")
+		h.fail(x, http.StatusRequestHeaderFieldsTooLarge, "request head of "+r.Header.Get(overHeader)+"; devices send under 1 KB")
 	case len(r.RequestURI) > MaxTarget:
 		h.fail(x, http.StatusRequestURITooLong, "request-target of "+strconv.Itoa(len(r.RequestURI))+" bytes; devices send under "+strconv.Itoa(MaxTarget))
-	case len(r.Header) > MaxHeaders:
-		h.fail(x, http.StatusRequestHeaderFieldsTooLarge, strconv.Itoa(len(r.Header))+" header fields; devices send under "+strconv.Itoa(MaxHeaders))
+	case headerLines(r.Header) > MaxHeaderLines:
+		// FixTargets cuts these; a listener without it still refuses them.
+		h.fail(x, http.StatusRequestHeaderFieldsTooLarge, "more than "+strconv.Itoa(MaxHeaderLines)+" header lines")
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET, HEAD")
 		h.fail(x, http.StatusMethodNotAllowed, "method "+r.Method+" is not served; devices use GET")
@@ -227,6 +234,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.opts.Observe(ev)
 	}
+}
+
+// headerLines counts a head's header lines, duplicates included.
+func headerLines(h http.Header) int {
+	n := 0
+	for _, v := range h {
+		n += len(v)
+	}
+	return n
 }
 
 // isExtra tells the status page's paths from firmware names.
@@ -349,6 +365,10 @@ func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts
 }
 
 func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
+	if raw := strings.ToLower(r.URL.EscapedPath()); strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") {
+		h.fail(x, http.StatusBadRequest, "path "+strconv.Quote(r.URL.EscapedPath())+": an encoded / or \\ inside a path element names nothing")
+		return
+	}
 	p, err := catalog.Clean(r.URL.Path)
 	if err != nil {
 		h.fail(x, http.StatusBadRequest, "path "+strconv.Quote(r.URL.Path)+": "+err.Error())
@@ -612,7 +632,7 @@ func Server(h http.Handler, log *slog.Logger) *http.Server {
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    MaxHeaderBytes,
+		MaxHeaderBytes:    MaxHeadBytes + 1024, // FixTargets cuts at MaxHeadBytes; this bounds a request line
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ConnContext:       connContext,
 	}

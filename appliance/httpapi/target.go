@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -36,7 +37,14 @@ const (
 	stHeader                   // header lines, until the blank one
 	stBody                     // Content-Length bytes of body
 	stRaw                      // pass everything (chunked body, or a head we do not follow)
+	stDrop                     // a head over the limits was cut: drop the rest of the connection
+	stLastLine                 // MaxHeaderLines read: only the blank line may follow
 )
+
+// overHeader is the header fixConn appends when it cuts a head over the
+// limits, so that the handler answers 431 with the reason and the log and
+// the record see the request. A client sending it itself is only refused.
+const overHeader = "X-Otabox-Head-Over"
 
 // fixConn rewrites request lines as they are read. It is used by one
 // goroutine at a time, as net/http reads a connection.
@@ -46,6 +54,9 @@ type fixConn struct {
 	in, out  []byte
 	st       parseState
 	n        int    // bytes of the current method
+	head     int    // bytes of the current head so far
+	lines    int    // header lines of the current head so far
+	col      int    // bytes of the current header line so far
 	line     []byte // start of the current header line (up to 128 bytes)
 	length   int64  // Content-Length of the current request
 	chunked  bool
@@ -121,12 +132,15 @@ loop:
 			if c.bodyLeft -= int64(n); c.bodyLeft == 0 {
 				c.st = stMethod
 			}
+		case stDrop:
+			i = len(in)
 		case stMethod:
 			b := in[i]
 			out = append(out, b)
 			i++
 			switch c.n++; {
 			case b == ' ':
+				c.head, c.lines, c.col = c.n, 0, 0
 				c.st, c.n = stTarget, 0
 			case b == '\n' || b == '\r':
 				c.n = 0 // blank lines between requests
@@ -149,27 +163,64 @@ loop:
 			j := bytes.IndexByte(in[i:], '\n')
 			if j < 0 {
 				out = append(out, in[i:]...)
+				c.head += len(in) - i
 				i = len(in)
 				break
 			}
 			out = append(out, in[i:i+j+1]...)
+			c.head += j + 1
 			i += j + 1
 			c.st, c.line, c.length, c.chunked, c.names = stHeader, c.line[:0], 0, false, nil
 		case stHeader:
 			b := in[i]
+			if b == '\r' && i+1 == len(in) {
+				break loop // hold a CR back until its LF: a cut may have to take it back
+			}
+			if c.head++; c.head > MaxHeadBytes {
+				out = c.cut(out, fmt.Sprintf("more than %d bytes", MaxHeadBytes))
+				break
+			}
 			out = append(out, b)
 			i++
 			if b != '\n' {
+				c.col++
 				if len(c.line) < 128 {
 					c.line = append(c.line, b)
 				}
 				break
 			}
-			c.endHeaderLine()
+			c.col = 0
+			if c.endHeaderLine(); c.st == stHeader {
+				if c.lines++; c.lines >= MaxHeaderLines {
+					// The next line would be one too many: end the head here
+					// unless it ends by itself.
+					c.st = stLastLine
+				}
+			}
+		case stLastLine:
+			if in[i] == '\r' || in[i] == '\n' {
+				c.st = stHeader // the blank line: the head ends within the limit
+				break
+			}
+			out = c.cut(out, fmt.Sprintf("more than %d header lines", MaxHeaderLines))
 		}
 	}
 	c.out = out
 	c.in = append(c.in[:0], in[i:]...)
+}
+
+// cut ends a head that went over the limits: it closes the line being
+// read, appends overHeader with the reason and the blank line, and drops
+// whatever else the connection sends.
+func (c *fixConn) cut(out []byte, why string) []byte {
+	if n := len(out); c.col > 0 && n > 0 && out[n-1] == '\r' {
+		out, c.col = out[:n-1], c.col-1 // a line's CR without its LF
+	}
+	if c.col > 0 {
+		out = append(out, "\r\n"...)
+	}
+	c.st, c.col = stDrop, 0
+	return append(out, overHeader+": "+why+"\r\n\r\n"...)
 }
 
 func (c *fixConn) endHeaderLine() {
