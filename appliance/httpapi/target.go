@@ -31,14 +31,14 @@ func (l fixListener) Accept() (net.Conn, error) {
 type parseState uint8
 
 const (
-	stMethod parseState = iota // request line, before the first space
-	stTarget                   // first bytes of the request-target
-	stLine                     // rest of the request line
-	stHeader                   // header lines, until the blank one
-	stBody                     // Content-Length bytes of body
-	stRaw                      // pass everything (chunked body, or a head we do not follow)
-	stDrop                     // a head over the limits was cut: drop the rest of the connection
-	stLastLine                 // MaxHeaderLines read: only the blank line may follow
+	stMethod   parseState = iota // request line, before the first space
+	stTarget                     // first bytes of the request-target
+	stLine                       // rest of the request line
+	stHeader                     // header lines, until the blank one
+	stBody                       // Content-Length bytes of body
+	stRaw                        // pass everything (chunked body, or a head we do not follow)
+	stDrop                       // a head over the limits was cut: drop the rest of the connection
+	stLastLine                   // MaxHeaderLines read: only the blank line may follow
 )
 
 // overHeader is the header fixConn appends when it cuts a head over the
