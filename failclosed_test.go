@@ -8,6 +8,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -247,4 +248,42 @@ func TestSameSizeSameMtimeReplacementIsServed(t *testing.T) {
 func md5hex(b []byte) string {
 	s := md5.Sum(b)
 	return hex.EncodeToString(s[:])
+}
+
+// TestAdminLoginThrottled: wrong passwords are logged at WARN; the sixth
+// try within a minute from one address gets 429 with Retry-After (even
+// with the right password), other addresses are not affected, and every
+// page and API request is logged.
+func TestAdminLoginThrottled(t *testing.T) {
+	pwfile := filepath.Join(t.TempDir(), "admin")
+	os.WriteFile(pwfile, []byte("s3cret\n"), 0o600)
+	r := start(t, "--admin-password-file", pwfile)
+	try := func(src net.IP, pw string) (int, string) {
+		c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}).DialContext}}
+		req, _ := http.NewRequest("GET", "http://"+r.addr+"/api/devices", nil)
+		req.SetBasicAuth("", pw)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	guesser, other := net.IPv4(127, 0, 0, 7), net.IPv4(127, 0, 0, 8)
+	if code, _ := try(guesser, "s3cret"); code != 200 {
+		t.Fatalf("the right password: %d", code)
+	}
+	for i := 1; i <= 5; i++ {
+		if code, _ := try(guesser, "guess"); code != 401 {
+			t.Fatalf("wrong password %d: %d", i, code)
+		}
+	}
+	if code, retry := try(guesser, "s3cret"); code != 429 || retry == "" {
+		t.Fatalf("after 5 failures: %d Retry-After %q", code, retry)
+	}
+	if code, _ := try(other, "s3cret"); code != 200 {
+		t.Fatalf("another address: %d", code)
+	}
+	waitLog(t, r, "address locked out")
+	waitLog(t, r, "msg=web client=127.0.0.8")
 }

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -43,6 +44,7 @@ func main() {
 		dataDirFlag(),
 		&cli.StringFlag{Name: "policy", Usage: "policy file: allowlist, groups, pinning, rollouts, download cap (re-read on SIGHUP)", EnvVars: []string{"OTABOX_POLICY"}},
 		&cli.StringFlag{Name: "admin-password", Usage: "protect the status page and /api/* with this password (basic auth, any user)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD"}},
+		&cli.StringFlag{Name: "admin-password-file", Usage: "read the admin password from this file (e.g. $CREDENTIALS_DIRECTORY/admin, systemd's LoadCredential=)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD_FILE"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
 		&cli.StringFlag{Name: "mdns-name", DefaultText: "otabox-<6 hex of the machine id>", Usage: "mDNS instance and host name (a-z, 0-9, -)", EnvVars: []string{"OTABOX_MDNS_NAME"}},
@@ -178,6 +180,10 @@ func serve(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("otabox: --gzip %q: %v", p, err), 2)
 		}
 	}
+	password, err := adminPassword(c)
+	if err != nil {
+		return cli.Exit("otabox: "+err.Error(), 2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -199,12 +205,33 @@ func serve(c *cli.Context) error {
 		Gzip:          c.StringSlice("gzip"),
 		DataDir:       c.String("data-dir"),
 		Policy:        c.String("policy"),
-		AdminPassword: c.String("admin-password"),
+		AdminPassword: password,
 		Version:       version,
 		MaxConnsPerIP: c.Int("max-conns-per-ip"),
 		KeepEvents:    c.Int64("keep-events"),
 		KeepAge:       time.Duration(c.Int("keep-days")) * 24 * time.Hour,
 	})
+}
+
+// adminPassword is --admin-password, or the first line of
+// --admin-password-file; not both.
+func adminPassword(c *cli.Context) (string, error) {
+	file := c.String("admin-password-file")
+	if file == "" {
+		return c.String("admin-password"), nil
+	}
+	if c.String("admin-password") != "" {
+		return "", errors.New("give --admin-password or --admin-password-file, not both")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--admin-password-file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	if pw = strings.TrimRight(pw, "\r"); pw == "" {
+		return "", fmt.Errorf("--admin-password-file %s: the first line is empty", file)
+	}
+	return pw, nil
 }
 
 func devices(c *cli.Context) error {

@@ -211,6 +211,7 @@ func New(cfg Config) (*Appliance, error) {
 		MDNS:      a.mdnsStatus,
 		Metrics:   m.Handler(),
 		Password:  cfg.AdminPassword,
+		Logger:    log,
 	})
 	if err != nil {
 		a.ln.Close()
@@ -247,6 +248,9 @@ func New(cfg Config) (*Appliance, error) {
 		log.Info("policy in force", "file", cfg.Policy, "max_downloads", p.MaxDownloads)
 	}
 	a.srv = httpapi.Server(a.h, log)
+	if ip := a.ln.Addr().(*net.TCPAddr).IP; cfg.AdminPassword == "" && !ip.IsLoopback() {
+		log.Warn("the status page and /api/* show every device's MAC and IP to anyone on the LAN; set --admin-password-file (or --admin-password) to protect them, or --bind 127.0.0.1", "addr", a.ln.Addr().String())
+	}
 	return a, nil
 }
 

@@ -197,3 +197,26 @@ func TestUnwritableDataDir(t *testing.T) {
 		t.Errorf("no warning:\n%s", logs.String())
 	}
 }
+
+// TestOpenStatusPageWarns: no admin password on a non-loopback address:
+// one start-up WARN says the page shows MACs and IPs and how to protect it.
+func TestOpenStatusPageWarns(t *testing.T) {
+	dir := t.TempDir()
+	fw, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10})
+	os.WriteFile(filepath.Join(dir, "fw.bin"), fw, 0o644)
+	src, _ := OpenDir(dir)
+	for _, tc := range []struct {
+		addr, password string
+		warn           bool
+	}{{"0.0.0.0:0", "", true}, {"0.0.0.0:0", "pw", false}, {"127.0.0.1:0", "", false}} {
+		var logs syncBuffer
+		a, err := New(Config{Addr: tc.addr, Firmware: src, AdminPassword: tc.password, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.ln.Close() // listened, never served: no traffic leaves this machine
+		if got := strings.Contains(logs.String(), "level=WARN msg=\"the status page and /api/* show every device's MAC and IP to anyone on the LAN; set --admin-password-file"); got != tc.warn {
+			t.Errorf("%s password %q: warned %v\n%s", tc.addr, tc.password, got, logs.String())
+		}
+	}
+}

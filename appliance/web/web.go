@@ -7,11 +7,12 @@
 package web
 
 import (
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -42,6 +43,8 @@ type Sources struct {
 	// Password, when set, protects the page and /api/* with HTTP basic
 	// auth (any user name). Device endpoints are never protected.
 	Password string
+	// Logger gets a line per request and a WARN per wrong password.
+	Logger *slog.Logger
 }
 
 // PolicyView is the policy's state as the page shows it.
@@ -54,9 +57,11 @@ type PolicyView struct {
 
 // Handler serves /, /api/*, /metrics and /healthz.
 type Handler struct {
-	src  Sources
-	page *template.Template
-	mux  *http.ServeMux
+	src   Sources
+	page  *template.Template
+	mux   *http.ServeMux
+	guard *guard
+	h     http.Handler
 }
 
 // New returns the handler.
@@ -84,7 +89,12 @@ func New(src Sources) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
-	h := &Handler{src: src, page: page, mux: http.NewServeMux()}
+	if src.Logger == nil {
+		src.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{src: src, page: page, mux: http.NewServeMux(), guard: newGuard(src.Password, src.Logger)}
+	h.h = logged(src.Logger, h.mux)
+	h.mux.HandleFunc("GET /favicon.ico", favicon)
 	h.mux.HandleFunc("GET /{$}", h.protect(h.status))
 	h.mux.HandleFunc("GET /api/catalog", h.protect(h.apiCatalog))
 	h.mux.HandleFunc("GET /api/devices", h.protect(h.apiDevices))
@@ -97,22 +107,17 @@ func New(src Sources) (*Handler, error) {
 	return h, nil
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.h.ServeHTTP(w, r) }
 
-func (h *Handler) protect(next http.HandlerFunc) http.HandlerFunc {
-	if h.src.Password == "" {
-		return next
-	}
-	want := []byte(h.src.Password)
-	return func(w http.ResponseWriter, r *http.Request) {
-		_, pass, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(pass), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Basic realm="otabox", charset="UTF-8"`)
-			http.Error(w, "otabox status: password required", http.StatusUnauthorized)
-			return
-		}
-		next(w, r)
-	}
+func (h *Handler) protect(next http.HandlerFunc) http.HandlerFunc { return h.guard.protect(next) }
+
+// faviconSVG is otabox's tab icon: an upward arrow into a chip.
+const faviconSVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect x="4" y="12" width="24" height="16" rx="3" fill="#0b6bcb"/><path d="M16 2l7 8h-4.5v8h-5v-8H9z" fill="#1a7f37"/></svg>`
+
+func favicon(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Cache-Control", "max-age=86400")
+	io.WriteString(w, faviconSVG)
 }
 
 type mdnsView struct {
