@@ -287,3 +287,59 @@ func TestAdminLoginThrottled(t *testing.T) {
 	waitLog(t, r, "address locked out")
 	waitLog(t, r, "msg=web client=127.0.0.8")
 }
+
+// TestSlowReadersCannotSquatSlots: two clients reading 1 KB/s (with small
+// receive windows, as an ESP's lwIP has) hold both slots of max-downloads
+// 2; under the 2 KB/s minimum over 30 s they are cut off, and a device
+// waiting for a slot gets its image within 40 s.
+func TestSlowReadersCannotSquatSlots(t *testing.T) {
+	t.Parallel()
+	dir, v1, v2, _ := fleetCatalog(t)
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("max-downloads 2\n"), 0o644)
+	r := start(t, "--catalog", dir, "--policy", pol)
+	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	for i := 0; i < 2; i++ {
+		conn, err := dialer.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		d := emu.New(emu.ESP32v30)
+		d.STAMAC, d.FreeSpace = macN("24:0A:C4", 0x500+i), 16<<20
+		conn.Write(d.UpdateRequest(r.addr, "/cam.bin"))
+		go func() { // 1 KB/s
+			buf := make([]byte, 1024)
+			for {
+				if _, err := conn.Read(buf); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	d := emu.New(emu.ESP8266v31)
+	d.STAMAC, d.Running = "5C:CF:7F:00:50:01", v1
+	for {
+		res := d.Update(r.addr, "/meter-1.1.0.bin")
+		if res.Outcome == emu.OK {
+			if string(res.Image) != string(v2) {
+				t.Fatal("wrong image")
+			}
+			break
+		}
+		if res.Status != 503 {
+			t.Fatalf("waiting for a slot: %v %q", res, res.Headers["x-otabox-reason"])
+		}
+		if time.Since(start) > 40*time.Second {
+			t.Fatalf("no slot within 40 s:\n%s", r.log.all.String())
+		}
+		time.Sleep(time.Second)
+	}
+	line := waitLog(t, r, "under the minimum of 2048 bytes/s (--min-rate)")
+	t.Logf("the device got its image after %s; the squatter's line: %s", time.Since(start).Round(time.Second), line)
+}

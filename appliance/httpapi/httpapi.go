@@ -7,8 +7,10 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,9 +55,14 @@ type Options struct {
 	// asking device ("/update"); empty turns it off.
 	UpdatePath string
 	// StallTimeout bounds how long one write of a download may wait for a
-	// device that stopped reading. There is no whole-response timeout: a
-	// slow device may take minutes, as long as it keeps reading.
+	// device that stopped reading, when MinRate is off. There is no
+	// whole-response timeout: a slow device may take minutes.
 	StallTimeout time.Duration
+	// MinRate cuts off a download whose device acknowledges fewer bytes a
+	// second than this, averaged over RateWindow (defaults DefaultMinRate,
+	// DefaultRateWindow; negative turns it off), freeing its slot.
+	MinRate    int64
+	RateWindow time.Duration
 	// Decided, when set, is told of every firmware and update decision
 	// (serve, 304, refusal) as its status line is written, before the
 	// response's first byte; the response waits for it to return, so a
@@ -107,6 +114,12 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 	if opts.StallTimeout == 0 {
 		opts.StallTimeout = 2 * time.Minute
 	}
+	if opts.MinRate == 0 {
+		opts.MinRate = DefaultMinRate
+	}
+	if opts.RateWindow <= 0 {
+		opts.RateWindow = DefaultRateWindow
+	}
 	h := &Handler{
 		opts:      opts,
 		log:       opts.Logger,
@@ -155,6 +168,10 @@ type exchange struct {
 	running  []*catalog.Entry
 	size     int64
 	dl       *Download
+	dv       delivery // the connection's acknowledgements, for a download
+	acked    bool     // the device acknowledged every byte written
+
+	lastDelivered int64 // delivered(), as last measured
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
@@ -258,7 +275,8 @@ func (x *exchange) exchangeFor(took time.Duration) *Exchange {
 	switch {
 	case x.status == http.StatusOK && x.endpoint != "catalog":
 		ev.Decision = "serve"
-		ev.Completed = x.r.Method == http.MethodGet && x.size > 0 && x.bytes == x.size
+		ev.Bytes = x.sentBytes()
+		ev.Completed = x.r.Method == http.MethodGet && x.size > 0 && ev.Bytes == x.size && (x.dv.raw == nil || x.acked)
 	case x.status == http.StatusOK:
 		ev.Decision = "list"
 	case x.status == http.StatusNotModified:
@@ -287,7 +305,7 @@ func (h *Handler) logRequest(r *http.Request, x *exchange, d time.Duration) {
 		slog.String("method", r.Method),
 		slog.String("target", r.RequestURI),
 		slog.Int("status", x.status),
-		slog.Int64("bytes", x.bytes),
+		slog.Int64("bytes", x.sentBytes()),
 		slog.Duration("took", d.Round(time.Microsecond)),
 	}
 	if x.mac != "" {
@@ -448,7 +466,8 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	if p := h.policy.Load(); p != nil {
 		max = p.MaxDownloads
 	}
-	dl, running := h.opts.Downloads.start(clientIP(r), x.mac, e.Path, size, max)
+	x.dv = deliveryFor(r.Context())
+	dl, running := h.opts.Downloads.start(clientIP(r), x.mac, e.Path, size, max, x.dv)
 	if dl == nil {
 		x.Header().Set("Retry-After", "30")
 		h.fail(x, http.StatusServiceUnavailable, fmt.Sprintf("%d downloads are running, the policy allows %d at once; retry later", running, max))
@@ -470,69 +489,113 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	}
 	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
 	// after the header and fails if it has not arrived (spec §2.3).
-	var err error
+	var src io.Reader = e.Content()
 	if data != nil {
-		err = h.writeBody(x, data)
-	} else {
-		err = h.copyBody(x, e.Content())
+		src = bytes.NewReader(data)
 	}
-	if err != nil {
-		x.reason = "download cut off after " + strconv.FormatInt(x.bytes, 10) + " bytes: " + err.Error()
+	if err := h.sendBody(x, src); err != nil {
+		x.reason = "download cut off after " + strconv.FormatInt(x.delivered(), 10) + " bytes: " + err.Error()
 	}
 }
 
-// writeChunk is how much of an in-memory image goes into one write: large
-// enough that a fast client costs few system calls, and each write still
-// gets its own progress deadline.
-const writeChunk = 256 << 10
+// sendChunk is how much of an image goes into one write. A write to a
+// device that reads slowly blocks until the socket takes it all, so a
+// chunk must fit the --min-rate window many times over; 16 KB is 8 s at
+// the default minimum.
+const sendChunk = 16 << 10
 
-// writeBody writes an image held in memory straight from its bytes.
-func (h *Handler) writeBody(x *exchange, data []byte) error {
+// sendBody streams an image and returns once the device has acknowledged
+// every byte (where the kernel can tell), so that "completed" means the
+// device has it. A device whose delivery averages under MinRate over
+// RateWindow is cut off, and so is one that stops acknowledging.
+func (h *Handler) sendBody(x *exchange, src io.Reader) error {
 	rc := http.NewResponseController(x.w)
-	for len(data) > 0 {
-		n := min(len(data), writeChunk)
-		if err := h.deadline(rc); err != nil {
-			return err
-		}
-		if _, err := x.Write(data[:n]); err != nil {
-			return err
-		}
-		data = data[n:]
-	}
-	return nil
-}
-
-// copyBody streams an embedded image through a pooled buffer.
-func (h *Handler) copyBody(x *exchange, src io.Reader) error {
-	rc := http.NewResponseController(x.w)
+	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
 	bp := h.bufs.Get().(*[]byte)
 	defer h.bufs.Put(bp)
+	buf := (*bp)[:sendChunk]
 	for {
-		n, rerr := src.Read(*bp)
+		n, rerr := io.ReadFull(src, buf)
 		if n > 0 {
-			if err := h.deadline(rc); err != nil {
+			if err := p.check(time.Now(), x.delivered()); err != nil {
 				return err
 			}
-			if _, err := x.Write((*bp)[:n]); err != nil {
+			if err := rc.SetWriteDeadline(time.Now().Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				return err
+			}
+			if _, err := x.Write(buf[:n]); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) && h.opts.MinRate > 0 {
+					// Blocked for the whole window: net/http has given up on
+					// the connection; say why in the device's terms.
+					return p.stalled(time.Now(), x.delivered())
+				}
 				return err
 			}
 		}
-		if rerr == io.EOF {
-			return nil
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
 		}
 		if rerr != nil {
 			return rerr
 		}
 	}
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	// Everything is written; wait for the device to acknowledge it.
+	ctx := x.r.Context()
+	for {
+		q, ok := x.dv.unacked()
+		if !ok || q == 0 {
+			x.acked = ok
+			return nil
+		}
+		if err := p.check(time.Now(), x.delivered()); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			// The device closed: its FIN acknowledges what it received.
+			if q, ok := x.dv.unacked(); ok && q > 0 {
+				return errors.New("the connection closed before the device acknowledged the last " + strconv.Itoa(q) + " bytes")
+			}
+			x.acked = true
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
-// deadline gives the next write StallTimeout to make progress.
-func (h *Handler) deadline(rc *http.ResponseController) error {
-	err := rc.SetWriteDeadline(time.Now().Add(h.opts.StallTimeout))
-	if errors.Is(err, http.ErrNotSupported) {
-		return nil
+// writeWait bounds one write: the --min-rate window, or StallTimeout when
+// no minimum is enforced.
+func (h *Handler) writeWait() time.Duration {
+	if h.opts.MinRate > 0 {
+		return h.opts.RateWindow
 	}
-	return err
+	return h.opts.StallTimeout
+}
+
+// sentBytes is what the response delivered: for a download the bytes the
+// device acknowledged, else the bytes written.
+func (x *exchange) sentBytes() int64 {
+	if x.dv.raw != nil && !x.acked {
+		return x.delivered()
+	}
+	return x.bytes
+}
+
+// delivered is how many body bytes the device has acknowledged: bytes
+// written less the socket's unacknowledged queue (the header goes first,
+// so the queue never holds body bytes the device has). Once the socket is
+// gone, the last measure; where the kernel cannot tell, bytes written.
+func (x *exchange) delivered() int64 {
+	if x.dv.raw == nil {
+		return x.bytes
+	}
+	if q, ok := x.dv.unacked(); ok {
+		x.lastDelivered = max(x.bytes-int64(q), 0)
+	}
+	return x.lastDelivered
 }
 
 // inflaters remembers, by client address, ESP8266 devices whose catalog

@@ -67,6 +67,9 @@ type limitedConn struct {
 	release func()
 }
 
+// NetConn is the connection under the cap.
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *limitedConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()

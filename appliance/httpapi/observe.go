@@ -45,11 +45,19 @@ type Download struct {
 	Image   string    `json:"image"`
 	Size    int64     `json:"size"`
 	Started time.Time `json:"started"`
-	sent    atomic.Int64
+	sent    atomic.Int64 // written to the socket
+	dv      delivery     // set once, before the first write
 }
 
-// Sent is how many bytes have gone out so far.
-func (d *Download) Sent() int64 { return d.sent.Load() }
+// Sent is how many bytes the device has so far: acknowledged where the
+// kernel tells, else written.
+func (d *Download) Sent() int64 {
+	n := d.sent.Load()
+	if q, ok := d.dv.unacked(); ok {
+		n -= int64(q)
+	}
+	return max(n, 0)
+}
 
 // Downloads tracks the firmware bodies in flight.
 type Downloads struct {
@@ -63,14 +71,14 @@ func NewDownloads() *Downloads { return &Downloads{m: map[uint64]*Download{}} }
 
 // start registers a download unless max (>0) are already running; it
 // then returns nil and how many are.
-func (ds *Downloads) start(client, mac, image string, size int64, max int) (*Download, int) {
+func (ds *Downloads) start(client, mac, image string, size int64, max int, dv delivery) (*Download, int) {
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
 	if max > 0 && len(ds.m) >= max {
 		return nil, len(ds.m)
 	}
 	ds.next++
-	d := &Download{ID: ds.next, Client: client, MAC: mac, Image: image, Size: size, Started: time.Now()}
+	d := &Download{ID: ds.next, Client: client, MAC: mac, Image: image, Size: size, Started: time.Now(), dv: dv}
 	ds.m[d.ID] = d
 	return d, len(ds.m)
 }

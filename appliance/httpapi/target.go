@@ -91,6 +91,9 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
+// NetConn is the connection being rewritten.
+func (c *fixConn) NetConn() net.Conn { return c.Conn }
+
 func (c *fixConn) Read(p []byte) (int, error) {
 	for len(c.out) == 0 {
 		c.process()

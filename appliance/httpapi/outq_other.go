@@ -1,0 +1,8 @@
+//go:build !linux
+
+package httpapi
+
+import "errors"
+
+// outq is unknown off Linux: progress counts bytes written.
+func outq(uintptr) (int, error) { return 0, errors.New("no SIOCOUTQ here") }

@@ -1,0 +1,117 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+)
+
+// Defaults for Options.MinRate and Options.RateWindow: real ESP downloads
+// run at 10-50 KB/s; a client averaging under 2 KB/s over 30 s is not a
+// device updating, it is holding a download slot.
+const (
+	DefaultMinRate    = 2048
+	DefaultRateWindow = 30 * time.Second
+)
+
+// delivery reports how much of what was written on a connection the peer
+// has acknowledged, from the kernel's send queue (Linux SIOCOUTQ: bytes
+// written and not yet acknowledged). Bytes handed to the kernel are not
+// bytes a device has: on a slow link megabytes sit in socket buffers.
+type delivery struct {
+	raw syscall.RawConn // nil: unknown (not TCP, or not Linux)
+}
+
+// netConner is a connection wrapper that can hand out what it wraps.
+type netConner interface{ NetConn() net.Conn }
+
+// deliveryFor finds the TCP connection under a request's context.
+func deliveryFor(ctx context.Context) delivery {
+	c, _ := ctx.Value(connKey{}).(*fixConn)
+	if c == nil {
+		return delivery{}
+	}
+	var nc net.Conn = c
+	for i := 0; nc != nil && i < 8; i++ {
+		if tc, ok := nc.(*net.TCPConn); ok {
+			raw, err := tc.SyscallConn()
+			if err != nil {
+				return delivery{}
+			}
+			return delivery{raw: raw}
+		}
+		w, ok := nc.(netConner)
+		if !ok {
+			break
+		}
+		nc = w.NetConn()
+	}
+	return delivery{}
+}
+
+// unacked is how many bytes written to the connection the peer has not
+// acknowledged; ok is false when that cannot be known.
+func (d delivery) unacked() (n int, ok bool) {
+	if d.raw == nil {
+		return 0, false
+	}
+	var err error
+	cerr := d.raw.Control(func(fd uintptr) { n, err = outq(fd) })
+	return n, cerr == nil && err == nil
+}
+
+// pacer cuts off a download whose delivery averages under a minimum rate
+// over a sliding window.
+type pacer struct {
+	min     int64 // bytes/s; <= 0: never
+	window  time.Duration
+	start   time.Time
+	samples []sample // one a second at most, the last window's worth
+}
+
+type sample struct {
+	t time.Time
+	n int64
+}
+
+func newPacer(min int64, window time.Duration, now time.Time) *pacer {
+	return &pacer{min: min, window: window, start: now, samples: []sample{{now, 0}}}
+}
+
+// check records that delivered bytes have arrived by now, and returns an
+// error once the last window's average is under the minimum.
+func (p *pacer) check(now time.Time, delivered int64) error {
+	if p.min <= 0 {
+		return nil
+	}
+	if last := p.samples[len(p.samples)-1]; now.Sub(last.t) >= time.Second {
+		p.samples = append(p.samples, sample{now, delivered})
+	}
+	// The newest sample at least a window old is where the average starts.
+	from := -1
+	for i, s := range p.samples {
+		if now.Sub(s.t) >= p.window {
+			from = i
+		}
+	}
+	if from < 0 {
+		return nil // younger than the window
+	}
+	p.samples = p.samples[from:]
+	s := p.samples[0]
+	rate := float64(delivered-s.n) / now.Sub(s.t).Seconds()
+	if rate < float64(p.min) {
+		return fmt.Errorf("the device took %.0f bytes/s over the last %s, under the minimum of %d bytes/s (--min-rate)", rate, now.Sub(s.t).Round(time.Second), p.min)
+	}
+	return nil
+}
+
+// stalled explains a write that blocked for a whole window: the rate the
+// device took since the oldest sample still held.
+func (p *pacer) stalled(now time.Time, delivered int64) error {
+	s := p.samples[0]
+	rate := float64(delivered-s.n) / max(now.Sub(s.t).Seconds(), 1)
+	return fmt.Errorf("the device took %.0f bytes/s over the last %s, under the minimum of %d bytes/s (--min-rate)", rate, now.Sub(s.t).Round(time.Second), p.min)
+}
