@@ -39,12 +39,12 @@ type Exchange struct {
 
 // Download is one firmware body being sent, for the status page.
 type Download struct {
-	ID      uint64    `json:"id"`
-	Client  string    `json:"client"`
-	MAC     string    `json:"mac,omitempty"`
-	Image   string    `json:"image"`
-	Size    int64     `json:"size"`
-	Started time.Time `json:"started"`
+	ID      uint64       `json:"id"`
+	Client  string       `json:"client"`
+	MAC     string       `json:"mac,omitempty"`
+	Image   string       `json:"image"`
+	Size    int64        `json:"size"`
+	Started time.Time    `json:"started"`
 	sent    atomic.Int64 // written to the socket
 	dv      delivery     // set once, before the first write
 }
