@@ -343,3 +343,51 @@ func TestSlowReadersCannotSquatSlots(t *testing.T) {
 	line := waitLog(t, r, "under the minimum of 2048 bytes/s (--min-rate)")
 	t.Logf("the device got its image after %s; the squatter's line: %s", time.Since(start).Round(time.Second), line)
 }
+
+// TestSlowlorisCannotStarveDevices: with 256 open files (so the default
+// --max-conns is 128), 24 addresses each hold 16 connections that dribble
+// a request head; 8 devices still get their images.
+func TestSlowlorisCannotStarveDevices(t *testing.T) {
+	dir, _, v2, _ := fleetCatalog(t)
+	r := startCmd(t, []string{"sh", "-c", `ulimit -n 256 && exec "$0" "$@"`, otabox}, "--catalog", dir)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for a := 0; a < 24; a++ {
+		for i := 0; i < 16; i++ {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 3, byte(a+1))}}
+			c, err := d.Dial("tcp", r.addr)
+			if err != nil {
+				continue // refused outright: fine
+			}
+			c.Write([]byte("GET /meter-1.1.0.bin HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+			held = append(held, c)
+		}
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // keep dribbling one byte a second
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			for _, c := range held {
+				c.Write([]byte("a"))
+			}
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	for i := 0; i < 8; i++ {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Source = macN("5C:CF:7F", 0x600+i), net.IPv4(127, 0, 4, byte(i+1))
+		if res := d.Update(r.addr, "/meter-1.1.0.bin"); res.Outcome != emu.OK || string(res.Image) != string(v2) {
+			t.Fatalf("device %d among %d dribbling connections: %v", i, len(held), res)
+		}
+	}
+	t.Logf("8 of 8 devices served beside %d dribbling connections", len(held))
+}

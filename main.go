@@ -51,6 +51,8 @@ func main() {
 		&cli.StringFlag{Name: "mdns-iface", DefaultText: "every LAN interface", Usage: "advertise only on this interface", EnvVars: []string{"OTABOX_MDNS_IFACE"}},
 		&cli.StringFlag{Name: "mdns-path", Value: ".", Usage: "catalog path devices should use (TXT path=)", EnvVars: []string{"OTABOX_MDNS_PATH"}},
 		&cli.IntFlag{Name: "max-conns-per-ip", Value: 16, Usage: "open connections one client address may hold (raise it when many devices share one NAT address)", EnvVars: []string{"OTABOX_MAX_CONNS_PER_IP"}},
+		&cli.IntFlag{Name: "max-conns", DefaultText: "the open-file limit less 128", Usage: "open connections in all; when full, idle keep-alives and dribbling heads are closed first", EnvVars: []string{"OTABOX_MAX_CONNS"}},
+		&cli.Int64Flag{Name: "min-rate", Value: 2048, Usage: "cut off a download whose device takes fewer bytes/s than this over 30 s, freeing its slot (0: never)", EnvVars: []string{"OTABOX_MIN_RATE"}},
 		&cli.DurationFlag{Name: "grace", Value: 30 * time.Second, Usage: "how long running downloads may finish on shutdown", EnvVars: []string{"OTABOX_GRACE"}},
 		&cli.Int64Flag{Name: "keep-events", Value: 1_000_000, Usage: "events the fleet record keeps (oldest deleted first; devices are always kept)", EnvVars: []string{"OTABOX_KEEP_EVENTS"}},
 		&cli.IntFlag{Name: "keep-days", Value: 180, Usage: "days of events the fleet record keeps", EnvVars: []string{"OTABOX_KEEP_DAYS"}},
@@ -208,9 +210,19 @@ func serve(c *cli.Context) error {
 		AdminPassword: password,
 		Version:       version,
 		MaxConnsPerIP: c.Int("max-conns-per-ip"),
+		MaxConns:      c.Int("max-conns"),
+		MinRate:       minRate(c.Int64("min-rate")),
 		KeepEvents:    c.Int64("keep-events"),
 		KeepAge:       time.Duration(c.Int("keep-days")) * 24 * time.Hour,
 	})
+}
+
+// minRate maps the flag's 0 (never) to the appliance's "off".
+func minRate(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // adminPassword is --admin-password, or the first line of

@@ -62,6 +62,12 @@ type Config struct {
 	AdminPassword string
 	// MaxConnsPerIP caps one client address's open connections (0: 16).
 	MaxConnsPerIP int
+	// MaxConns caps all open connections (0: from RLIMIT_NOFILE, see
+	// httpapi.DefaultMaxConns; negative: no cap).
+	MaxConns int
+	// MinRate cuts off downloads slower than this many bytes/s over 30 s
+	// (0: httpapi.DefaultMinRate; negative: never).
+	MinRate int64
 	// Version is shown on the status page.
 	Version string
 	// MDNS, when set, advertises the server on the LAN; its Port is filled
@@ -194,7 +200,11 @@ func New(cfg Config) (*Appliance, error) {
 		HeldBack: func() int { n, _ := a.store.HeldBack(context.Background()); return n },
 		Paused:   func() map[string]string { return a.h.Policy().Paused() },
 	})
-	a.ln, err = httpapi.Listen(cfg.Addr, cfg.MaxConnsPerIP, log)
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = httpapi.DefaultMaxConns()
+	}
+	var limiter *httpapi.Limiter
+	a.ln, limiter, err = httpapi.Listen(cfg.Addr, httpapi.Limits{PerIP: cfg.MaxConnsPerIP, Total: cfg.MaxConns}, log)
 	if err != nil {
 		a.closeStore()
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
@@ -222,6 +232,7 @@ func New(cfg Config) (*Appliance, error) {
 		Logger:       log,
 		UpdatePath:   cfg.UpdatePath,
 		StallTimeout: cfg.StallTimeout,
+		MinRate:      cfg.MinRate,
 		Downloads:    downloads,
 		Extra:        page,
 		Hold:         a.hold,
@@ -248,6 +259,7 @@ func New(cfg Config) (*Appliance, error) {
 		log.Info("policy in force", "file", cfg.Policy, "max_downloads", p.MaxDownloads)
 	}
 	a.srv = httpapi.Server(a.h, log)
+	a.srv.ConnState = limiter.ConnState
 	if ip := a.ln.Addr().(*net.TCPAddr).IP; cfg.AdminPassword == "" && !ip.IsLoopback() {
 		log.Warn("the status page and /api/* show every device's MAC and IP to anyone on the LAN; set --admin-password-file (or --admin-password) to protect them, or --bind 127.0.0.1", "addr", a.ln.Addr().String())
 	}

@@ -308,6 +308,9 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 			}
 			e.MD5, e.SHA256, e.Image = f.MD5, f.SHA256, f.Image
 			if f.Image != nil {
+				if why := unservable(f.Image); why != "" {
+					return nil, why
+				}
 				e.Type = Bin
 			}
 			stampEntry(e, info, opts)
@@ -329,6 +332,9 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 		if err != nil {
 			return nil, "malformed firmware image: " + err.Error()
 		}
+		if why := unservable(img); why != "" {
+			return nil, why
+		}
 		e.Type, e.Image = Bin, img
 		e.MD5, e.SHA256 = img.Digests.FileMD5, img.Digests.FileSHA256
 	} else {
@@ -336,6 +342,16 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	}
 	stampEntry(e, info, opts)
 	return e, ""
+}
+
+// unservable says why an image that parses must still stay out: an ESP32
+// image for a chip id otabox cannot name would be listed and sent to an
+// ESP32 whose chip is not yet known, and could be the wrong one.
+func unservable(img *espimage.Image) string {
+	if img.Family == espimage.ESP32 && !img.Chip.Known() {
+		return fmt.Sprintf("ESP32 image for chip id %d, which otabox does not know; no device could be checked against it", uint16(img.Chip))
+	}
+	return ""
 }
 
 // readerAt opens p for serving straight from an in-memory fs (go:embed).

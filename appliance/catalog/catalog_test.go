@@ -199,3 +199,22 @@ func TestManifest(t *testing.T) {
 		t.Error("content from the manifest path differs")
 	}
 }
+
+// TestUnknownESP32ChipLeftOut: an ESP32 image whose chip id otabox cannot
+// name is left out with a warning, never listed or served.
+func TestUnknownESP32ChipLeftOut(t *testing.T) {
+	img, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Chip: espimage.Chip(0x7777), Size: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Load(fstest.MapFS{"odd.bin": {Data: img}}, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cat.File("odd.bin"); ok {
+		t.Fatal("listed")
+	}
+	if why := cat.Skipped()["odd.bin"]; !strings.Contains(why, "chip id 30583, which otabox does not know") {
+		t.Errorf("reason %q", why)
+	}
+}

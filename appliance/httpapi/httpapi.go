@@ -702,15 +702,13 @@ func Server(h http.Handler, log *slog.Logger) *http.Server {
 }
 
 // Listen opens a TCP listener on addr that accepts the devices' relative
-// request-targets and caps each address's open connections at perIP
-// (MaxConnsPerIP when 0).
-func Listen(addr string, perIP int, log *slog.Logger) (net.Listener, error) {
+// request-targets and enforces lim; set the server's ConnState to the
+// returned Limiter's.
+func Listen(addr string, lim Limits, log *slog.Logger) (net.Listener, *Limiter, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if perIP <= 0 {
-		perIP = MaxConnsPerIP
-	}
-	return FixTargets(LimitPerIP(l, perIP, log)), nil
+	limiter := NewLimiter(l, lim, log)
+	return FixTargets(limiter), limiter, nil
 }
