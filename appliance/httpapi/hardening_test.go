@@ -414,3 +414,56 @@ func TestReservedFolderNamesLeftOut(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetOf1024Bytes: a request-target up to 1024 bytes is read; a
+// longer one gets 414 with the reason.
+func TestTargetOf1024Bytes(t *testing.T) {
+	addr, _ := start(t, testFS())
+	for _, tc := range []struct {
+		n      int
+		status int
+	}{{1024, 404}, {1025, 414}} {
+		target := "/" + strings.Repeat("a", tc.n-1)
+		status, reason := rawStatus(t, addr, emu.New(emu.ESP8266v31).UpdateRequest("h", target))
+		if status != tc.status || (status == 414 && reason != "request-target of 1025 bytes; devices send under 1024") {
+			t.Errorf("target of %d bytes: %d %q", tc.n, status, reason)
+		}
+	}
+}
+
+// TestHeadTimeAndIdleLimits: 10 s to send a head and 60 s of keep-alive
+// idleness, as configured; with both shortened, a dribbling head and an
+// idle keep-alive connection are closed by the server.
+func TestHeadTimeAndIdleLimits(t *testing.T) {
+	cat, _ := catalog.Load(testFS(), catalog.Options{})
+	srv := httpapi.Server(httpapi.New(cat, httpapi.Options{}), nil)
+	if srv.ReadHeaderTimeout != 10*time.Second || srv.IdleTimeout != 60*time.Second {
+		t.Fatalf("head %v, idle %v", srv.ReadHeaderTimeout, srv.IdleTimeout)
+	}
+	srv.ReadHeaderTimeout, srv.IdleTimeout = 300*time.Millisecond, 300*time.Millisecond
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(d))
+		_, err := io.ReadAll(c)
+		return err == nil // EOF: the server closed it
+	}
+	dribbler, _ := net.Dial("tcp", l.Addr().String())
+	dribbler.Write([]byte("GET /fw8266.bin HTTP/1.1\r\nHost: x\r\n"))
+	if !closedWithin(dribbler, 3*time.Second) {
+		t.Error("a head not finished in time was not closed")
+	}
+	idle, _ := net.Dial("tcp", l.Addr().String())
+	idle.Write(emu.New(emu.ESP8266v31).CatalogRequest("h", "."))
+	br := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	idle.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("an idle keep-alive connection was not closed: %v", err)
+	}
+}
