@@ -17,13 +17,7 @@ manifest:
 
 build:
 ifneq ($(FIRMWARE),)
-	@test -d "$(FIRMWARE)" || { echo "FIRMWARE=$(FIRMWARE) is not a folder"; exit 1; }
-	@# go:embed only reads inside the module: build a copy whose firmware/ is $(FIRMWARE).
-	rm -rf .bake && mkdir .bake && tar --exclude=./.bake --exclude=./.git --exclude=./firmware -cf - . | tar -xf - -C .bake
-	cp -r "$(FIRMWARE)" .bake/firmware
-	cd .bake && $(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json
-	cd .bake && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../otabox .
-	rm -rf .bake
+	tools/bake.sh "$(FIRMWARE)" $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o "$(CURDIR)/otabox" .
 else
 	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o otabox .
@@ -56,27 +50,16 @@ fuzz:
 samples:
 	$(GO) generate ./...
 
-# Cross-compiled, reproducible release archives: binary, README, LICENSE and
-# the systemd unit for each Pi generation, plus SHA256SUMS. Two runs on one
-# commit give identical bytes (fixed mtimes and owners, gzip -n, no build id).
+# Cross-compiled, reproducible release archives for each Pi generation,
+# plus SHA256SUMS (tools/release.sh). A release carries no firmware unless
+# FIRMWARE=dir is given: the samples in firmware/ do not boot, and the
+# service then serves /var/lib/otabox/firmware.
 DIST      ?= dist
-PLATFORMS := amd64:amd64: arm64:arm64: armv7:arm:7 armv6:arm:6
 EPOCH     := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 release:
 	rm -rf "$(DIST)" && mkdir -p "$(DIST)"
-	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json
-	set -e; for p in $(PLATFORMS); do \
-	  name=$${p%%:*}; rest=$${p#*:}; arch=$${rest%%:*}; arm=$${rest#*:}; \
-	  base=otabox_$(VERSION)_linux_$$name; dir="$(DIST)/$$base"; mkdir -p "$$dir"; \
-	  GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -buildvcs=false \
-	    -ldflags '$(LDFLAGS) -buildid=' -o "$$dir/otabox" .; \
-	  cp README.md LICENSE contrib/otabox.service "$$dir/"; \
-	  chmod 0755 "$$dir/otabox"; chmod 0644 "$$dir/README.md" "$$dir/LICENSE" "$$dir/otabox.service"; \
-	  tar --sort=name --mtime=@$(EPOCH) --owner=0 --group=0 --numeric-owner --mode=u+rwX,go+rX,go-w \
-	    -C "$(DIST)" -cf - "$$base" | gzip -9n > "$$dir.tar.gz"; \
-	  rm -rf "$$dir"; \
-	done
-	cd "$(DIST)" && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
+	DIST="$(abspath $(DIST))" VERSION="$(VERSION)" LDFLAGS="$(LDFLAGS)" EPOCH="$(EPOCH)" GO="$(GO)" \
+	  tools/bake.sh "$(FIRMWARE)" sh tools/release.sh
 
 clean:
-	rm -rf otabox dist .bake
+	rm -rf otabox dist

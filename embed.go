@@ -8,7 +8,7 @@ import "embed"
 //
 //go:generate go run ./tools/mksamples -out firmware
 //go:generate go run ./tools/mkmanifest -in firmware -out firmware.manifest.json
-//go:embed firmware
+//go:embed all:firmware
 var firmware embed.FS
 
 // manifest describes firmware/ as the build saw it (tools/mkmanifest), so

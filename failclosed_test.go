@@ -22,9 +22,15 @@ import (
 	"otabox/appliance/espimage/imagegen"
 )
 
-// waitLog waits for a log line containing want.
+// waitLog waits for a log line containing want (or finds it among the
+// lines read while otabox started).
 func waitLog(t *testing.T, r *running, want string) string {
 	t.Helper()
+	for _, line := range strings.Split(r.log.all.String(), "\n") {
+		if strings.Contains(line, want) {
+			return line
+		}
+	}
 	deadline := time.After(10 * time.Second)
 	for {
 		select {

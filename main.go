@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -62,9 +63,13 @@ func main() {
 		Usage:   "OTA firmware update server for ESP8266 and ESP32 (AutoConnectUpdate)",
 		Version: version,
 		Flags:   serveFlags,
-		Action:  serve,
+		// Serving starts only for "serve" or no arguments at all: a typo
+		// must not open port 8000 on every interface.
+		Action:       serveOnly,
+		OnUsageError: usageError,
 		Commands: []*cli.Command{
-			{Name: "serve", Usage: "serve firmware to devices (the default)", Flags: serveFlags, Action: serve},
+			{Name: "serve", Usage: "serve firmware to devices (the default)", Flags: serveFlags, Action: serveOnly, OnUsageError: usageError},
+			{Name: "version", Usage: "print the version", Action: func(*cli.Context) error { fmt.Println("otabox version " + version); return nil }},
 			{
 				Name: "discover", Usage: "find otabox servers on the LAN over mDNS",
 				Flags: []cli.Flag{
@@ -108,10 +113,72 @@ func main() {
 			},
 		},
 	}
+	for _, cmd := range app.Commands {
+		if cmd.OnUsageError == nil {
+			cmd.OnUsageError = usageError
+		}
+	}
 	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "otabox:", err)
 		os.Exit(1)
 	}
+}
+
+// serveOnly serves when there is nothing but flags; any word is an unknown
+// command, answered with the closest one.
+func serveOnly(c *cli.Context) error {
+	if c.NArg() > 0 {
+		word := c.Args().First()
+		msg := fmt.Sprintf("otabox: unknown command %q", word)
+		if s := closest(word, c.App.Commands); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		return cli.Exit(msg+" (otabox --help lists them)", 2)
+	}
+	return serve(c)
+}
+
+// usageError turns urfave/cli's help dump on a bad flag into one line.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := "otabox"
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+		name += " " + c.Command.Name
+	}
+	return cli.Exit(fmt.Sprintf("%s: %v (%s --help lists the flags)", name, err, name), 2)
+}
+
+// closest is the command name nearest to word, if any is near.
+func closest(word string, cmds []*cli.Command) string {
+	best, bestD := "", 3
+	for _, cmd := range cmds {
+		if cmd.Name == "help" {
+			continue
+		}
+		if d := editDistance(word, cmd.Name); d < bestD || (strings.HasPrefix(cmd.Name, word) && len(word) >= 2 && bestD > 1) {
+			best, bestD = cmd.Name, min(d, 1)
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // serviceDataDir is where the systemd unit keeps its record.
@@ -321,6 +388,17 @@ func source(c *cli.Context) (appliance.Source, error) {
 	if err != nil {
 		return appliance.Source{}, fmt.Errorf("embedded %w", err)
 	}
+	if len(m.Files) == 0 && c.Command.Name != "list" {
+		// A release built without FIRMWARE= carries none: as the service,
+		// serve its state folder's firmware/, where a technician copies them.
+		if sd, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); sd != "" {
+			dir := filepath.Join(sd, "firmware")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return appliance.Source{}, fmt.Errorf("catalog %s: %w", dir, err)
+			}
+			return appliance.OpenDir(dir)
+		}
+	}
 	return appliance.Source{FS: sub, Name: "embedded", Embedded: true, Stamp: stamp(), Manifest: m}, nil
 }
 
@@ -343,7 +421,8 @@ func list(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cat, err := appliance.LoadCatalog(src, appliance.NewLogger(os.Stderr, appliance.LevelCritical))
+	// Every file left out is warned about, with the reason serve gives.
+	cat, err := appliance.LoadCatalog(src, appliance.NewLogger(os.Stderr, slog.LevelWarn))
 	if err != nil {
 		return err
 	}

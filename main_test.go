@@ -173,15 +173,33 @@ func TestCommandLine(t *testing.T) {
 		{"bad log level from env", []string{"serve"}, []string{"OTABOX_LOG=loud"}, 2, `unknown log level "loud"`},
 		{"list", []string{"list"}, nil, 0, "lab/sensor-esp32s3.bin"},
 		{"inspect", []string{"inspect", "firmware/blink-esp32.bin"}, nil, 0, "project:        blink"},
-		{"inspect bad file", []string{"inspect", "main.go"}, nil, 1, "expected magic 0xe9"},
+		{"inspect bad file", []string{"inspect", "README.md"}, nil, 1, `README.md: not an ESP firmware image (starts with "# "; `},
 		{"missing catalog", []string{"--catalog", "/nonexistent/dir"}, nil, 1, "catalog /nonexistent/dir"},
+		{"version command", []string{"version"}, nil, 0, "otabox version"},
+		{"typo is not serve", []string{"lsit"}, nil, 2, `otabox: unknown command "lsit"; did you mean "list"?`},
+		{"unknown word is not serve", []string{"frobnicate"}, nil, 2, `otabox: unknown command "frobnicate"`},
+		{"unknown flag", []string{"--bogus"}, nil, 2, "otabox: flag provided but not defined: -bogus (otabox --help lists the flags)"},
+		{"unknown command flag", []string{"devices", "--bogus"}, nil, 2, "otabox devices: flag provided but not defined: -bogus"},
+		{"flags after arguments", []string{"inspect", "firmware/blink-esp32.bin", "--json"}, nil, 0, `"file": "firmware/blink-esp32.bin"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(otabox, tc.args...)
 			cmd.Env = append(os.Environ(), tc.env...)
+			cmd.Dir = t.TempDir() // where a mistaken serve would create otabox-data
+			for _, a := range tc.args {
+				if _, err := os.Stat(a); err == nil && !strings.HasPrefix(a, "/") {
+					cmd.Dir = "." // the arguments name files of the repo
+				}
+			}
 			out, _ := cmd.CombinedOutput()
 			if code := cmd.ProcessState.ExitCode(); code != tc.code || !strings.Contains(string(out), tc.out) {
 				t.Fatalf("exit %d, want %d; output:\n%s", code, tc.code, out)
+			}
+			if tc.code == 2 && strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+				t.Errorf("a usage error in more than one line:\n%s", out)
+			}
+			if _, err := os.Stat(filepath.Join(cmd.Dir, "otabox-data")); err == nil && cmd.Dir != "." {
+				t.Error("created ./otabox-data")
 			}
 		})
 	}

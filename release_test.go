@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"otabox/appliance/emu"
 )
@@ -62,8 +63,10 @@ func TestRelease(t *testing.T) {
 				skipOrFail(t, tc.qemu[0]+" not installed (apt-get install qemu-user-static)")
 			}
 			bin := append(append([]string{qemu}, tc.qemu[1:]...), filepath.Join(dir, "otabox"))
-			data := t.TempDir()
-			r := startCmd(t, bin, "--data-dir", data)
+			data, cat := t.TempDir(), t.TempDir()
+			sample, _ := firmware.ReadFile("firmware/blink-esp32.bin")
+			os.WriteFile(filepath.Join(cat, "blink-esp32.bin"), sample, 0o644)
+			r := startCmd(t, bin, "--data-dir", data, "--catalog", cat)
 			d := emu.New(emu.ESP32v20)
 			if list := d.Catalog(r.addr, "."); len(list.Firmwares) != 1 || list.Firmwares[0].Name != "blink-esp32.bin" {
 				t.Fatalf("catalog from the %s build: %+v", tc.arch, list)
@@ -125,4 +128,94 @@ func untar(t *testing.T, archive, dir string) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// TestReleaseServesNoSamples: a release archive installed into a scratch
+// root and started as the unit starts it (StateDirectory, no catalog
+// flag) offers no sample firmware; it says how to add some, and serves
+// what is copied into /var/lib/otabox/firmware. The unit passes
+// systemd-analyze verify.
+func TestReleaseServesNoSamples(t *testing.T) {
+	dist := t.TempDir()
+	if out, err := exec.Command("make", "release", "DIST="+dist, "VERSION=test").CombinedOutput(); err != nil {
+		t.Fatalf("make release: %v\n%s", err, out)
+	}
+	root := t.TempDir()
+	untar(t, filepath.Join(dist, "otabox_test_linux_amd64.tar.gz"), root)
+	bin := filepath.Join(root, "otabox")
+	if out, _ := exec.Command(bin, "list").CombinedOutput(); strings.Contains(string(out), ".bin") {
+		t.Fatalf("the release lists firmware:\n%s", out)
+	}
+	state := filepath.Join(root, "var/lib/otabox")
+	os.MkdirAll(state, 0o755)
+	cmd := []string{"env", "STATE_DIRECTORY=" + state, bin}
+	r := startCmd(t, cmd)
+	waitLog(t, r, "the catalog has no firmware yet: copy .bin files into "+filepath.Join(state, "firmware"))
+	d := emu.New(emu.ESP8266v31)
+	if list := d.Catalog(r.addr, "."); len(list.Firmwares) != 0 {
+		t.Fatalf("a fresh install offers %+v", list.Firmwares)
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, `id="catalog-empty"`) {
+		t.Error("the status page does not say the catalog is empty")
+	}
+	fw, _ := firmware.ReadFile("firmware/blink-esp8266.bin")
+	os.WriteFile(filepath.Join(state, "firmware", "app.bin"), fw, 0o644)
+	deadline := time.Now().Add(15 * time.Second)
+	for len(d.Catalog(r.addr, ".").Firmwares) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a copied image was not picked up:\n%s", r.log.all.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	unit, _ := os.ReadFile(filepath.Join(root, "otabox.service"))
+	if !strings.Contains(string(unit), "ExecReload=/bin/kill -HUP $MAINPID") {
+		t.Error("the unit has no ExecReload")
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		skipOrFail(t, "systemd-analyze not installed (apt-get install systemd)")
+	}
+	test := filepath.Join(t.TempDir(), "otabox.service") // ExecStart must exist: point it at the unpacked binary
+	os.WriteFile(test, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/otabox", bin)), 0o644)
+	if out, err := exec.Command(analyze, "verify", test).CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestReleaseBakesFirmware: make release FIRMWARE=dir carries exactly that
+// folder's images, and the bake leaves nothing behind in the tree.
+func TestReleaseBakesFirmware(t *testing.T) {
+	fwdir, dist := t.TempDir(), t.TempDir()
+	img, _ := firmware.ReadFile("firmware/lab/sensor-esp8266-1m.bin")
+	os.MkdirAll(filepath.Join(fwdir, "site"), 0o755)
+	os.WriteFile(filepath.Join(fwdir, "site", "meter.bin"), img, 0o644)
+	os.WriteFile(filepath.Join(fwdir, "my firmware.bin"), img, 0o644) // left out: a space in the name
+	out, err := exec.Command("make", "release", "DIST="+dist, "VERSION=test", "FIRMWARE="+fwdir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("make release: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "my firmware.bin") {
+		t.Errorf("the build did not warn about the file it left out:\n%s", out)
+	}
+	root := t.TempDir()
+	untar(t, filepath.Join(dist, "otabox_test_linux_amd64.tar.gz"), root)
+	list, _ := exec.Command(filepath.Join(root, "otabox"), "list").Output()
+	var paths []string
+	for _, l := range strings.Split(strings.TrimSpace(string(list)), "\n")[1:] {
+		paths = append(paths, strings.Fields(l)[0])
+	}
+	if strings.Join(paths, " ") != "site/meter.bin" {
+		t.Errorf("the release lists %v, want exactly site/meter.bin:\n%s", paths, list)
+	}
+	if _, err := os.Stat(".bake"); err == nil {
+		t.Error("a .bake copy was left in the tree")
+	}
+	// A bake that fails leaves nothing behind either.
+	if err := exec.Command("make", "build", "FIRMWARE=/nonexistent").Run(); err == nil {
+		t.Error("make build FIRMWARE=/nonexistent succeeded")
+	}
+	if m, _ := filepath.Glob(filepath.Join(os.TempDir(), "otabox-bake.*")); len(m) > 0 {
+		t.Errorf("bake copies left behind: %v", m)
+	}
 }

@@ -182,6 +182,9 @@ func New(cfg Config) (*Appliance, error) {
 		}
 	}
 	logGzip(log, cat)
+	if images == 0 {
+		log.Warn(emptyCatalog(cfg.Firmware))
+	}
 	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "took", time.Since(start).Round(time.Microsecond))
 	a := &Appliance{cfg: cfg, log: log, cat: cat}
 	if cfg.DataDir != "" {
@@ -217,6 +220,7 @@ func New(cfg Config) (*Appliance, error) {
 		Catalog:   func() *catalog.Catalog { return a.h.Catalog() },
 		Store:     a.store,
 		Policy:    a.policyView,
+		EmptyHelp: emptyCatalog(cfg.Firmware),
 		Downloads: downloads,
 		MDNS:      a.mdnsStatus,
 		Metrics:   m.Handler(),
@@ -457,6 +461,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	return a.Serve(ctx)
+}
+
+// emptyCatalog says, in one line, how to give devices something to take.
+func emptyCatalog(src Source) string {
+	if src.Dir != "" {
+		return "the catalog has no firmware yet: copy .bin files into " + src.Dir + "; they are served as soon as they stop changing"
+	}
+	return "this otabox carries no firmware: start it with --catalog DIR (a folder of .bin files), or build it with make build FIRMWARE=DIR"
 }
 
 // LevelCritical is Python's CRITICAL, above slog's ERROR.

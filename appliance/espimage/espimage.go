@@ -156,9 +156,16 @@ func (m FlashMode) String() string {
 type FormatError struct {
 	Offset int    // byte offset in the file (in the inflated data for gzip images)
 	Msg    string // what was expected there
+	// NotImage says the file does not even start like an image: the
+	// message then leads, with no offset (a person ran inspect on a
+	// README, not on a damaged image).
+	NotImage bool
 }
 
 func (e *FormatError) Error() string {
+	if e.NotImage {
+		return e.Msg
+	}
 	return fmt.Sprintf("byte 0x%x: %s", e.Offset, e.Msg)
 }
 

@@ -146,7 +146,7 @@ func TestMalformed(t *testing.T) {
 	}{
 		{"empty", nil, 0, "needs 8"},
 		{"short", []byte{0xE9, 1, 2}, 3, "needs 8"},
-		{"magic", set(e32, 0, 0xEA), 0, "expected magic 0xe9"},
+		{"magic", set(e32, 0, 0xEA), 0, `not an ESP firmware image (starts with "\xea\x04"`},
 		{"zero segments", set(e32, 1, 0), 1, "segment count"},
 		{"17 segments", set(e32, 1, 17), 1, "segment count"},
 		{"spi mode", set(e32, 2, 9), 2, "SPI flash mode"},

@@ -150,11 +150,11 @@ func parseGzip(b []byte) (*Image, error) {
 }
 
 func parseRaw(b []byte) (*Image, error) {
+	if len(b) > 0 && b[0] != Magic {
+		return nil, &FormatError{NotImage: true, Msg: fmt.Sprintf("not an ESP firmware image (starts with %q; an image starts with byte 0xe9, or gzip 1f 8b)", b[:min(2, len(b))])}
+	}
 	if len(b) < 8 {
 		return nil, errAt(len(b), "file ends after %d bytes; an image header needs 8", len(b))
-	}
-	if b[0] != Magic {
-		return nil, errAt(0, "expected magic 0xe9 (or gzip 1f 8b), found 0x%02x", b[0])
 	}
 	if isESP32(b) {
 		return parseESP32(b)

@@ -37,6 +37,8 @@ type Sources struct {
 	Catalog   func() *catalog.Catalog
 	Store     *store.Store // nil without a data dir
 	Policy    func() PolicyView
+	// EmptyHelp says how to add firmware, shown while the catalog has none.
+	EmptyHelp string
 	Downloads *httpapi.Downloads
 	MDNS      func() discovery.Status // nil when mDNS is off
 	Metrics   http.Handler
@@ -143,6 +145,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	data := map[string]any{
 		"Store":        health,
+		"EmptyHelp":    h.src.EmptyHelp,
 		"Policy":       h.policy(),
 		"Recording":    h.src.Store != nil,
 		"DeviceTotal":  total,

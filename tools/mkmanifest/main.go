@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 
 	"otabox/appliance/catalog"
 )
@@ -34,6 +35,15 @@ func manifest(dir string) ([]byte, error) {
 	m, err := catalog.NewManifest(os.DirFS(dir))
 	if err != nil {
 		return nil, err
+	}
+	// Every file the build leaves out, with the reason serve would give.
+	var skipped []string
+	for p := range m.Skipped {
+		skipped = append(skipped, p)
+	}
+	sort.Strings(skipped)
+	for _, p := range skipped {
+		fmt.Fprintf(os.Stderr, "mkmanifest: left out %s: %s\n", p, m.Skipped[p])
 	}
 	return m.MarshalIndent()
 }
