@@ -30,13 +30,13 @@ var assets embed.FS
 
 // Sources are the live views the page shows.
 type Sources struct {
-	Version   string
-	BindIP    net.IP // the address listened on; unspecified means every interface
-	Port      int
-	Path      string // the catalog path devices should use
-	Catalog   func() *catalog.Catalog
-	Store     *store.Store // nil without a data dir
-	Policy    func() PolicyView
+	Version string
+	BindIP  net.IP // the address listened on; unspecified means every interface
+	Port    int
+	Path    string // the catalog path devices should use
+	Catalog func() *catalog.Catalog
+	Store   *store.Store // nil without a data dir
+	Policy  func() PolicyView
 	// EmptyHelp says how to add firmware, shown while the catalog has none.
 	EmptyHelp string
 	Downloads *httpapi.Downloads
