@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -18,16 +19,28 @@ import (
 	"otabox/appliance/emu"
 )
 
-// TestStatusPageInBrowser loads the status page in headless Chromium while
-// a slow download runs, and checks the device's row and a progress bar
-// that moves. The screenshot lands in artifacts/status-page.png.
+// artifactsDir is where tests leave screenshots: $ARTIFACTS when set,
+// else a folder under $TMPDIR (never the source tree).
+func artifactsDir(t *testing.T) string {
+	dir := os.Getenv("ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "otabox-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestStatusPageInBrowser loads the status page in headless Chromium at a
+// phone's width (390 px) and a desktop's (1280 px) while a slow download
+// runs: no sideways scrolling, the device's row shows its download live,
+// and the progress bar moves (it counts bytes the device acknowledged).
+// Screenshots land in the artifacts folder.
 func TestStatusPageInBrowser(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("chromium missing: .ci/run should install Debian's chromium")
-		}
-		t.Skip("needs Debian's chromium (apt-get install chromium)")
+		skipOrFail(t, "needs Debian's chromium (apt-get install chromium)")
 	}
 	dir, v1, _, _ := fleetCatalog(t)
 	r := start(t, "--catalog", dir)
@@ -52,8 +65,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() { // 640 KB/s: 12 MB take about 19 s, far longer than the test looks
-		buf := make([]byte, 64<<10)
+	go func() { // 320 KB/s: 12 MB take about 40 s, far longer than the test looks
+		buf := make([]byte, 32<<10)
 		for {
 			select {
 			case <-stop:
@@ -65,7 +78,12 @@ func TestStatusPageInBrowser(t *testing.T) {
 			}
 		}
 	}()
+	for _, width := range []int{390, 1280} {
+		t.Run(strconv.Itoa(width)+"px", func(t *testing.T) { statusPageAt(t, chromium, r.addr, width) })
+	}
+}
 
+func statusPageAt(t *testing.T, chromium, addr string, width int) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.NoSandbox,
@@ -75,7 +93,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(420, 900), // a phone's width
+		chromedp.WindowSize(width, 900),
 	)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancel()
@@ -84,7 +102,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 
-	width := func() float64 {
+	barWidth := func() float64 {
 		w, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(function(){var b=document.querySelector('#downloads tr[data-id] .bar > div');return b?b.style.width:'';})()`))
 		if err != nil {
 			t.Fatal(err)
@@ -93,18 +111,20 @@ func TestStatusPageInBrowser(t *testing.T) {
 		return f
 	}
 	const deviceRow = chromedp.CSS(`#devices tr[data-mac="5C:CF:7F:00:00:A1"]`)
+	const camRow = chromedp.CSS(`#devices tr[data-mac="24:0A:C4:00:00:A2"] td.update`)
 	if err := chromedp.Do(ctx,
-		chromedp.Navigate("http://"+r.addr+"/"),
+		chromedp.EmulateViewport(int64(width), 900),
+		chromedp.Navigate("http://"+addr+"/"),
 		chromedp.WaitVisible(deviceRow),
 		chromedp.WaitVisible(chromedp.CSS(`#downloads tr[data-id]`)),
 	); err != nil {
 		t.Fatal(err)
 	}
 	// The page polls every second: watch the bar for up to 6 s.
-	first, second := width(), 0.0
+	first, second := barWidth(), 0.0
 	for i := 0; i < 12 && second <= first; i++ {
 		time.Sleep(500 * time.Millisecond)
-		second = width()
+		second = barWidth()
 	}
 	if second <= first {
 		t.Errorf("progress bar did not move: %.0f%% then %.0f%%", first, second)
@@ -113,12 +133,19 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err != nil || !strings.Contains(row, "meter-1.1.0.bin") || !strings.Contains(row, "sent") {
 		t.Errorf("device row %q %v", row, err)
 	}
+	live, err := chromedp.Run(ctx, chromedp.Text(camRow))
+	if err != nil || !strings.HasPrefix(live, "downloading cam.bin ") {
+		t.Errorf("the downloading device's row says %q (%v), not its download", live, err)
+	}
+	overflow, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.documentElement.scrollWidth - window.innerWidth`))
+	if err != nil || overflow > 0 {
+		t.Errorf("at %d px the page scrolls sideways by %.0f px (%v)", width, overflow, err)
+	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll("artifacts", 0o755)
-	shot := filepath.Join("artifacts", "status-page.png")
+	shot := filepath.Join(artifactsDir(t), fmt.Sprintf("status-page-%dpx.png", width))
 	if err := os.WriteFile(shot, png, 0o644); err != nil {
 		t.Fatal(err)
 	}

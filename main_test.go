@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -284,5 +285,62 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if len(order) != 2 || !strings.Contains(order[0], "shutting down") || !strings.Contains(order[1], "status=200") {
 		t.Fatalf("the download did not run across the shutdown:\n%s", strings.Join(order, "\n"))
+	}
+}
+
+// TestBrowserRequestsAreNotFirmwareRefusals: a browser's favicon request
+// is answered with an icon, and stray non-device requests are counted as
+// "other", never as refused firmware requests.
+func TestBrowserRequestsAreNotFirmwareRefusals(t *testing.T) {
+	r := start(t)
+	resp, err := http.Get("http://" + r.addr + "/favicon.ico")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/svg+xml" {
+		t.Errorf("favicon: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, p := range []string{"/robots.txt", "/blink-esp8266.bin", "/wp-login.php"} {
+		if resp, err := http.Get("http://" + r.addr + p); err == nil {
+			resp.Body.Close()
+		}
+	}
+	metrics := getBody(t, "http://"+r.addr+"/metrics")
+	if strings.Contains(metrics, `endpoint="firmware"`) {
+		t.Errorf("browser requests counted as firmware requests:\n%s", grepLines(metrics, "otabox_requests_total"))
+	}
+	if !strings.Contains(metrics, `otabox_requests_total{decision="refuse",endpoint="other",status="403"} 1`) {
+		t.Errorf("not counted as other:\n%s", grepLines(metrics, "otabox_requests_total"))
+	}
+	if strings.Contains(r.log.all.String()+readFor(r.log, 300*time.Millisecond), "favicon.ico status=404") {
+		t.Error("the favicon was refused")
+	}
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// readFor returns the log lines that arrive within d.
+func readFor(lt *logTail, d time.Duration) string {
+	var b strings.Builder
+	deadline := time.After(d)
+	for {
+		select {
+		case l, ok := <-lt.lines:
+			if !ok {
+				return b.String()
+			}
+			b.WriteString(l + "\n")
+		case <-deadline:
+			return b.String()
+		}
 	}
 }

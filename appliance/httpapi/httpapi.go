@@ -237,7 +237,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.endpoint = "update"
 		h.serveUpdate(x, r, facts, h.cat.Load())
 	default:
+		// Only the updater asks for firmware: anything else (a browser, a
+		// probe, a crawler) is answered the same way but never counted as
+		// a device's firmware request.
 		x.endpoint = "firmware"
+		if facts.Client != device.Updater {
+			x.endpoint = "other"
+		}
 		h.serveFile(x, r, facts, h.cat.Load())
 	}
 	took := time.Since(start)
