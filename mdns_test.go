@@ -36,10 +36,10 @@ func ip(t *testing.T, args ...string) {
 
 func newLAN(t *testing.T) *lan {
 	if os.Geteuid() != 0 {
-		t.Skip("mDNS tests need root to create network namespaces (ip netns); run make test as root, as CI does")
+		skipOrFail(t, "mDNS tests need root to create network namespaces (ip netns); run make test as root, as CI does")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("mDNS tests need iproute2's ip command")
+		skipOrFail(t, "mDNS tests need iproute2's ip command")
 	}
 	l := &lan{t: t, prefix: fmt.Sprintf("ob%d", os.Getpid()%100000)}
 	l.server = l.prefix + "-srv"

@@ -22,7 +22,7 @@ import (
 // (under qemu-user, which .ci/run installs).
 func TestRelease(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("needs make")
+		skipOrFail(t, "needs make")
 	}
 	dist1, dist2 := t.TempDir(), t.TempDir()
 	for _, d := range []string{dist1, dist2} {

@@ -125,12 +125,15 @@ func ValidGzipPattern(p string) error {
 // reloadCatalog loads src again, reusing prev's entries for unchanged
 // files and holding back files still being written.
 func reloadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool) (*catalog.Catalog, error) {
-	return loadCatalog(src, log, prev, unstable, gz, false)
+	return loadCatalog(src, log, prev, unstable, gz, false, 0)
 }
 
-func loadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool, rehash bool) (*catalog.Catalog, error) {
+// loadCatalog loads src; on a reload (prev set), files modified within
+// settle count as still being written.
+func loadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool, rehash bool, settle time.Duration) (*catalog.Catalog, error) {
 	return catalog.Load(src.FS, catalog.Options{
 		Rehash:   rehash,
+		Settle:   settle,
 		Gzip:     gz,
 		Source:   src.Name,
 		Logger:   log,
@@ -372,7 +375,11 @@ func (a *Appliance) Serve(ctx context.Context) error {
 			Settle: a.cfg.Settle,
 			Reload: reload,
 			Load: func(prev *catalog.Catalog, unstable map[string]bool, rehash bool) (*catalog.Catalog, error) {
-				return loadCatalog(a.cfg.Firmware, a.log, prev, unstable, a.cfg.gzip(), rehash)
+				settle := a.cfg.Settle
+				if settle == 0 {
+					settle = time.Second
+				}
+				return loadCatalog(a.cfg.Firmware, a.log, prev, unstable, a.cfg.gzip(), rehash, settle)
 			},
 			Publish: a.publish,
 		}, a.cat)

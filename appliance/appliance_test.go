@@ -81,7 +81,7 @@ func TestReloadUnderLoad(t *testing.T) {
 					other.Add(1)
 				default:
 					faults.Add(1)
-					failures.Store(res.String(), true)
+					failures.Store(res.String()+" "+res.Headers["x-otabox-reason"], true)
 				}
 			}
 		}(w)

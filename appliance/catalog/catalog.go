@@ -134,6 +134,9 @@ type Options struct {
 	// Unstable lists files still being written: they keep their Previous
 	// entry, or stay out until they settle. Never serve half a copy.
 	Unstable map[string]bool
+	// Settle, on a reload (Previous set), also counts as still being
+	// written any file modified less than this long ago.
+	Settle time.Duration
 	// Manifest, for an Embedded fs, describes the files as they were at
 	// build time, so that start-up reads and hashes nothing. Files it does
 	// not describe (or whose size changed) are read as usual; Verify checks
@@ -284,7 +287,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	}
 	if prev := opts.Previous; prev != nil {
 		old, ok := prev.files[p]
-		if opts.Unstable[p] {
+		if opts.Unstable[p] || (opts.Settle > 0 && !opts.Embedded && time.Since(info.ModTime()) < opts.Settle) {
 			if ok {
 				return old, ""
 			}
@@ -320,6 +323,16 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	b, err := fs.ReadFile(fsys, p)
 	if err != nil {
 		return nil, err.Error()
+	}
+	if !opts.Embedded {
+		// A file written while it was read holds bytes of neither version:
+		// keep what was served, or wait for the next reload.
+		if again, err := fs.Stat(fsys, p); err != nil || !StampOf(again).Equal(StampOf(info)) {
+			if old, ok := opts.Previous.file(p); ok {
+				return old, ""
+			}
+			return nil, "changed while it was read; it joins the catalog once it stops changing"
+		}
 	}
 	e.Size, e.content, e.data = int64(len(b)), bytes.NewReader(b), b
 	if opts.Embedded {
@@ -439,6 +452,15 @@ func Clean(p string) (string, error) {
 		parts = append(parts, el)
 	}
 	return strings.Join(parts, "/"), nil
+}
+
+// file is the entry at p in c, which may be nil.
+func (c *Catalog) file(p string) (*Entry, bool) {
+	if c == nil {
+		return nil, false
+	}
+	e, ok := c.files[p]
+	return e, ok
 }
 
 // Reserved reports whether a catalog path is taken by the status page,
