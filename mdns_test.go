@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"otabox/appliance/emu"
@@ -70,7 +71,8 @@ func (l *lan) addClient() string {
 	ip(t, "-n", ns, "link", "set", "lo", "up")
 	ip(t, "-n", l.server, "link", "set", s, "up")
 	ip(t, "-n", ns, "link", "set", c, "up")
-	ip(t, "-n", ns, "route", "add", "224.0.0.0/4", "dev", c)
+	// No route to 224.0.0.0/4 either: the server's answers and `otabox
+	// discover` must pick their interface themselves.
 	return ns
 }
 
@@ -117,7 +119,13 @@ func espQuery(t *testing.T, ns, name string, qtype uint16, mode queryMode) (*dns
 		if legacy {
 			laddr.Port = 0
 		}
-		conn, err := net.ListenMulticastUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353})
+		// The device has one network interface, and its stack sends there.
+		ifi, err := lanIface()
+		if err != nil {
+			qerr = err
+			return
+		}
+		conn, err := net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353})
 		if legacy {
 			conn, err = net.ListenUDP("udp4", laddr)
 		}
@@ -126,6 +134,10 @@ func espQuery(t *testing.T, ns, name string, qtype uint16, mode queryMode) (*dns
 			return
 		}
 		defer conn.Close()
+		if err := ipv4.NewPacketConn(conn).SetMulticastInterface(ifi); err != nil {
+			qerr = err
+			return
+		}
 		q := new(dns.Msg)
 		q.SetQuestion(name, qtype)
 		if mode == qu {
@@ -162,6 +174,20 @@ func espQuery(t *testing.T, ns, name string, qtype uint16, mode queryMode) (*dns
 		t.Fatalf("query %s from %s: %v", name, ns, qerr)
 	}
 	return resp, took
+}
+
+// lanIface is the calling namespace's one non-loopback interface.
+func lanIface() (*net.Interface, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for i := range ifs {
+		if ifs[i].Flags&net.FlagLoopback == 0 && ifs[i].Flags&net.FlagUp != 0 {
+			return &ifs[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no interface up")
 }
 
 type queryMode int
@@ -263,17 +289,26 @@ func TestMDNSDiscovery(t *testing.T) {
 				t.Errorf("id %x question %v: lwIP would drop this", m.Id, m.Question)
 			}
 		})
-		t.Run(ns+"/otabox discover", func(t *testing.T) {
-			out, err := exec.Command("ip", "netns", "exec", ns, otabox, "discover", "--timeout", "1s").CombinedOutput()
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-			for _, want := range []string{"otabox-nstest", "host=otabox-nstest.local.", "addrs=" + own + "\t", "port=8000", "path=lab", "proto=http", "txtvers=1"} {
-				if !strings.Contains(string(out), want) {
-					t.Errorf("discover output lacks %q:\n%s", want, out)
-				}
+		var ifname string
+		inNamespace(t, ns, func() {
+			if ifi, err := lanIface(); err == nil {
+				ifname = ifi.Name
 			}
 		})
+		// Both ways, on a LAN with no route to 224.0.0.0/4 (the field case).
+		for _, args := range [][]string{{"discover", "--timeout", "1s"}, {"discover", "--timeout", "1s", "--iface", ifname}} {
+			t.Run(ns+"/otabox "+strings.Join(args, " "), func(t *testing.T) {
+				out, err := exec.Command("ip", append([]string{"netns", "exec", ns, otabox}, args...)...).CombinedOutput()
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
+				for _, want := range []string{"otabox-nstest", "host=otabox-nstest.local.", "addrs=" + own + "\t", "port=8000", "path=lab", "proto=http", "txtvers=1"} {
+					if !strings.Contains(string(out), want) {
+						t.Errorf("discover output lacks %q:\n%s", want, out)
+					}
+				}
+			})
+		}
 	}
 
 	t.Run("interface that comes up later", func(t *testing.T) {

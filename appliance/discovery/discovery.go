@@ -419,49 +419,164 @@ type Found struct {
 	TXT      map[string]string
 }
 
-// Browse queries the LAN for otabox instances for the given time, through
-// hashicorp/mdns's client. iface "" lets the kernel pick the interface.
+// Browse queries the LAN for otabox instances for the given time. It asks
+// on the named interface, or on every LAN interface that is up when iface
+// is "", setting the outgoing interface on each query itself: an isolated
+// field LAN has no default route, so the kernel could not pick one (and
+// hashicorp/mdns's client, which lets it, fails there with "failed to bind
+// to any multicast udp port"). The queries are legacy unicast (from an
+// ephemeral port, RFC 6762 §6.7): every responder answers to that port, so
+// nothing joins the group or needs port 5353.
 func Browse(ctx context.Context, iface string, timeout time.Duration) ([]Found, error) {
-	entries := make(chan *mdns.ServiceEntry, 64)
-	params := mdns.DefaultParams(Service)
-	params.Entries = entries
-	params.Timeout = timeout
-	params.DisableIPv6 = true // the IPv6 send error would mask IPv4 results (spec §1.4)
-	params.Logger = nullLogger()
-	if iface != "" {
-		ifi, err := net.InterfaceByName(iface)
-		if err != nil {
-			return nil, fmt.Errorf("interface %s: %w", iface, err)
-		}
-		params.Interface = ifi
+	ifaces, err := browseIfaces(iface)
+	if err != nil {
+		return nil, err
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- mdns.QueryContext(ctx, params); close(entries) }()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		return nil, fmt.Errorf("mdns query: %w", err)
+	}
+	defer conn.Close()
+	pc := ipv4.NewPacketConn(conn)
+	pc.SetMulticastTTL(255)
+	q := new(dns.Msg)
+	q.SetQuestion(Service+".local.", dns.TypePTR)
+	q.Id = dns.Id()
+	q.RecursionDesired = false
+	query, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	send := func() error {
+		sent := 0
+		var lastErr error
+		for i := range ifaces {
+			if err := pc.SetMulticastInterface(&ifaces[i]); err != nil {
+				lastErr = err
+				continue
+			}
+			if _, err := pc.WriteTo(query, nil, mdnsGroup); err != nil {
+				lastErr = fmt.Errorf("%s: %w", ifaces[i].Name, err)
+				continue
+			}
+			sent++
+		}
+		if sent == 0 {
+			return fmt.Errorf("mdns query: sent on no interface: %w", lastErr)
+		}
+		return nil
+	}
+	if err := send(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	resend := time.Now().Add(time.Second) // lost datagrams: ask again once a second
 	byName := map[string]*Found{}
-	for e := range entries {
-		f := byName[e.Name]
-		if f == nil {
-			f = &Found{Instance: strings.TrimSuffix(e.Name, "."+Service+".local."), TXT: map[string]string{}}
-			byName[e.Name] = f
+	buf := make([]byte, 9000)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		wake := resend
+		if deadline.Before(wake) {
+			wake = deadline
 		}
-		f.Host, f.Port = e.Host, e.Port
-		if e.AddrV4 != nil && !containsIP(f.Addrs, e.AddrV4) {
-			f.Addrs = append(f.Addrs, e.AddrV4)
+		conn.SetReadDeadline(wake)
+		n, _, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			if time.Now().After(resend) {
+				send()
+				resend = time.Now().Add(time.Second)
+			}
+			continue
 		}
-		for _, kv := range e.InfoFields {
-			k, v, _ := strings.Cut(kv, "=")
-			f.TXT[k] = v
+		var m dns.Msg
+		if m.Unpack(buf[:n]) != nil || !m.Response {
+			continue
 		}
+		collect(byName, &m)
 	}
 	var out []Found
 	for _, f := range byName {
-		out = append(out, *f)
+		if f.Port != 0 {
+			out = append(out, *f)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Instance < out[j].Instance })
-	if err := <-errc; err != nil {
-		return out, fmt.Errorf("mdns query: %w", err)
+	return out, nil
+}
+
+// browseIfaces are the interfaces Browse asks on.
+func browseIfaces(name string) ([]net.Interface, error) {
+	if name != "" {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", name, err)
+		}
+		return []net.Interface{*ifi}, nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var out []net.Interface
+	for _, ifi := range all {
+		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagLoopback == 0 && ifi.Flags&net.FlagMulticast != 0 && hasV4(addrs(ifi)) {
+			out = append(out, ifi)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no LAN interface is up to ask on")
 	}
 	return out, nil
+}
+
+// collect folds one answer's records into the instances found.
+func collect(byName map[string]*Found, m *dns.Msg) {
+	suffix := "." + Service + ".local."
+	get := func(name string) *Found {
+		f := byName[name]
+		if f == nil {
+			f = &Found{Instance: strings.TrimSuffix(name, suffix), TXT: map[string]string{}}
+			byName[name] = f
+		}
+		return f
+	}
+	hosts := map[string][]net.IP{}
+	records := append(append([]dns.RR{}, m.Answer...), m.Extra...)
+	for _, rr := range records {
+		if a, ok := rr.(*dns.A); ok {
+			hosts[strings.ToLower(a.Hdr.Name)] = append(hosts[strings.ToLower(a.Hdr.Name)], a.A)
+		}
+	}
+	for _, rr := range records {
+		switch r := rr.(type) {
+		case *dns.PTR:
+			if strings.HasSuffix(r.Ptr, suffix) {
+				get(r.Ptr)
+			}
+		case *dns.SRV:
+			if strings.HasSuffix(r.Hdr.Name, suffix) {
+				f := get(r.Hdr.Name)
+				f.Host, f.Port = r.Target, int(r.Port)
+			}
+		case *dns.TXT:
+			if strings.HasSuffix(r.Hdr.Name, suffix) {
+				f := get(r.Hdr.Name)
+				for _, kv := range r.Txt {
+					k, v, _ := strings.Cut(kv, "=")
+					f.TXT[k] = v
+				}
+			}
+		}
+	}
+	for _, f := range byName {
+		for _, ip := range hosts[strings.ToLower(f.Host)] {
+			if !containsIP(f.Addrs, ip) {
+				f.Addrs = append(f.Addrs, ip)
+			}
+		}
+	}
 }
 
 func containsIP(ips []net.IP, ip net.IP) bool {
