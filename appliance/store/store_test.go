@@ -434,3 +434,20 @@ func TestDataDirWithURICharacters(t *testing.T) {
 		t.Errorf("files beside the data dirs: %v", entries)
 	}
 }
+
+// TestListingsAreRecorded: catalog listings, queued without waiting, are
+// all written (runs of them as multi-row inserts) within a second.
+func TestListingsAreRecorded(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	for i := 0; i < 1000; i++ {
+		s.Record(&Event{Time: time.Now(), Client: "10.0.0.7", Method: "GET", Endpoint: "catalog", Target: fmt.Sprintf("/_catalog?op=list&path=%d", i), Decision: "list", Status: 200})
+	}
+	deadline := time.Now().Add(time.Second)
+	for s.Health().Written < 1000 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	evs, _ := s.Events(context.Background(), EventFilter{Limit: 2000})
+	if len(evs) != 1000 || evs[0].Target != "/_catalog?op=list&path=999" || evs[999].Target != "/_catalog?op=list&path=0" {
+		t.Fatalf("%d listings written (dropped %d)", len(evs), s.Health().Dropped)
+	}
+}

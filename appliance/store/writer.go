@@ -78,8 +78,21 @@ func (s *Store) writer() {
 func (s *Store) commit(batch []*op) {
 	ids := make([]int64, len(batch))
 	err := s.inTx(func(tx wtx) error {
-		for i, o := range batch {
-			id, err := s.apply(tx, o)
+		for i := 0; i < len(batch); i++ {
+			// Runs of listings (no device to fold into) go in as one
+			// multi-row INSERT: a catalog flood costs a fraction per row.
+			if j := listingRun(batch[i:]); j == listingRows {
+				evs := make([]*Event, j)
+				for k := range evs {
+					evs[k] = batch[i+k].ev
+				}
+				if err := s.insertListings(tx, evs); err != nil {
+					return err
+				}
+				i += j - 1
+				continue
+			}
+			id, err := s.apply(tx, batch[i])
 			if err != nil {
 				return err
 			}
@@ -187,6 +200,39 @@ func (s *Store) apply(tx wtx, o *op) (int64, error) {
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
+// listingRows is how many listings one multi-row INSERT takes.
+const listingRows = 32
+
+// listingRun counts the listings without a MAC at the head of ops, up to
+// listingRows.
+func listingRun(ops []*op) int {
+	n := 0
+	for n < len(ops) && n < listingRows && ops[n].kind == opListing && ops[n].ev.MAC == "" {
+		n++
+	}
+	return n
+}
+
+const eventInsertCols = `time, client, mac, family, method, endpoint, target, decision, status, reason,
+		image, digest, running, sdk, free_space, chip_size, bytes, size, completed, finished, took_ms`
+
+// listingInsert is the INSERT of listingRows events at once.
+var listingInsert = func() string {
+	row := "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+	return "INSERT INTO events (" + eventInsertCols + ") VALUES " + strings.TrimSuffix(strings.Repeat(row+",", listingRows), ",")
+}()
+
+// insertListings writes listingRows listings in one statement.
+func (s *Store) insertListings(tx wtx, evs []*Event) error {
+	args := make([]any, 0, 21*len(evs))
+	for _, ev := range evs {
+		args = append(args, ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
+			ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), 1, ev.Took)
+	}
+	_, err := tx.Exec(listingInsert, args...)
+	return err
+}
+
 func b2i(b bool) int {
 	if b {
 		return 1
@@ -197,9 +243,7 @@ func b2i(b bool) int {
 // insert writes one event and folds it into its device.
 func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 	finished := !(decided && ev.Decision == "serve")
-	res, err := tx.Exec(`INSERT INTO events (time, client, mac, family, method, endpoint, target, decision, status, reason,
-		image, digest, running, sdk, free_space, chip_size, bytes, size, completed, finished, took_ms)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	res, err := tx.Exec(`INSERT INTO events (`+eventInsertCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
 		ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), b2i(finished), ev.Took)
 	if err != nil {
