@@ -171,7 +171,7 @@ type exchange struct {
 	dv       delivery // the connection's acknowledgements, for a download
 	acked    bool     // the device acknowledged every byte written
 
-	lastDelivered int64 // delivered(), as last measured
+	lastDelivered atomic.Int64 // delivered(), as last measured
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
@@ -517,6 +517,9 @@ const sendChunk = 16 << 10
 func (h *Handler) sendBody(x *exchange, src io.Reader) error {
 	rc := http.NewResponseController(x.w)
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
+	done := make(chan struct{})
+	defer close(done)
+	go x.sample(done)
 	bp := h.bufs.Get().(*[]byte)
 	defer h.bufs.Put(bp)
 	buf := (*bp)[:sendChunk]
@@ -608,9 +611,30 @@ func (x *exchange) delivered() int64 {
 		return x.bytes
 	}
 	if q, ok := x.dv.unacked(); ok {
-		x.lastDelivered = max(x.bytes-int64(q), 0)
+		x.lastDelivered.Store(max(x.bytes-int64(q), 0))
 	}
-	return x.lastDelivered
+	return x.lastDelivered.Load()
+}
+
+// sample keeps lastDelivered current while a write blocks, so that a
+// download cut off with its socket gone (a shutdown, a reset) still
+// reports what the device had. It stops when done closes.
+func (x *exchange) sample(done <-chan struct{}) {
+	if x.dv.raw == nil || x.dl == nil {
+		return
+	}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if q, ok := x.dv.unacked(); ok {
+				x.lastDelivered.Store(max(x.dl.sent.Load()-int64(q), 0))
+			}
+		}
+	}
 }
 
 // inflaters remembers, by client address, ESP8266 devices whose catalog
