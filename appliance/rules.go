@@ -92,6 +92,13 @@ func (a *Appliance) hold(facts *device.Facts) decide.Hold {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	h := a.store.Hold(ctx, mac)
+	// A device cannot ask again while its download runs: a pending one is
+	// a handler still recording its end. Wait for it (briefly), so that
+	// this check-in is judged against how that download ended.
+	for i := 0; h.Pending && i < 20; i++ {
+		time.Sleep(25 * time.Millisecond)
+		h = a.store.Hold(ctx, mac)
+	}
 	digest := facts.SketchMD5
 	if digest == "" {
 		digest = facts.SketchSHA256

@@ -340,6 +340,11 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 			e.content, e.data = ra, nil // serve from the embedded data; b is dropped after load
 		}
 	}
+	if len(b) == 0 && strings.HasSuffix(d.Name(), ".bin") {
+		// An empty .bin is a copy that has not started (or a writer paused
+		// after truncating): never offer it, as an image or as a file.
+		return nil, "empty file"
+	}
 	if looksLikeImage(d.Name(), b) {
 		img, err := espimage.Parse(b)
 		if err != nil {

@@ -324,6 +324,9 @@ type Hold struct {
 	State       string
 	Failures    int
 	Until       time.Time
+	// Pending: a download to the device was decided and its end is not
+	// recorded yet (its handler is finishing).
+	Pending bool
 }
 
 // Hold returns mac's update history for the hold-back decision (zero when
@@ -334,10 +337,11 @@ func (s *Store) Hold(ctx context.Context, mac string) Hold {
 		return Hold{}
 	}
 	var digests string
-	var until int64
+	var until, pending int64
 	var h Hold
-	err := db.QueryRowContext(ctx, `SELECT sent_digests, prev_digest, state, failures, held_until FROM devices WHERE mac = ?`,
-		strings.ToUpper(mac)).Scan(&digests, &h.PrevDigest, &h.State, &h.Failures, &until)
+	err := db.QueryRowContext(ctx, `SELECT sent_digests, prev_digest, state, failures, held_until, pending_event FROM devices WHERE mac = ?`,
+		strings.ToUpper(mac)).Scan(&digests, &h.PrevDigest, &h.State, &h.Failures, &until, &pending)
+	h.Pending = pending != 0
 	if err != nil {
 		return Hold{}
 	}

@@ -200,7 +200,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Store{dir: dir, opts: opts, log: opts.Logger, queue: make(chan *op, 4096), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{dir: dir, opts: opts, log: opts.Logger, queue: make(chan *op, 8192), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
@@ -348,15 +348,24 @@ func (s *Store) Decided(ev *Event) int64 {
 	}
 }
 
-// Finished records how a decided request's response ended (bytes sent,
-// completed or cut off). It does not wait.
+// Finished records how a decided download's response ended (bytes sent,
+// completed or cut off) and returns once that is committed: the device's
+// next check-in is decided on it (a second failure holds an image back).
+// The device does not wait for it; its response is already over.
 func (s *Store) Finished(id int64, ev *Event) {
-	if s == nil || id <= 0 {
+	if s == nil || id <= 0 || ev.Decision != "serve" {
 		return
 	}
 	ev = s.bound(ev)
 	ev.ID = id
-	s.enqueue(&op{kind: opFinished, ev: ev}, true)
+	o := &op{kind: opFinished, ev: ev, id: make(chan int64, 1)}
+	if !s.enqueue(o, true) {
+		return
+	}
+	select {
+	case <-o.id:
+	case <-time.After(s.opts.WaitDurable):
+	}
 }
 
 // Record queues a request that decides nothing (a catalog listing) without

@@ -8,8 +8,22 @@ import (
 	"time"
 )
 
-// batchMax bounds one group commit.
-const batchMax = 512
+// batchMax bounds one group commit; lingerFor is how long listings may
+// wait for company.
+const (
+	batchMax  = 2048
+	lingerFor = 100 * time.Millisecond
+)
+
+// onlyListings reports whether batch holds catalog listings only.
+func onlyListings(batch []*op) bool {
+	for _, o := range batch {
+		if o.kind != opListing {
+			return false
+		}
+	}
+	return true
+}
 
 // writer is the one goroutine that writes: it takes every queued record,
 // applies them in one transaction, commits once (one fsync) and then tells
@@ -64,6 +78,29 @@ func (s *Store) writer() {
 			default:
 				break more
 			}
+		}
+		// Nobody waits on listings, and no decision reads them: let them
+		// gather for a moment, so that a catalog flood costs a commit per
+		// hundred milliseconds instead of one per handful of requests.
+		// Anything else arriving meanwhile (a decision, a download's end,
+		// which the next decision reads) is committed at once, with them.
+		if onlyListings(batch) {
+			linger := time.NewTimer(lingerFor)
+		gather:
+			for len(batch) < batchMax {
+				select {
+				case o := <-s.queue:
+					batch = append(batch, o)
+					if o.kind != opListing {
+						break gather
+					}
+				case <-linger.C:
+					break gather
+				case <-s.stop:
+					break gather
+				}
+			}
+			linger.Stop()
 		}
 		s.commit(batch)
 		if sinceRetain += len(batch); sinceRetain >= 10_000 {
