@@ -27,6 +27,7 @@ import (
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
 	"otabox/appliance/store"
+	"otabox/appliance/suggest"
 )
 
 // Set by the Makefile with -ldflags.
@@ -154,31 +155,11 @@ func closest(word string, cmds []*cli.Command) string {
 		if cmd.Name == "help" {
 			continue
 		}
-		if d := editDistance(word, cmd.Name); d < bestD || (strings.HasPrefix(cmd.Name, word) && len(word) >= 2 && bestD > 1) {
+		if d := suggest.Distance(word, cmd.Name); d < bestD || (strings.HasPrefix(cmd.Name, word) && len(word) >= 2 && bestD > 1) {
 			best, bestD = cmd.Name, min(d, 1)
 		}
 	}
 	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // serviceDataDir is where the systemd unit keeps its record.

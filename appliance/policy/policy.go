@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"otabox/appliance/catalog"
+	"otabox/appliance/suggest"
 )
 
 // Policy is one parsed policy file. The zero value allows everything.
@@ -156,7 +157,7 @@ func (p *Policy) Resolve(images []string) error {
 	if missing := p.Missing(images); len(missing) > 0 {
 		r := missing[0]
 		msg := fmt.Sprintf("%s names %q, which is not in the catalog", r.Rule, r.Image)
-		if s := suggest(r.Image, images); s != "" {
+		if s := closest(r.Image, images); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
 		}
 		return &Error{Line: r.Line, Msg: msg}
@@ -190,15 +191,15 @@ func (p *Policy) MACs() []string {
 	return p.macs
 }
 
-// suggest is the image closest to name: the same name in another case,
+// closest is the image nearest to name: the same name in another case,
 // or the one fewest edits away (at most a third of the name).
-func suggest(name string, images []string) string {
+func closest(name string, images []string) string {
 	best, bestD := "", len(name)/3+1
 	for _, im := range images {
 		if strings.EqualFold(im, name) {
 			return im
 		}
-		if d := distance(strings.ToLower(name), strings.ToLower(im)); d < bestD {
+		if d := suggest.Distance(strings.ToLower(name), strings.ToLower(im)); d < bestD {
 			best, bestD = im, d
 		}
 		if base := path.Base(im); strings.EqualFold(base, name) || strings.EqualFold(strings.TrimSuffix(base, ".bin"), name) || strings.EqualFold(strings.TrimSuffix(im, ".bin"), name) {
@@ -217,27 +218,6 @@ func suggest(name string, images []string) string {
 		}
 	}
 	return ""
-}
-
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // imagePath normalises an image a rule names the way a request-target is.

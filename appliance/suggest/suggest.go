@@ -1,0 +1,26 @@
+// Package suggest finds the word someone probably meant: the "did you
+// mean" of a misspelt command or a policy rule's image name.
+package suggest
+
+// Distance is the Levenshtein distance between a and b: the fewest
+// single-byte insertions, deletions and substitutions from one to the
+// other.
+func Distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
