@@ -100,18 +100,24 @@ func (p *pacer) check(now time.Time, delivered int64) error {
 		return nil // younger than the window
 	}
 	p.samples = p.samples[from:]
-	s := p.samples[0]
-	rate := float64(delivered-s.n) / now.Sub(s.t).Seconds()
-	if rate < float64(p.min) {
-		return fmt.Errorf("the device took %.0f bytes/s over the last %s, under the minimum of %d bytes/s (--min-rate)", rate, now.Sub(s.t).Round(time.Second), p.min)
+	if rate := p.rate(now, delivered); rate < float64(p.min) {
+		return p.tooSlow(now, rate)
 	}
 	return nil
+}
+
+// rate is the delivery rate since the oldest sample held.
+func (p *pacer) rate(now time.Time, delivered int64) float64 {
+	s := p.samples[0]
+	return float64(delivered-s.n) / max(now.Sub(s.t).Seconds(), 1)
+}
+
+func (p *pacer) tooSlow(now time.Time, rate float64) error {
+	return fmt.Errorf("the device took %.0f bytes/s over the last %s, under the minimum of %d bytes/s (--min-rate)", rate, now.Sub(p.samples[0].t).Round(time.Second), p.min)
 }
 
 // stalled explains a write that blocked for a whole window: the rate the
 // device took since the oldest sample still held.
 func (p *pacer) stalled(now time.Time, delivered int64) error {
-	s := p.samples[0]
-	rate := float64(delivered-s.n) / max(now.Sub(s.t).Seconds(), 1)
-	return fmt.Errorf("the device took %.0f bytes/s over the last %s, under the minimum of %d bytes/s (--min-rate)", rate, now.Sub(s.t).Round(time.Second), p.min)
+	return p.tooSlow(now, p.rate(now, delivered))
 }
