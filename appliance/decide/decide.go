@@ -23,6 +23,7 @@ const (
 	Serve       Action = iota // 200 with the image
 	NotModified               // 304: the device reports "no update"
 	Refuse                    // 4xx with a reason
+	Version                   // 200, no body: x-version and x-MD5 of Entry (getAvailableVersion)
 )
 
 // Verdict is a decision with its HTTP status and the one-line reason that
@@ -138,6 +139,9 @@ func firmware(r Request) Verdict {
 		return fits(e, d) // a filesystem image: only the size can be checked
 	}
 	img := e.Image
+	if d.AsksVersion() {
+		return version(e)
+	}
 	if !d.Flashing() {
 		return refuse(http.StatusForbidden, e, "%s is a firmware image, the device asked for a %s image", e.Path, d.Mode)
 	}
@@ -155,7 +159,7 @@ func firmware(r Request) Verdict {
 		// Without it the running app surely cannot inflate (spec §2.4).
 		return refuse(http.StatusForbidden, e, "%s is gzip-compressed, the device's core is older than 2.6 and cannot inflate it", e.Path)
 	}
-	if img.Family == espimage.ESP8266 && d.ChipSize >= 0 && img.FlashSize > d.ChipSize {
+	if img.Family == espimage.ESP8266 && d.ChipSize >= 0 && img.FlashSize > d.ChipSize && !img.AutoFlash() {
 		return refuse(http.StatusForbidden, e, "%s is built for %s of flash, the device has %s", e.Path, mib(img.FlashSize), mib(d.ChipSize))
 	}
 	if r.Inflates && e.Gzip != nil {
@@ -165,6 +169,15 @@ func firmware(r Request) Verdict {
 		}
 	}
 	return fits(e, d)
+}
+
+// version answers getAvailableVersion(): the image's version, or 404 when
+// it has none to give.
+func version(e *catalog.Entry) Verdict {
+	if e.Image == nil || e.Image.Version == "" {
+		return refuse(http.StatusNotFound, e, "%s has no known version (an ESP32 app descriptor, or the OTABOX: marker in an ESP8266 image)", e.Path)
+	}
+	return Verdict{Action: Version, Status: http.StatusOK, Reason: "version " + e.Image.Version, Entry: e}
 }
 
 // fits checks the image against the device's free OTA space, the way the
@@ -194,6 +207,24 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 	}
 	if ok, why := r.Policy.Allowed(d.MAC()); !ok {
 		return refuse(http.StatusForbidden, nil, "%s", why)
+	}
+	if d.AsksVersion() {
+		// What /update would serve this device: the image it would be
+		// sent, else the one it runs (its own version, nothing newer).
+		asSketch := *d
+		asSketch.Mode = "sketch"
+		req := r
+		req.Device = &asSketch
+		v := Newest(req, all)
+		if v.Action == Serve {
+			return version(v.Entry)
+		}
+		for _, e := range r.Running {
+			if e.Image != nil && e.Image.Version != "" {
+				return version(e) // nothing newer applies: its own
+			}
+		}
+		return refuse(http.StatusNotFound, v.Entry, "no version to offer: %s", v.Reason)
 	}
 	if !d.Flashing() {
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "update URL serves sketches only, device asked for " + d.Mode}

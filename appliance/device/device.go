@@ -52,6 +52,10 @@ func (f *Facts) MAC() string {
 	return ""
 }
 
+// AsksVersion reports getAvailableVersion() (ESP8266 core 3.1+): the
+// updater's request with mode "version", answered with headers only.
+func (f *Facts) AsksVersion() bool { return strings.EqualFold(f.Mode, "version") }
+
 // Flashing reports whether the request asks for a sketch (app) image rather
 // than a filesystem image. An absent mode (old cores) means sketch.
 func (f *Facts) Flashing() bool { return f.Mode == "" || strings.EqualFold(f.Mode, "sketch") }

@@ -78,6 +78,10 @@ type Device struct {
 	// as 127.0.0.5 stands for one device of a fleet); nil lets the kernel pick.
 	Source  net.IP
 	Timeout time.Duration // the updater's stream timeout; 8 s by default
+	// FlashMap says the running sketch was built with FLASH_MAP_SUPPORT
+	// ("Mapping defined by Hardware and Sketch"): ESP8266HTTPUpdate then
+	// skips its check that the new image's flash size fits the chip.
+	FlashMap bool
 }
 
 // New returns a device of the given core with plausible defaults: 4 MB of

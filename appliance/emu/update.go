@@ -136,7 +136,7 @@ func (d *Device) Update(addr, target string) UpdateResult {
 		if head[0] != espimage.Magic && !gz {
 			return fail("Verify Bin Header Failed")
 		}
-		if head[0] == espimage.Magic && magicFlashChipSize(head[3]>>4) > d.ChipSize {
+		if head[0] == espimage.Magic && !d.FlashMap && magicFlashChipSize(head[3]>>4) > d.ChipSize {
 			return fail("New Binary Does Not Fit Flash Size")
 		}
 	}
@@ -177,7 +177,7 @@ func inflate(gz []byte) ([]byte, error) {
 // esp_image_verify() when it sets the boot partition.
 func (d *Device) verifyEnd(body []byte) string {
 	if d.Core.Family == espimage.ESP8266 {
-		if body[0] == espimage.Magic && magicFlashChipSize(body[3]>>4) > d.ChipSize {
+		if body[0] == espimage.Magic && !d.FlashMap && magicFlashChipSize(body[3]>>4) > d.ChipSize {
 			return "Update error: New Flash config wrong"
 		}
 		return "" // ESP8266 checks no chip type: an ESP32 image is flashed anyway

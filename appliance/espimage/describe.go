@@ -28,6 +28,9 @@ func Describe(w io.Writer, img *Image) {
 			flash = fmt.Sprintf("%d MB", img.FlashSize>>20)
 		}
 	}
+	if img.AutoFlash() {
+		flash = "set by the device at boot (autoflash build)"
+	}
 	p("flash", "%s, %s, %s", flash, img.FlashMode, img.FlashFreq)
 	if img.Boot != nil {
 		p("bootloader", "eboot, %d segments, checksum 0x%02x ok", len(img.Boot.Segments), img.Boot.Checksum)

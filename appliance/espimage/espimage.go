@@ -152,6 +152,16 @@ func (m FlashMode) String() string {
 	return fmt.Sprintf("mode-%d", uint8(m))
 }
 
+// AutoFlash reports an ESP8266 image built with "Mapping defined by
+// Hardware and Sketch" (boards.txt eesz.autoflash: build.flash_size=16M,
+// FLASH_MAP_SUPPORT): its header says 16 MB whatever the board has, and
+// the device picks its flash map at boot. The core skips its flash-size
+// check for these ("it makes no sense to check flash size in auto flash
+// mode"), and so does otabox.
+func (img *Image) AutoFlash() bool {
+	return img != nil && img.Family == ESP8266 && img.FlashSize == 16<<20
+}
+
 // FormatError says exactly where an image is malformed.
 type FormatError struct {
 	Offset int    // byte offset in the file (in the inflated data for gzip images)

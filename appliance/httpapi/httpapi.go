@@ -279,6 +279,8 @@ func (x *exchange) exchangeFor(took time.Duration) *Exchange {
 		Running: x.running, Status: x.status, Reason: x.reason, Bytes: x.bytes, Size: x.size, Took: took,
 	}
 	switch {
+	case x.verdict != nil && x.verdict.Action == decide.Version:
+		ev.Decision = "version" // headers only: never a download
 	case x.status == http.StatusOK && x.endpoint != "catalog":
 		ev.Decision = "serve"
 		ev.Bytes = x.sentBytes()
@@ -456,6 +458,16 @@ next:
 
 func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	x.verdict = &v
+	if v.Action == decide.Version {
+		// getAvailableVersion reads these two headers and ignores any body.
+		x.reason = v.Reason
+		hd := x.Header()
+		hd["x-version"] = []string{v.Entry.Image.Version}
+		hd["x-MD5"] = []string{v.Entry.MD5}
+		hd["Content-Length"] = []string{"0"}
+		x.WriteHeader(http.StatusOK)
+		return
+	}
 	if v.Action != decide.Serve {
 		h.fail(x, v.Status, v.Reason)
 		return
