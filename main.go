@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -26,6 +25,7 @@ import (
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
+	"otabox/appliance/httpapi"
 	"otabox/appliance/store"
 	"otabox/appliance/suggest"
 )
@@ -46,6 +46,10 @@ func main() {
 		dataDirFlag(),
 		&cli.StringFlag{Name: "policy", Usage: "policy file: allowlist, groups, pinning, rollouts, download cap (re-read on SIGHUP)", EnvVars: []string{"OTABOX_POLICY"}},
 		&cli.StringFlag{Name: "admin-password", Usage: "protect the status page and /api/* with this password (basic auth, any user)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD"}},
+		&cli.StringFlag{Name: "device-user", Value: "otabox", Usage: "user name devices send with setAuthorization (with --device-password)", EnvVars: []string{"OTABOX_DEVICE_USER"}},
+		&cli.StringFlag{Name: "device-password", Usage: "require devices to send this password (HTTP basic auth) for firmware and /update", EnvVars: []string{"OTABOX_DEVICE_PASSWORD"}},
+		&cli.StringFlag{Name: "device-password-file", Usage: "read the device password from this file's first line", EnvVars: []string{"OTABOX_DEVICE_PASSWORD_FILE"}},
+		&cli.BoolFlag{Name: "device-auth-catalog", Usage: "require the device credentials for /_catalog too (AutoConnectUpdate sends none)", EnvVars: []string{"OTABOX_DEVICE_AUTH_CATALOG"}},
 		&cli.StringFlag{Name: "admin-password-file", Usage: "read the admin password from this file (e.g. $CREDENTIALS_DIRECTORY/admin, systemd's LoadCredential=)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD_FILE"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
@@ -230,7 +234,11 @@ func serve(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("otabox: --gzip %q: %v", p, err), 2)
 		}
 	}
-	password, err := adminPassword(c)
+	password, err := secret(c, "admin-password")
+	if err != nil {
+		return cli.Exit("otabox: "+err.Error(), 2)
+	}
+	devicePassword, err := secret(c, "device-password")
 	if err != nil {
 		return cli.Exit("otabox: "+err.Error(), 2)
 	}
@@ -256,6 +264,7 @@ func serve(c *cli.Context) error {
 		DataDir:       c.String("data-dir"),
 		Policy:        c.String("policy"),
 		AdminPassword: password,
+		DeviceAuth:    httpapi.DeviceAuth{User: c.String("device-user"), Password: devicePassword, Catalog: c.Bool("device-auth-catalog")},
 		Version:       version,
 		MaxConnsPerIP: c.Int("max-conns-per-ip"),
 		MaxConns:      c.Int("max-conns"),
@@ -273,23 +282,22 @@ func minRate(n int64) int64 {
 	return n
 }
 
-// adminPassword is --admin-password, or the first line of
-// --admin-password-file; not both.
-func adminPassword(c *cli.Context) (string, error) {
-	file := c.String("admin-password-file")
+// secret is --NAME, or the first line of --NAME-file; not both.
+func secret(c *cli.Context, name string) (string, error) {
+	file := c.String(name + "-file")
 	if file == "" {
-		return c.String("admin-password"), nil
+		return c.String(name), nil
 	}
-	if c.String("admin-password") != "" {
-		return "", errors.New("give --admin-password or --admin-password-file, not both")
+	if c.String(name) != "" {
+		return "", fmt.Errorf("give --%s or --%s-file, not both", name, name)
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("--admin-password-file: %w", err)
+		return "", fmt.Errorf("--%s-file: %w", name, err)
 	}
 	pw, _, _ := strings.Cut(string(b), "\n")
 	if pw = strings.TrimRight(pw, "\r"); pw == "" {
-		return "", fmt.Errorf("--admin-password-file %s: the first line is empty", file)
+		return "", fmt.Errorf("--%s-file %s: the first line is empty", name, file)
 	}
 	return pw, nil
 }

@@ -115,3 +115,44 @@ func TestAutoflashImageServedToAnyFlash(t *testing.T) {
 		t.Errorf("inspect:\n%s", out)
 	}
 }
+
+// TestDeviceCredentials: with --device-password-file, firmware GETs and
+// /update without the credentials get 401 with WWW-Authenticate and the
+// reason, and with them the image, for both cores' request bytes; the
+// catalog stays open for AutoConnectUpdate unless --device-auth-catalog.
+func TestDeviceCredentials(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "device")
+	os.WriteFile(pw, []byte("fl4sh\n"), 0o600)
+	for _, protectCatalog := range []bool{false, true} {
+		args := []string{"--device-password-file", pw}
+		if protectCatalog {
+			args = append(args, "--device-auth-catalog")
+		}
+		r := start(t, args...)
+		for _, tc := range []struct {
+			core   emu.Core
+			target string
+		}{{emu.ESP8266v31, "/blink-esp8266.bin"}, {emu.ESP32v20, "/blink-esp32.bin"}} {
+			d := emu.New(tc.core)
+			res := d.Update(r.addr, tc.target)
+			if res.Status != 401 || res.Headers["www-authenticate"] != `Basic realm="otabox"` || res.Headers["x-otabox-reason"] != "device credentials required (setAuthorization)" {
+				t.Errorf("%v without credentials: %v %q", tc.core, res, res.Headers["x-otabox-reason"])
+			}
+			d.Auth = "otabox:wrong"
+			if res := d.Update(r.addr, tc.target); res.Status != 401 || res.Headers["x-otabox-reason"] != "wrong device credentials" {
+				t.Errorf("%v with a wrong password: %v %q", tc.core, res, res.Headers["x-otabox-reason"])
+			}
+			d.Auth = "otabox:fl4sh"
+			if res := d.Update(r.addr, tc.target); res.Outcome != emu.OK {
+				t.Errorf("%v with credentials: %v %q", tc.core, res, res.Headers["x-otabox-reason"])
+			}
+		}
+		list := emu.New(emu.ESP8266v31).Catalog(r.addr, ".")
+		if open := list.Err == ""; open == protectCatalog {
+			t.Errorf("--device-auth-catalog=%v: the catalog answered %+v", protectCatalog, list)
+		}
+		if !strings.Contains(getBody(t, "http://"+r.addr+"/metrics"), `status="401"`) {
+			t.Error("/metrics does not count the refusals")
+		}
+	}
+}

@@ -60,6 +60,9 @@ type Config struct {
 	KeepAge    time.Duration
 	// AdminPassword protects the status page and /api/* ("" leaves them open).
 	AdminPassword string
+	// DeviceAuth, when its Password is set, requires devices to send these
+	// credentials (setAuthorization) for firmware and /update.
+	DeviceAuth httpapi.DeviceAuth
 	// MaxConnsPerIP caps one client address's open connections (0: 16).
 	MaxConnsPerIP int
 	// MaxConns caps all open connections (0: from RLIMIT_NOFILE, see
@@ -240,6 +243,7 @@ func New(cfg Config) (*Appliance, error) {
 		UpdatePath:   cfg.UpdatePath,
 		StallTimeout: cfg.StallTimeout,
 		MinRate:      cfg.MinRate,
+		DeviceAuth:   cfg.DeviceAuth,
 		Downloads:    downloads,
 		Extra:        page,
 		Hold:         a.hold,

@@ -9,6 +9,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -74,11 +75,33 @@ type Options struct {
 	// Hold, when set, says which image (if any) is held back from a device
 	// after failed updates; the decision answers 304 instead of sending it.
 	Hold func(*device.Facts) decide.Hold
+	// DeviceAuth, when its Password is set, requires HTTP basic auth on
+	// firmware GETs and /update (and the catalog when Catalog is set).
+	DeviceAuth DeviceAuth
 	// Downloads, when set, tracks firmware bodies in flight.
 	Downloads *Downloads
 	// Extra serves what is not a device endpoint (status page, API,
 	// metrics): exact "/" and paths under /api/, plus /metrics and /healthz.
 	Extra http.Handler
+}
+
+// DeviceAuth is the credential devices send with setAuthorization(user,
+// pass): firmware often embeds Wi-Fi passwords and API keys, and without
+// it any LAN client with the right User-Agent downloads every image.
+type DeviceAuth struct {
+	User, Password string
+	// Catalog also protects /_catalog. AutoConnectUpdate sends no
+	// credentials, so this is for sketches that list with their own client.
+	Catalog bool
+}
+
+// allows reports whether r carries the credential, compared in constant
+// time.
+func (a DeviceAuth) allows(r *http.Request) bool {
+	user, pass, ok := r.BasicAuth()
+	u := subtle.ConstantTimeCompare([]byte(user), []byte(a.User))
+	p := subtle.ConstantTimeCompare([]byte(pass), []byte(a.Password))
+	return ok && u&p == 1
 }
 
 // Handler serves the device endpoints from one catalog.
@@ -230,6 +253,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(x, http.StatusMethodNotAllowed, "method "+r.Method+" is not served; devices use GET")
 	case ferr != nil:
 		h.fail(x, http.StatusBadRequest, ferr.Error())
+	case h.opts.DeviceAuth.Password != "" && (r.URL.Path != CatalogPath || h.opts.DeviceAuth.Catalog) && !h.opts.DeviceAuth.allows(r):
+		x.endpoint = endpointOf(r.URL.Path, h.opts.UpdatePath, facts)
+		w.Header().Set("WWW-Authenticate", `Basic realm="otabox"`)
+		why := "device credentials required (setAuthorization)"
+		if _, _, ok := r.BasicAuth(); ok {
+			why = "wrong device credentials"
+		}
+		h.fail(x, http.StatusUnauthorized, why)
 	case r.URL.Path == CatalogPath:
 		x.endpoint = "catalog"
 		h.serveCatalog(x, r, facts, h.cat.Load())
@@ -237,13 +268,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.endpoint = "update"
 		h.serveUpdate(x, r, facts, h.cat.Load())
 	default:
-		// Only the updater asks for firmware: anything else (a browser, a
-		// probe, a crawler) is answered the same way but never counted as
-		// a device's firmware request.
-		x.endpoint = "firmware"
-		if facts.Client != device.Updater {
-			x.endpoint = "other"
-		}
+		x.endpoint = endpointOf(r.URL.Path, h.opts.UpdatePath, facts)
 		h.serveFile(x, r, facts, h.cat.Load())
 	}
 	took := time.Since(start)
@@ -257,6 +282,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.opts.Observe(ev)
 	}
+}
+
+// endpointOf names what a request is for. Only the updater asks for
+// firmware: anything else (a browser, a probe, a crawler) asking for a
+// file is answered the same way but never counted as a device's firmware
+// request.
+func endpointOf(path, updatePath string, facts *device.Facts) string {
+	switch {
+	case path == CatalogPath:
+		return "catalog"
+	case updatePath != "" && path == updatePath:
+		return "update"
+	case facts.Client != device.Updater:
+		return "other"
+	}
+	return "firmware"
 }
 
 // headerLines counts a head's header lines, duplicates included.
