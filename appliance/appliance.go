@@ -101,7 +101,7 @@ func OpenDir(dir string) (Source, error) {
 
 // LoadCatalog builds the catalog from src, logging what it skips.
 func LoadCatalog(src Source, log *slog.Logger) (*catalog.Catalog, error) {
-	return reloadCatalog(src, log, nil, nil, nil)
+	return loadCatalog(src, log, nil, nil, nil, false, 0)
 }
 
 // gzip turns the --gzip patterns into the catalog's selector.
@@ -125,14 +125,9 @@ func ValidGzipPattern(p string) error {
 	return err
 }
 
-// reloadCatalog loads src again, reusing prev's entries for unchanged
-// files and holding back files still being written.
-func reloadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool) (*catalog.Catalog, error) {
-	return loadCatalog(src, log, prev, unstable, gz, false, 0)
-}
-
-// loadCatalog loads src; on a reload (prev set), files modified within
-// settle count as still being written.
+// loadCatalog loads src, reusing prev's entries for unchanged files and
+// holding back files still being written (unstable, or on a reload
+// modified within settle); rehash re-reads every file.
 func loadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool, rehash bool, settle time.Duration) (*catalog.Catalog, error) {
 	return catalog.Load(src.FS, catalog.Options{
 		Rehash:   rehash,
@@ -177,7 +172,7 @@ func New(cfg Config) (*Appliance, error) {
 	if cfg.Firmware.Manifest != nil {
 		gz = nil // compressing would read every file: done after start-up (verify)
 	}
-	cat, err := reloadCatalog(cfg.Firmware, log, nil, nil, gz)
+	cat, err := loadCatalog(cfg.Firmware, log, nil, nil, gz, false, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +442,7 @@ func (a *Appliance) verify() {
 			return
 		}
 	}
-	cat, err := reloadCatalog(src, a.log, prev, nil, a.cfg.gzip())
+	cat, err := loadCatalog(src, a.log, prev, nil, a.cfg.gzip(), false, 0)
 	if err != nil {
 		a.log.Error("catalog: reload failed; still serving the manifest's view", "err", err)
 		return
