@@ -447,3 +447,38 @@ func TestSecondSignalForcesExit(t *testing.T) {
 		t.Errorf("no word of forcing:\n%s", log)
 	}
 }
+
+// TestReadersFindTheServiceRecord: run on the box without flags, `otabox
+// devices` reads the service's /var/lib/otabox when it holds a record,
+// and says which file it read. (Needs root; it creates /var/lib/otabox
+// only when the machine has none, and removes what it made.)
+func TestReadersFindTheServiceRecord(t *testing.T) {
+	const service = "/var/lib/otabox"
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "needs root to create "+service)
+	}
+	if _, err := os.Stat(service); err == nil {
+		t.Skipf("%s exists on this machine: a real service's record is not touched", service)
+	}
+	if err := os.MkdirAll(service, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(service) })
+	r := startData(t, service)
+	d := emu.New(emu.ESP8266v31)
+	d.STAMAC = "5C:CF:7F:00:90:01"
+	if res := d.Update(r.addr, "/blink-esp8266.bin"); res.Outcome != emu.OK {
+		t.Fatalf("%v", res)
+	}
+	cmd := exec.Command(otabox, "devices")
+	cmd.Dir = t.TempDir() // no ./otabox-data here
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STATE_DIRECTORY=") && !strings.HasPrefix(kv, "OTABOX_DATA_DIR=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "otabox: reading /var/lib/otabox/otabox.db") || !strings.Contains(string(out), d.STAMAC) {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
