@@ -7,7 +7,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -548,11 +547,7 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	}
 	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
 	// after the header and fails if it has not arrived (spec §2.3).
-	var src io.Reader = e.Content()
-	if data != nil {
-		src = bytes.NewReader(data)
-	}
-	if err := h.sendBody(x, src); err != nil {
+	if err := h.sendBody(x, data, e.Content()); err != nil {
 		x.reason = "download cut off after " + strconv.FormatInt(x.delivered(), 10) + " bytes: " + err.Error()
 	}
 }
@@ -563,23 +558,43 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 // the default minimum.
 const sendChunk = 16 << 10
 
-// sendBody streams an image and returns once the device has acknowledged
-// every byte (where the kernel can tell), so that "completed" means the
-// device has it. A device whose delivery averages under MinRate over
-// RateWindow is cut off, and so is one that stops acknowledging.
-func (h *Handler) sendBody(x *exchange, src io.Reader) error {
+// sendBody streams an image — straight from data when the catalog holds
+// it in memory, else from src through a pooled buffer — and returns once
+// the device has acknowledged every byte (where the kernel can tell), so
+// that "completed" means the device has it. A device whose delivery
+// averages under MinRate over RateWindow is cut off, and so is one that
+// stops acknowledging.
+func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader) error {
 	rc := http.NewResponseController(x.w)
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
 	done := make(chan struct{})
 	defer close(done)
 	go x.sample(done)
-	bp := h.bufs.Get().(*[]byte)
-	defer h.bufs.Put(bp)
-	buf := (*bp)[:sendChunk]
+	next := func() ([]byte, error) { // the next chunk; io.EOF after the last
+		if len(data) == 0 {
+			return nil, io.EOF
+		}
+		n := min(len(data), sendChunk)
+		chunk := data[:n]
+		data = data[n:]
+		return chunk, nil
+	}
+	if data == nil {
+		bp := h.bufs.Get().(*[]byte)
+		defer h.bufs.Put(bp)
+		buf := (*bp)[:sendChunk]
+		next = func() ([]byte, error) {
+			n, err := io.ReadFull(src, buf)
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			return buf[:n], err
+		}
+	}
 	var checked time.Time
 	for {
-		n, rerr := io.ReadFull(src, buf)
-		if n > 0 {
+		chunk, rerr := next()
+		if len(chunk) > 0 {
 			// Once a second: the rate, and a fresh deadline for the writes.
 			if now := time.Now(); now.Sub(checked) >= time.Second {
 				checked = now
@@ -590,7 +605,7 @@ func (h *Handler) sendBody(x *exchange, src io.Reader) error {
 					return err
 				}
 			}
-			if _, err := x.Write(buf[:n]); err != nil {
+			if _, err := x.Write(chunk); err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) && h.opts.MinRate > 0 {
 					// Blocked for the whole window: net/http has given up on
 					// the connection; say why in the device's terms.
@@ -599,7 +614,7 @@ func (h *Handler) sendBody(x *exchange, src io.Reader) error {
 				return err
 			}
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
