@@ -309,10 +309,7 @@ func event(ev *httpapi.Exchange) *store.Event {
 			r.Family = d.Family.String()
 		}
 		r.MAC, r.SDK, r.FreeSpace, r.ChipSize = d.MAC(), d.SDKVersion, d.FreeSpace, d.ChipSize
-		r.Digest = d.SketchMD5
-		if r.Digest == "" {
-			r.Digest = d.SketchSHA256
-		}
+		r.Digest = d.Digest()
 	}
 	if len(ev.Running) > 0 {
 		r.Running = ev.Running[0].Path

@@ -99,11 +99,7 @@ func (a *Appliance) hold(facts *device.Facts) decide.Hold {
 		time.Sleep(25 * time.Millisecond)
 		h = a.store.Hold(ctx, mac)
 	}
-	digest := facts.SketchMD5
-	if digest == "" {
-		digest = facts.SketchSHA256
-	}
-	failures, until := h.After(digest, time.Now())
+	failures, until := h.After(facts.Digest(), time.Now())
 	return decide.Hold{Digests: h.SentDigests, Until: until, Failures: failures}
 }
 

@@ -249,10 +249,7 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 		}
 	}
 	if current == nil {
-		digest := d.SketchMD5
-		if digest == "" {
-			digest = d.SketchSHA256
-		}
+		digest := d.Digest()
 		if digest == "" {
 			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device sent no sketch digest, so its project is unknown"}
 		}

@@ -52,6 +52,15 @@ func (f *Facts) MAC() string {
 	return ""
 }
 
+// Digest is what the device reports it runs: its sketch MD5, else (ESP32
+// cores before 2.0) its SHA-256; "" when it sent neither.
+func (f *Facts) Digest() string {
+	if f.SketchMD5 != "" {
+		return f.SketchMD5
+	}
+	return f.SketchSHA256
+}
+
 // AsksVersion reports getAvailableVersion() (ESP8266 core 3.1+): the
 // updater's request with mode "version", answered with headers only.
 func (f *Facts) AsksVersion() bool { return strings.EqualFold(f.Mode, "version") }
