@@ -91,35 +91,57 @@ func TestRefusedReloadKeepsThePolicy(t *testing.T) {
 
 // TestUpdateLoopIsHeldBack: a device sent an image whole that comes back
 // twice still running its old one is not sent it again: 304 with the
-// reason, until `otabox retry`.
+// reason; otabox devices (--state held), /api/devices?state=held and
+// /metrics show it; `otabox retry MAC` clears it, and so does a policy
+// reload that names the MAC.
 func TestUpdateLoopIsHeldBack(t *testing.T) {
 	dir, v1, v2, _ := fleetCatalog(t)
 	data := t.TempDir()
-	r := startData(t, data, "--catalog", dir)
-	d := emu.New(emu.ESP8266v31)
-	d.STAMAC, d.Running = "5C:CF:7F:00:10:01", v1
-	for i := 1; i <= 2; i++ {
-		if res := d.Update(r.addr, "/update"); res.Outcome != emu.OK || string(res.Image) != string(v2) {
-			t.Fatalf("update %d: %v", i, res)
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("max-downloads 10\n"), 0o644)
+	r := startData(t, data, "--catalog", dir, "--policy", pol)
+	loop := func(mac string) *emu.Device { // sent twice, booted neither time
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running = mac, v1
+		for i := 1; i <= 2; i++ {
+			if res := d.Update(r.addr, "/update"); res.Outcome != emu.OK || string(res.Image) != string(v2) {
+				t.Fatalf("%s update %d: %v", mac, i, res)
+			}
+			d.Running = v1
 		}
-		d.Running = v1 // the new image did not boot
+		res := d.Update(r.addr, "/update")
+		if res.Outcome != emu.NoUpdates || !strings.HasPrefix(res.Headers["x-otabox-reason"], "held back after 2 failed attempts; next try at ") {
+			t.Fatalf("%s third check-in: %v reason %q", mac, res, res.Headers["x-otabox-reason"])
+		}
+		return d
 	}
-	res := d.Update(r.addr, "/update")
-	if res.Outcome != emu.NoUpdates || !strings.HasPrefix(res.Headers["x-otabox-reason"], "held back after 2 failed attempts; next try at ") {
-		t.Fatalf("third check-in: %v reason %q", res, res.Headers["x-otabox-reason"])
+	a, b := loop("5C:CF:7F:00:10:01"), loop("5C:CF:7F:00:10:02")
+	out, _ := exec.Command(otabox, "devices", "--state", "held", "--data-dir", data).Output()
+	if !strings.Contains(string(out), "held back until") || !strings.Contains(string(out), a.STAMAC) || !strings.Contains(string(out), b.STAMAC) {
+		t.Errorf("otabox devices --state held:\n%s", out)
 	}
-	out, _ := exec.Command(otabox, "devices", "--data-dir", data).Output()
-	if !strings.Contains(string(out), "held back until") {
-		t.Errorf("otabox devices does not show the hold-back:\n%s", out)
+	resp, err := http.Get("http://" + r.addr + "/api/devices?state=held&limit=1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if metricValue(getBody(t, "http://"+r.addr+"/metrics"), "otabox_devices_held_back") != 1 {
-		t.Error("/metrics does not count the hold-back")
+	resp.Body.Close()
+	if resp.Header.Get("X-Total-Count") != "2" {
+		t.Errorf("/api/devices?state=held: X-Total-Count %q", resp.Header.Get("X-Total-Count"))
 	}
-	if out, err := exec.Command(otabox, "retry", d.STAMAC, "--data-dir", data).CombinedOutput(); err != nil || !strings.Contains(string(out), "hold-back cleared") {
+	if metricValue(getBody(t, "http://"+r.addr+"/metrics"), "otabox_devices_held_back") != 2 {
+		t.Error("/metrics does not count the hold-backs")
+	}
+	if out, err := exec.Command(otabox, "retry", a.STAMAC, "--data-dir", data).CombinedOutput(); err != nil || !strings.Contains(string(out), "hold-back cleared") {
 		t.Fatalf("otabox retry: %v\n%s", err, out)
 	}
-	if res := d.Update(r.addr, "/update"); res.Outcome != emu.OK {
+	if res := a.Update(r.addr, "/update"); res.Outcome != emu.OK {
 		t.Fatalf("after otabox retry: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	os.WriteFile(pol, []byte("max-downloads 10\ngroup bench "+b.STAMAC+"\n"), 0o644)
+	r.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, r, "policy reloaded")
+	if res := b.Update(r.addr, "/update"); res.Outcome != emu.OK {
+		t.Fatalf("after a reload naming the MAC: %v %q", res, res.Headers["x-otabox-reason"])
 	}
 }
 

@@ -378,12 +378,20 @@ func (s *Store) Record(ev *Event) {
 }
 
 // Retry clears a device's hold-back and failure count, so that its next
-// check-in may be sent the image again.
+// check-in may be sent the image again. It returns once that is committed
+// (or could not be): a reload that clears holds says so only afterwards.
 func (s *Store) Retry(mac string) {
 	if s == nil {
 		return
 	}
-	s.enqueue(&op{kind: opRetry, mac: mac}, true)
+	o := &op{kind: opRetry, mac: strings.ToUpper(mac), id: make(chan int64, 1)}
+	if !s.enqueue(o, true) {
+		return
+	}
+	select {
+	case <-o.id:
+	case <-time.After(s.opts.WaitDurable):
+	}
 }
 
 // enqueue hands o to the writer. A listing is dropped (and counted) when
