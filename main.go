@@ -51,6 +51,7 @@ func main() {
 		&cli.StringFlag{Name: "device-password-file", Usage: "read the device password from this file's first line", EnvVars: []string{"OTABOX_DEVICE_PASSWORD_FILE"}},
 		&cli.BoolFlag{Name: "device-auth-catalog", Usage: "require the device credentials for /_catalog too (AutoConnectUpdate sends none)", EnvVars: []string{"OTABOX_DEVICE_AUTH_CATALOG"}},
 		&cli.StringFlag{Name: "admin-password-file", Usage: "read the admin password from this file (e.g. $CREDENTIALS_DIRECTORY/admin, systemd's LoadCredential=)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD_FILE"}},
+		&cli.StringSliceFlag{Name: "verify-key", Usage: "serve only images whose signature verifies under this PEM public key (repeatable; ESP8266 signing.py RSA, ESP32 Secure Boot v2 RSA-3072/ECDSA)", EnvVars: []string{"OTABOX_VERIFY_KEY"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
 		&cli.StringFlag{Name: "mdns-name", DefaultText: "otabox-<6 hex of the machine id>", Usage: "mDNS instance and host name (a-z, 0-9, -)", EnvVars: []string{"OTABOX_MDNS_NAME"}},
@@ -113,7 +114,10 @@ func main() {
 			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
-				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the parsed description as JSON"}},
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "json", Usage: "print the parsed description as JSON"},
+					&cli.StringSliceFlag{Name: "key", Usage: "check the signature against this PEM public key (repeatable)"},
+				},
 				Action: inspect,
 			},
 		},
@@ -234,6 +238,10 @@ func serve(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("otabox: --gzip %q: %v", p, err), 2)
 		}
 	}
+	keys, err := readKeys(c.StringSlice("verify-key"))
+	if err != nil {
+		return cli.Exit("otabox: --verify-key: "+err.Error(), 2)
+	}
 	password, err := secret(c, "admin-password")
 	if err != nil {
 		return cli.Exit("otabox: "+err.Error(), 2)
@@ -261,6 +269,7 @@ func serve(c *cli.Context) error {
 		Grace:         c.Duration("grace"),
 		MDNS:          mdns,
 		Gzip:          c.StringSlice("gzip"),
+		VerifyKeys:    keys,
 		DataDir:       c.String("data-dir"),
 		Policy:        c.String("policy"),
 		AdminPassword: password,
@@ -437,6 +446,10 @@ func inspect(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return cli.Exit("otabox inspect: name at least one image file", 2)
 	}
+	keys, err := readKeys(c.StringSlice("key"))
+	if err != nil {
+		return cli.Exit("otabox inspect: --key: "+err.Error(), 2)
+	}
 	failed := 0
 	for _, name := range c.Args().Slice() {
 		b, err := os.ReadFile(name)
@@ -449,21 +462,52 @@ func inspect(c *cli.Context) error {
 			failed++
 			continue
 		}
+		// With --key, the verdict is part of the answer: an image that
+		// would be left out of the catalog fails the command too.
+		verdict := ""
+		if len(keys) > 0 {
+			how, err := espimage.Verify(b, img, keys)
+			if verdict = "ok (" + how + ")"; err != nil {
+				verdict = "FAILED: " + err.Error()
+				failed++
+			}
+		}
 		if c.Bool("json") {
 			out, _ := json.MarshalIndent(struct {
 				File string `json:"file"`
 				*espimage.Image
-			}{name, img}, "", "  ")
+				Verified string `json:"signature_check,omitempty"`
+			}{name, img, verdict}, "", "  ")
 			fmt.Println(string(out))
 			continue
 		}
 		fmt.Println(name)
 		espimage.Describe(os.Stdout, img)
+		if verdict != "" {
+			fmt.Printf("  %-15s %s\n", "signature:", verdict)
+		}
 	}
 	if failed > 0 {
 		return cli.Exit("", 1)
 	}
 	return nil
+}
+
+// readKeys reads --verify-key / --key files.
+func readKeys(paths []string) ([]*espimage.Key, error) {
+	var keys []*espimage.Key
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		k, err := espimage.ParseKey(filepath.Base(p), b)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // flagsFirst lets flags follow a command's arguments (`otabox history MAC

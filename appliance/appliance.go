@@ -58,6 +58,9 @@ type Config struct {
 	// 1,000,000 rows and 180 days); devices are kept regardless.
 	KeepEvents int64
 	KeepAge    time.Duration
+	// VerifyKeys, when set, admit only images whose signature verifies
+	// under one of them (--verify-key); the rest stay out with a warning.
+	VerifyKeys []*espimage.Key
 	// AdminPassword protects the status page and /api/* ("" leaves them open).
 	AdminPassword string
 	// DeviceAuth, when its Password is set, requires devices to send these
@@ -101,7 +104,7 @@ func OpenDir(dir string) (Source, error) {
 
 // LoadCatalog builds the catalog from src, logging what it skips.
 func LoadCatalog(src Source, log *slog.Logger) (*catalog.Catalog, error) {
-	return loadCatalog(src, log, nil, nil, nil, false, 0)
+	return loadCatalog(src, log, load{})
 }
 
 // gzip turns the --gzip patterns into the catalog's selector.
@@ -125,21 +128,32 @@ func ValidGzipPattern(p string) error {
 	return err
 }
 
-// loadCatalog loads src, reusing prev's entries for unchanged files and
-// holding back files still being written (unstable, or on a reload
-// modified within settle); rehash re-reads every file.
-func loadCatalog(src Source, log *slog.Logger, prev *catalog.Catalog, unstable map[string]bool, gz func(string) bool, rehash bool, settle time.Duration) (*catalog.Catalog, error) {
+// load is what one catalog load needs besides its source: the catalog it
+// replaces (whose entries for unchanged files are reused), files still
+// being written (unstable, or on a reload modified within settle), the
+// --gzip selector, the --verify-key keys, and rehash to re-read every file.
+type load struct {
+	prev     *catalog.Catalog
+	unstable map[string]bool
+	gzip     func(string) bool
+	keys     []*espimage.Key
+	rehash   bool
+	settle   time.Duration
+}
+
+func loadCatalog(src Source, log *slog.Logger, l load) (*catalog.Catalog, error) {
 	return catalog.Load(src.FS, catalog.Options{
-		Rehash:   rehash,
-		Settle:   settle,
-		Gzip:     gz,
+		Rehash:   l.rehash,
+		Settle:   l.settle,
+		Gzip:     l.gzip,
+		Keys:     l.keys,
 		Source:   src.Name,
 		Logger:   log,
 		Embedded: src.Embedded,
 		Stamp:    src.Stamp,
 		Manifest: src.Manifest,
-		Previous: prev,
-		Unstable: unstable,
+		Previous: l.prev,
+		Unstable: l.unstable,
 	})
 }
 
@@ -172,7 +186,7 @@ func New(cfg Config) (*Appliance, error) {
 	if cfg.Firmware.Manifest != nil {
 		gz = nil // compressing would read every file: done after start-up (verify)
 	}
-	cat, err := loadCatalog(cfg.Firmware, log, nil, nil, gz, false, 0)
+	cat, err := loadCatalog(cfg.Firmware, log, load{gzip: gz, keys: cfg.VerifyKeys})
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +197,13 @@ func New(cfg Config) (*Appliance, error) {
 		}
 	}
 	logGzip(log, cat)
+	if len(cfg.VerifyKeys) > 0 {
+		var names []string
+		for _, k := range cfg.VerifyKeys {
+			names = append(names, k.Name+" ("+k.Describe()+")")
+		}
+		log.Info("signatures: serving only images that verify under "+strings.Join(names, ", "), "verified", images)
+	}
 	if images == 0 {
 		log.Warn(emptyCatalog(cfg.Firmware))
 	}
@@ -375,7 +396,7 @@ func (a *Appliance) Serve(ctx context.Context) error {
 				if settle == 0 {
 					settle = time.Second
 				}
-				return loadCatalog(a.cfg.Firmware, a.log, prev, unstable, a.cfg.gzip(), rehash, settle)
+				return loadCatalog(a.cfg.Firmware, a.log, load{prev: prev, unstable: unstable, gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys, rehash: rehash, settle: settle})
 			},
 			Publish: a.publish,
 		}, a.cat)
@@ -439,7 +460,7 @@ func (a *Appliance) verify() {
 			return
 		}
 	}
-	cat, err := loadCatalog(src, a.log, prev, nil, a.cfg.gzip(), false, 0)
+	cat, err := loadCatalog(src, a.log, load{prev: prev, gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys})
 	if err != nil {
 		a.log.Error("catalog: reload failed; still serving the manifest's view", "err", err)
 		return

@@ -56,6 +56,10 @@ type Entry struct {
 	// Gzip is the image compressed once at load, for ESP8266 devices whose
 	// running app inflates (core 2.7+); nil when not enabled or no smaller.
 	Gzip *Variant
+	// Verified says which --verify-key the image's signature verified
+	// under ("key site.pem, RSA-2048 PKCS#1 v1.5 SHA-256"); empty when no
+	// keys were given.
+	Verified string
 
 	content io.ReaderAt
 	data    []byte // the bytes, when held in memory
@@ -142,6 +146,10 @@ type Options struct {
 	// not describe (or whose size changed) are read as usual; Verify checks
 	// the rest.
 	Manifest *Manifest
+	// Keys, when set, admit only images whose signature verifies under
+	// one of them, the way the device will check it: an unsigned image,
+	// or one signed by another key, is skipped with the reason.
+	Keys []*espimage.Key
 }
 
 // Dir returns the folder at p, a path already cleaned by Clean.
@@ -242,7 +250,10 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			skip(p, why)
 			return nil
 		}
-		if opts.Gzip != nil && e.Gzip == nil && opts.Gzip(p) && e.Image != nil && e.Image.Family == espimage.ESP8266 && !e.Image.Compressed {
+		if opts.Gzip != nil && e.Gzip == nil && opts.Gzip(p) && e.Image != nil && e.Image.Family == espimage.ESP8266 && !e.Image.Compressed && e.Image.Signature == nil {
+			// A signed image is never compressed here: the device checks
+			// the signature over the bytes it receives, which must be the
+			// ones that were signed (compress first, then sign).
 			e = withGzip(e)
 		}
 		if cost := entryCost(e); cost > JSONBudget {
@@ -300,7 +311,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 		return nil, "still being written; it joins the catalog once it stops changing"
 	}
 	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime(), Stamp: StampOf(info)}
-	if m := opts.Manifest; m != nil && opts.Embedded {
+	if m := opts.Manifest; m != nil && opts.Embedded && len(opts.Keys) == 0 {
 		if why, ok := m.Skipped[p]; ok {
 			return nil, why
 		}
@@ -352,6 +363,13 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 		}
 		if why := unservable(img); why != "" {
 			return nil, why
+		}
+		if len(opts.Keys) > 0 {
+			how, err := espimage.Verify(b, img, opts.Keys)
+			if err != nil {
+				return nil, "signature: " + err.Error()
+			}
+			e.Verified = how
 		}
 		e.Type, e.Image = Bin, img
 		e.MD5, e.SHA256 = img.Digests.FileMD5, img.Digests.FileSHA256

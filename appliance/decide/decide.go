@@ -154,6 +154,12 @@ func firmware(r Request) Verdict {
 	if chip, ok := RunningChip(r); ok && img.Family == espimage.ESP32 && chip != img.Chip {
 		return refuse(http.StatusForbidden, e, "%s is built for %s, the device is an %s", e.Path, img.Chip, chip)
 	}
+	if sv, ok := secureVersion(r.Running); ok && img.Desc != nil && img.Desc.SecureVersion < sv {
+		// ESP-IDF anti-rollback: the device's eFuse counter is at least its
+		// running app's secure_version, and the bootloader refuses anything
+		// lower, after the whole download.
+		return refuse(http.StatusForbidden, e, "anti-rollback: secure_version %d < the device's %d", img.Desc.SecureVersion, sv)
+	}
 	if img.Compressed && d.ChipID == "" {
 		// x-ESP8266-Chip-ID arrived with core 2.6.0; gzip support with 2.7.0.
 		// Without it the running app surely cannot inflate (spec §2.4).
@@ -274,7 +280,7 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 		if chipKnown && e.Image.Chip != chip {
 			continue
 		}
-		if v := firmware(Request{Entry: e, Device: d, Chip: chip, ChipKnown: chipKnown}); v.Action != Serve {
+		if v := firmware(Request{Entry: e, Device: d, Running: r.Running, Chip: chip, ChipKnown: chipKnown}); v.Action != Serve {
 			continue // one this device cannot take
 		}
 		if best == nil || newer(e, best) {
@@ -290,6 +296,19 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 	req := r
 	req.Entry = best
 	return Firmware(req)
+}
+
+// secureVersion is the anti-rollback counter of the app the device runs,
+// when its image is known and carries an app descriptor.
+func secureVersion(running []*catalog.Entry) (uint32, bool) {
+	var sv uint32
+	ok := false
+	for _, e := range running {
+		if e.Image != nil && e.Image.Desc != nil {
+			sv, ok = max(sv, e.Image.Desc.SecureVersion), true
+		}
+	}
+	return sv, ok
 }
 
 // runs reports whether e is among the images the device runs.

@@ -53,8 +53,26 @@ func Describe(w io.Writer, img *Image) {
 	}
 	p("entry", "0x%08x", img.App.Entry)
 	p("image length", "%d bytes", img.ImageLen)
-	if img.Trailing > 0 {
-		p("trailing", "%d bytes after the image (signature block?)", img.Trailing)
+	switch sig := img.Signature; {
+	case sig == nil && img.Trailing > 0:
+		p("trailing", "%d bytes after the image, not a signature otabox knows", img.Trailing)
+	case sig != nil && sig.Scheme == SchemeESP8266:
+		kind := "ECDSA"
+		if sig.Len%128 == 0 {
+			kind = fmt.Sprintf("RSA-%d", sig.Len*8)
+		}
+		p("signed", "ESP8266 signed update: %d-byte %s signature of the first %d bytes", sig.Len, kind, sig.Offset)
+	case sig != nil:
+		p("signed", "Secure Boot v2: signature sector at 0x%x, %d block(s) over the first %d bytes", sig.Offset, len(sig.Blocks), sig.Offset)
+		for i, b := range sig.Blocks {
+			ok := func(b bool) string {
+				if b {
+					return "ok"
+				}
+				return "BAD"
+			}
+			p(fmt.Sprintf("block %d", i), "%s, key digest %s, image digest %s, crc %s", b.Algorithm, b.KeyDigest, ok(b.DigestOK), ok(b.CRCOK))
+		}
 	}
 	if img.Project != "" || img.Version != "" {
 		p("project", "%s", img.Project)
@@ -63,6 +81,7 @@ func Describe(w io.Writer, img *Image) {
 	if img.Desc != nil {
 		p("built", "%s %s", img.Desc.Date, img.Desc.Time)
 		p("idf", "%s", img.Desc.IDFVersion)
+		p("secure_version", "%d (anti-rollback)", img.Desc.SecureVersion)
 	}
 	p("md5", "%s", img.Digests.FileMD5)
 	p("sha256 (file)", "%s", img.Digests.FileSHA256)

@@ -97,14 +97,48 @@ type Image struct {
 	Time string `json:"time,omitempty"`
 	// Trailing counts bytes after the image (a secure-boot signature block,
 	// for example); they are served but not part of the running image.
-	Trailing int     `json:"trailing,omitempty"`
-	Digests  Digests `json:"digests"`
+	Trailing int `json:"trailing,omitempty"`
+	// Signature is the signature behind the image, when the file has one
+	// (see Verify).
+	Signature *Signature `json:"signature,omitempty"`
+	Digests   Digests    `json:"digests"`
 }
 
 // Parse reads a firmware file. It validates the structure a device or its
 // bootloader checks (magic, segment table, checksum, appended SHA-256,
 // elf2bin CRC) and computes the digests the device will report.
 func Parse(b []byte) (*Image, error) {
+	if sig, ok := esp8266Signature(b); ok {
+		// elf2bin's CRC and length cover the image without the signature:
+		// only the signed bytes are an image.
+		if img, err := parseFile(b[:sig.Offset]); err == nil && img.Family == ESP8266 && img.Trailing == 0 {
+			img.Signature = sig
+			img.FileSize = len(b)
+			img.Digests.FileMD5, img.Digests.FileSHA256 = md5hex(b), sha256hex(b)
+			if !img.Compressed {
+				img.Trailing = len(b) - img.ImageLen
+			}
+			return img, nil
+		}
+	}
+	img, err := parseFile(b)
+	if err != nil {
+		return nil, err
+	}
+	if img.Family == ESP32 && img.Trailing > 0 {
+		if sig := secureBootV2(b, img.ImageLen); sig != nil {
+			img.Signature = sig
+			// A device that checks signatures counts the padding and the
+			// sector as part of its running image (esp_image_format.c adds
+			// them to image_len), so its sketch MD5 is the whole file's.
+			img.Digests.RunningMD5 = append(img.Digests.RunningMD5, img.Digests.FileMD5)
+		}
+	}
+	return img, nil
+}
+
+// parseFile is Parse without looking for a signature.
+func parseFile(b []byte) (*Image, error) {
 	if len(b) >= 2 && b[0] == 0x1F && b[1] == 0x8B {
 		return parseGzip(b)
 	}

@@ -29,7 +29,10 @@ type Spec struct {
 	Date      string // __DATE__ form, "Nov 26 2026" (ESP32 app descriptor)
 	Time      string // __TIME__ form, "19:53:16"
 	NoHash    bool   // ESP32: leave out the appended SHA-256
-	Seed      uint64 // varies the filler bytes
+	// SecureVersion is the ESP32 app descriptor's secure_version, the
+	// anti-rollback counter.
+	SecureVersion uint32
+	Seed          uint64 // varies the filler bytes
 }
 
 // Build returns the image bytes for s.
@@ -119,6 +122,7 @@ func build32(s Spec, rng *rand.Rand) ([]byte, error) {
 	}
 	desc := make([]byte, 256)
 	binary.LittleEndian.PutUint32(desc, espimage.AppDescMagic)
+	binary.LittleEndian.PutUint32(desc[4:], s.SecureVersion)
 	copy(desc[16:48], s.Version)
 	copy(desc[48:80], s.Project)
 	copy(desc[80:96], s.Time)
