@@ -1,10 +1,21 @@
 package main
 
-// Protocol round 2 (issue 13), the parts built so far: version queries
-// and autoflash builds.
+// Protocol round 2 (issue 13): version queries, autoflash builds, device
+// credentials, signed images (--verify-key, inspect --key) and
+// anti-rollback.
 
 import (
 	"bufio"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -155,4 +166,219 @@ func TestDeviceCredentials(t *testing.T) {
 			t.Error("/metrics does not count the refusals")
 		}
 	}
+}
+
+// siteKey is a signing key made for the test: the private half signs
+// images, the public half is written as PEM for --verify-key.
+type siteKey struct {
+	priv crypto.Signer
+	pem  string // path of the public key file
+	pub  *espimage.Key
+}
+
+func newSiteKey(t *testing.T, kind string) siteKey {
+	t.Helper()
+	var priv crypto.Signer
+	var err error
+	switch kind {
+	case "rsa2048":
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "rsa3072":
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
+	case "p256":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil || priv == nil {
+		t.Fatalf("key %s: %v", kind, err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(priv.Public())
+	text := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	path := filepath.Join(t.TempDir(), kind+".pem")
+	if err := os.WriteFile(path, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := espimage.ParseKey(kind+".pem", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return siteKey{priv, path, pub}
+}
+
+// mustSign returns a function that unwraps a signer's result or fails t.
+func mustSign(t *testing.T) func([]byte, error) []byte {
+	return func(b []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+}
+
+// TestSignedImagesServedAnd304InEveryFlashMode: a signing.py image and a
+// Secure Boot v2 image are catalog images; a device running one gets 304
+// whatever flash mode its chip rewrote into the header (the digest covers
+// the image without the signature, as getSketchMD5 does); a new device gets
+// the whole file with x-MD5 of the whole file, and a signed-update device
+// checks the signature and boots it.
+func TestSignedImagesServedAnd304InEveryFlashMode(t *testing.T) {
+	ok := mustSign(t)
+	site, sb := newSiteKey(t, "rsa2048"), newSiteKey(t, "rsa3072")
+	base, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 48 << 10, Project: "meter", Version: "1.4.0", Seed: 31})
+	meter := ok(imagegen.SignESP8266(base, site.priv, false))
+	app, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Chip: espimage.ChipESP32S3, Size: 48 << 10, Project: "gate", Version: "3.0.1", Seed: 32})
+	gate := ok(imagegen.SignSecureBootV2(app, sb.priv))
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "meter.bin"), meter, 0o644)
+	os.WriteFile(filepath.Join(dir, "gate.bin"), gate, 0o644)
+	r := start(t, "--catalog", dir)
+
+	fresh := emu.New(emu.ESP8266v31)
+	fresh.SigningKey = site.pub
+	res := fresh.Update(r.addr, "/meter.bin")
+	sum := md5.Sum(meter)
+	if res.Outcome != emu.OK || res.MD5 != hex.EncodeToString(sum[:]) || len(res.Image) != len(meter) || res.Headers["x-md5"] != res.MD5 {
+		t.Fatalf("signed image to a signed-update device: %v %q (x-MD5 %s)", res, res.Headers["x-otabox-reason"], res.Headers["x-md5"])
+	}
+	for mode := espimage.FlashMode(0); mode <= 3; mode++ {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.FlashMode, d.Running = macN("5C:CF:7F", 0x5C0000+int(mode)), mode, meter
+		if res := d.Update(r.addr, "/meter.bin"); res.Status != 304 {
+			t.Errorf("device running the signed image on a %s chip: %v %q", mode, res, res.Headers["x-otabox-reason"])
+		}
+	}
+	esp32 := emu.New(emu.ESP32v20)
+	esp32.Chip = espimage.ChipESP32S3
+	if res := esp32.Update(r.addr, "/gate.bin"); res.Outcome != emu.OK || len(res.Image) != len(gate) {
+		t.Fatalf("Secure Boot v2 image: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if res := esp32.Update(r.addr, "/gate.bin"); res.Status != 304 {
+		t.Errorf("ESP32 running the signed image: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	unsigned := emu.New(emu.ESP8266v31)
+	unsigned.STAMAC, unsigned.SigningKey = macN("5C:CF:7F", 0x5C0100), site.pub
+	os.WriteFile(filepath.Join(dir, "plain.bin"), base, 0o644)
+	waitLog(t, r, "plain.bin")
+	if res := unsigned.Update(r.addr, "/plain.bin"); res.Outcome == emu.OK || !strings.Contains(res.Error, "Signature verification failed") {
+		t.Errorf("an unsigned image reached a signed-update device's flash: %v", res)
+	}
+}
+
+// TestVerifyKeyServesOnlyVerifiedImages: with --verify-key, an unsigned
+// image, one signed by another key and one whose signature block is
+// corrupt stay out of the catalog, each with a warning that says why;
+// images that verify (signing.py in both forms, Secure Boot v2) are served.
+func TestVerifyKeyServesOnlyVerifiedImages(t *testing.T) {
+	ok := mustSign(t)
+	site, other, sb := newSiteKey(t, "rsa2048"), newSiteKey(t, "rsa2048"), newSiteKey(t, "rsa3072")
+	e8266, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 24 << 10, Project: "meter", Version: "1.4.0", Seed: 41})
+	e32, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 24 << 10, Project: "gate", Version: "3.0.1", Seed: 42})
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"good.bin":       ok(imagegen.SignESP8266(e8266, site.priv, false)),
+		"legacy.bin":     ok(imagegen.SignESP8266(e8266, site.priv, true)),
+		"foreign.bin":    ok(imagegen.SignESP8266(e8266, other.priv, false)),
+		"unsigned.bin":   e8266,
+		"secure.bin":     ok(imagegen.SignSecureBootV2(e32, sb.priv)),
+		"badcrc.bin":     imagegen.CorruptBlockCRC(ok(imagegen.SignSecureBootV2(e32, sb.priv))),
+		"unsigned32.bin": e32,
+	}
+	for name, b := range files {
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	r := start(t, "--catalog", dir, "--verify-key", site.pem, "--verify-key", sb.pem)
+	for file, why := range map[string]string{
+		"unsigned.bin":   "signature: the image carries no signature",
+		"unsigned32.bin": "signature: the image carries no signature",
+		"foreign.bin":    "does not verify under rsa2048.pem",
+		"badcrc.bin":     "CRC32 does not match",
+	} {
+		if line := waitLog(t, r, file); !strings.Contains(line, why) || !strings.Contains(line, "WARN") {
+			t.Errorf("%s: log says %q, want a warning with %q", file, line, why)
+		}
+	}
+	waitLog(t, r, "signatures: serving only images that verify under rsa2048.pem (RSA-2048), rsa3072.pem (RSA-3072)")
+	list := emu.New(emu.ESP8266v31).Catalog(r.addr, ".")
+	var names []string
+	for _, e := range list.Firmwares {
+		names = append(names, e.Name)
+	}
+	if got := strings.Join(names, " "); got != "good.bin legacy.bin" {
+		t.Errorf("ESP8266 catalog lists %q, want the two verified images", got)
+	}
+	if res := emu.New(emu.ESP8266v31).Update(r.addr, "/foreign.bin"); res.Status != 404 {
+		t.Errorf("an image signed by another key: %v", res)
+	}
+	d := emu.New(emu.ESP32v20)
+	if res := d.Update(r.addr, "/secure.bin"); res.Outcome != emu.OK {
+		t.Errorf("the verified Secure Boot v2 image: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+}
+
+// TestInspectKey: inspect --key says which key a signature verifies under,
+// or why none does (and exits 1); a private key is refused as a key.
+func TestInspectKey(t *testing.T) {
+	ok := mustSign(t)
+	site, other := newSiteKey(t, "rsa2048"), newSiteKey(t, "p256")
+	base, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 16 << 10, Seed: 51})
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.bin"), filepath.Join(dir, "bad.bin")
+	os.WriteFile(good, ok(imagegen.SignESP8266(base, site.priv, false)), 0o644)
+	os.WriteFile(bad, ok(imagegen.SignESP8266(base, other.priv, false)), 0o644)
+	out, err := exec.Command(otabox, "inspect", "--key", site.pem, good).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "signature:      ok (key rsa2048.pem, RSA-2048 PKCS#1 v1.5 SHA-256)") || !strings.Contains(string(out), "signed:         ESP8266 signed update: 256-byte RSA-2048 signature") {
+		t.Errorf("inspect --key on a good image: %v\n%s", err, out)
+	}
+	out, err = exec.Command(otabox, "inspect", bad, "--key", site.pem).CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "signature:      FAILED: the ") || !strings.Contains(string(out), "-byte signature does not verify under rsa2048.pem") {
+		t.Errorf("inspect --key on an image signed by another key: exit %d\n%s", code, out)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(site.priv)
+	priv := filepath.Join(dir, "private.key")
+	os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	out, err = exec.Command(otabox, "inspect", "--key", priv, good).CombinedOutput()
+	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "is a private key; give otabox the public half") {
+		t.Errorf("a private key as --key: exit %d\n%s", code, out)
+	}
+}
+
+// TestAntiRollbackRefusesLowerSecureVersion: a device known to run an app
+// with secure_version 2 is refused an image with secure_version 1 (403 and
+// the reason), and /update never picks it even when its version is newer.
+func TestAntiRollbackRefusesLowerSecureVersion(t *testing.T) {
+	spec := func(version string, sv uint32, seed uint64) []byte {
+		b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 24 << 10, Project: "gate", Version: version, SecureVersion: sv, Seed: seed})
+		return b
+	}
+	running, rollback := spec("2.0.0", 2, 61), spec("2.1.0", 1, 62)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "gate-2.0.0.bin"), running, 0o644)
+	os.WriteFile(filepath.Join(dir, "gate-2.1.0.bin"), rollback, 0o644)
+	r := start(t, "--catalog", dir)
+	d := emu.New(emu.ESP32v20)
+	d.Running = running
+	res := d.Update(r.addr, "/gate-2.1.0.bin")
+	if res.Status != 403 || res.Headers["x-otabox-reason"] != "anti-rollback: secure_version 1 < the device's 2" {
+		t.Errorf("lower secure_version: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if res := d.Update(r.addr, "/update"); res.Status != 304 || !strings.Contains(res.Headers["x-otabox-reason"], "the newest it can take") {
+		t.Errorf("/update: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	fresh := emu.New(emu.ESP32v20) // runs an unknown app: nothing to compare with
+	fresh.STAMAC = "24:0A:C4:00:00:61"
+	if res := fresh.Update(r.addr, "/gate-2.1.0.bin"); res.Outcome != emu.OK {
+		t.Errorf("device with an unknown running app: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+}
+
+// exitCode is the exit status of a finished command (0 when err is nil).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }

@@ -82,6 +82,10 @@ type Device struct {
 	// ("Mapping defined by Hardware and Sketch"): ESP8266HTTPUpdate then
 	// skips its check that the new image's flash size fits the chip.
 	FlashMap bool
+	// SigningKey makes an ESP8266 a signed-update device (the sketch was
+	// built with a public.key next to it): Update.end() then checks the
+	// signature with it instead of x-MD5, and refuses an unsigned image.
+	SigningKey *espimage.Key
 }
 
 // New returns a device of the given core with plausible defaults: 4 MB of

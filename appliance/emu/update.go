@@ -146,7 +146,7 @@ func (d *Device) Update(addr, target string) UpdateResult {
 	}
 	sum := md5.Sum(body)
 	res.MD5 = hex.EncodeToString(sum[:])
-	if hasMD5 && xmd5 != "" {
+	if hasMD5 && xmd5 != "" && d.SigningKey == nil {
 		caseSensitive := d.Core.Family == espimage.ESP32 && !d.Core.atLeast("3.0")
 		if (caseSensitive && xmd5 != res.MD5) || !strings.EqualFold(xmd5, res.MD5) {
 			return fail("Update error: MD5 Check Failed")
@@ -170,6 +170,7 @@ func inflate(gz []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	zr.Multistream(false) // a signature may follow the stream
 	return io.ReadAll(io.LimitReader(zr, espimage.MaxInflated))
 }
 
@@ -177,6 +178,15 @@ func inflate(gz []byte) ([]byte, error) {
 // esp_image_verify() when it sets the boot partition.
 func (d *Device) verifyEnd(body []byte) string {
 	if d.Core.Family == espimage.ESP8266 {
+		if d.SigningKey != nil {
+			img, err := espimage.Parse(body)
+			if err != nil {
+				return "Update error: Signature verification failed"
+			}
+			if _, err := espimage.Verify(body, img, []*espimage.Key{d.SigningKey}); err != nil {
+				return "Update error: Signature verification failed"
+			}
+		}
 		if body[0] == espimage.Magic && !d.FlashMap && magicFlashChipSize(body[3]>>4) > d.ChipSize {
 			return "Update error: New Flash config wrong"
 		}

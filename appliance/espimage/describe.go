@@ -79,7 +79,9 @@ func Describe(w io.Writer, img *Image) {
 		p("version", "%s", img.Version)
 	}
 	if img.Desc != nil {
-		p("built", "%s %s", img.Desc.Date, img.Desc.Time)
+		if img.Desc.Date != "" {
+			p("built", "%s %s", img.Desc.Date, img.Desc.Time)
+		}
 		p("idf", "%s", img.Desc.IDFVersion)
 		p("secure_version", "%d (anti-rollback)", img.Desc.SecureVersion)
 	}
