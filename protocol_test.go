@@ -231,6 +231,7 @@ func TestSignedImagesServedAnd304InEveryFlashMode(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "meter.bin"), meter, 0o644)
 	os.WriteFile(filepath.Join(dir, "gate.bin"), gate, 0o644)
+	os.WriteFile(filepath.Join(dir, "plain.bin"), base, 0o644)
 	r := start(t, "--catalog", dir)
 
 	fresh := emu.New(emu.ESP8266v31)
@@ -257,8 +258,6 @@ func TestSignedImagesServedAnd304InEveryFlashMode(t *testing.T) {
 	}
 	unsigned := emu.New(emu.ESP8266v31)
 	unsigned.STAMAC, unsigned.SigningKey = macN("5C:CF:7F", 0x5C0100), site.pub
-	os.WriteFile(filepath.Join(dir, "plain.bin"), base, 0o644)
-	waitLog(t, r, "plain.bin")
 	if res := unsigned.Update(r.addr, "/plain.bin"); res.Outcome == emu.OK || !strings.Contains(res.Error, "Signature verification failed") {
 		t.Errorf("an unsigned image reached a signed-update device's flash: %v", res)
 	}
