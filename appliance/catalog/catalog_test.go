@@ -2,6 +2,8 @@ package catalog_test
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
 	"io"
 	"log/slog"
 	"os"
@@ -216,5 +218,29 @@ func TestUnknownESP32ChipLeftOut(t *testing.T) {
 	}
 	if why := cat.Skipped()["odd.bin"]; !strings.Contains(why, "chip id 30583, which otabox does not know") {
 		t.Errorf("reason %q", why)
+	}
+}
+
+// TestGzipNeverCompressesSignedImages: --gzip '*' keeps a compressed copy
+// of an unsigned ESP8266 image but not of a signed one, whose signature
+// covers the bytes as signed.
+func TestGzipNeverCompressesSignedImages(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10})
+	signed, err := imagegen.SignESP8266(fw, key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Load(fstest.MapFS{"plain.bin": {Data: fw}, "signed.bin": {Data: signed}}, catalog.Options{Gzip: func(string) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := cat.File("plain.bin")
+	sig, _ := cat.File("signed.bin")
+	if plain == nil || sig == nil || plain.Gzip == nil || sig.Gzip != nil || sig.Image.Signature == nil {
+		t.Fatalf("plain %+v, signed %+v", plain, sig)
 	}
 }
