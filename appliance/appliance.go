@@ -139,7 +139,18 @@ type load struct {
 	keys     []*espimage.Key
 	rehash   bool
 	settle   time.Duration
+	cache    catalog.DigestCache // nil: read every file
+	budget   int64               // catalog.Options.Budget
 }
+
+// hashRound is how many bytes of unread disk files one catalog load reads
+// before it publishes them: a first start serves the small files within
+// a fraction of a second and reads the largest last.
+const hashRound = 64 << 20
+
+// startBudget is how many bytes of unread disk files are read before the
+// port opens: about 50 ms of hashing on a Raspberry Pi 4.
+const startBudget = 16 << 20
 
 func loadCatalog(src Source, log *slog.Logger, l load) (*catalog.Catalog, error) {
 	return catalog.Load(src.FS, catalog.Options{
@@ -154,6 +165,8 @@ func loadCatalog(src Source, log *slog.Logger, l load) (*catalog.Catalog, error)
 		Manifest: src.Manifest,
 		Previous: l.prev,
 		Unstable: l.unstable,
+		Cache:    l.cache,
+		Budget:   l.budget,
 	})
 }
 
@@ -186,8 +199,30 @@ func New(cfg Config) (*Appliance, error) {
 	if cfg.Firmware.Manifest != nil {
 		gz = nil // compressing would read every file: done after start-up (verify)
 	}
-	cat, err := loadCatalog(cfg.Firmware, log, load{gzip: gz, keys: cfg.VerifyKeys})
+	var st *store.Store
+	var err error
+	if cfg.DataDir != "" {
+		// Serving devices comes first: a data dir that cannot be made (a
+		// read-only working directory) costs the records, not the updates.
+		if st, err = store.Open(cfg.DataDir, store.Options{Logger: log, KeepEvents: cfg.KeepEvents, KeepAge: cfg.KeepAge}); err != nil {
+			log.Error("store unavailable: devices are served but not recorded", "err", err)
+			st = nil
+		}
+	}
+	l := load{gzip: gz, keys: cfg.VerifyKeys}
+	if cfg.Firmware.Dir != "" {
+		// A disk catalog: files the store does not already describe are
+		// read smallest first, startBudget of them before the port opens
+		// (a small catalog is whole from the first request), the rest
+		// after it, in rounds (watch).
+		l.budget = startBudget
+		if st != nil {
+			l.cache = st
+		}
+	}
+	cat, err := loadCatalog(cfg.Firmware, log, l)
 	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	images := 0
@@ -204,19 +239,16 @@ func New(cfg Config) (*Appliance, error) {
 		}
 		log.Info("signatures: serving only images that verify under "+strings.Join(names, ", "), "verified", images)
 	}
-	if images == 0 {
+	unread, unreadBytes := cat.PendingCount()
+	if images == 0 && unread == 0 {
 		log.Warn(emptyCatalog(cfg.Firmware))
 	}
-	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "took", time.Since(start).Round(time.Microsecond))
-	a := &Appliance{cfg: cfg, log: log, cat: cat}
-	if cfg.DataDir != "" {
-		// Serving devices comes first: a data dir that cannot be made (a
-		// read-only working directory) costs the records, not the updates.
-		if a.store, err = store.Open(cfg.DataDir, store.Options{Logger: log, KeepEvents: cfg.KeepEvents, KeepAge: cfg.KeepAge}); err != nil {
-			log.Error("store unavailable: devices are served but not recorded", "err", err)
-			a.store = nil
-		}
+	stats := cat.Stats()
+	log.Info("catalog loaded", "source", cat.Source, "files", len(cat.Files()), "images", images, "read", stats.Read, "from_record", stats.Cached, "to_read", unread, "took", time.Since(start).Round(time.Microsecond))
+	if unread > 0 {
+		log.Info(fmt.Sprintf("catalog: %d files (%d MB) not seen before are read and hashed after start-up, smallest first; until then a device asking for one gets 503 with Retry-After", unread, unreadBytes>>20))
 	}
+	a := &Appliance{cfg: cfg, log: log, cat: cat, store: st}
 	downloads := httpapi.NewDownloads()
 	m := metrics.New(metrics.Sources{
 		InFlight: downloads.Len,
@@ -396,7 +428,11 @@ func (a *Appliance) Serve(ctx context.Context) error {
 				if settle == 0 {
 					settle = time.Second
 				}
-				return loadCatalog(a.cfg.Firmware, a.log, load{prev: prev, unstable: unstable, gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys, rehash: rehash, settle: settle})
+				l := load{prev: prev, unstable: unstable, gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys, rehash: rehash, settle: settle, budget: hashRound}
+				if a.store != nil {
+					l.cache = a.store
+				}
+				return loadCatalog(a.cfg.Firmware, a.log, l)
 			},
 			Publish: a.publish,
 		}, a.cat)

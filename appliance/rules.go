@@ -61,7 +61,9 @@ func (a *Appliance) reloadPolicy() {
 // whose image left it: such a rule now fails closed (a pin answers 304
 // with the reason; a rollout's image cannot be served anyway).
 func (a *Appliance) publish(cat *catalog.Catalog) {
+	old := a.h.Catalog()
 	a.h.SetCatalog(cat)
+	old.Close(cat) // the files only it pinned; running downloads hold their own
 	for _, r := range a.h.Policy().Missing(images(cat)) {
 		a.log.Warn(fmt.Sprintf("policy %s:%d: %s names %q, which left the catalog; the rule fails closed until it returns or the policy changes", a.cfg.Policy, r.Line, r.Rule, r.Image))
 	}

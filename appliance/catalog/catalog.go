@@ -10,11 +10,15 @@ package catalog
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -62,7 +66,8 @@ type Entry struct {
 	Verified string
 
 	content io.ReaderAt
-	data    []byte // the bytes, when held in memory
+	data    []byte  // the bytes, when held in memory
+	pin     *pinned // a disk file's open descriptor (see Open)
 }
 
 // Variant is another form of an entry's bytes, served as the file itself.
@@ -112,6 +117,31 @@ type Catalog struct {
 	byDigest map[string][]*Entry
 	all      []*Entry // files, sorted by path
 	skipped  map[string]string
+	pending  map[string]int64 // files not read yet (Options.Budget), by size
+	stats    Stats
+}
+
+// Stats says how a Load came by its files.
+type Stats struct {
+	Read   int // read and hashed
+	Cached int // described by the Cache, not read
+	Reused int // unchanged since Previous
+}
+
+// Stats says how this catalog's Load came by its files.
+func (c *Catalog) Stats() Stats { return c.stats }
+
+// Pending reports a file that is in the folder but not yet read and hashed
+// (Options.Budget): a device asking for it is told to retry shortly.
+func (c *Catalog) Pending(p string) bool { _, ok := c.pending[p]; return ok }
+
+// PendingCount is how many files, and bytes, are still to be read.
+func (c *Catalog) PendingCount() (files int, bytes int64) {
+	for _, n := range c.pending {
+		files++
+		bytes += n
+	}
+	return files, bytes
 }
 
 // Options tune Load.
@@ -146,10 +176,39 @@ type Options struct {
 	// not describe (or whose size changed) are read as usual; Verify checks
 	// the rest.
 	Manifest *Manifest
+	// Cache, when set, remembers what was learned from each disk file by
+	// its stamp, so that an unchanged file is published again (after a
+	// restart) without being read.
+	Cache DigestCache
+	// Budget bounds how many bytes of files this Load reads (those neither
+	// the Cache nor Previous describe), smallest first: 0 reads them all,
+	// a negative Budget none. The rest are Pending; a later Load with
+	// Previous set goes on with them.
+	Budget int64
 	// Keys, when set, admit only images whose signature verifies under
 	// one of them, the way the device will check it: an unsigned image,
 	// or one signed by another key, is skipped with the reason.
 	Keys []*espimage.Key
+
+	keysID string // identifies Keys in the Cache
+	stats  *Stats
+}
+
+// Described is what a catalog learns from reading a file, kept by a
+// DigestCache.
+type Described struct {
+	Type        Type
+	MD5, SHA256 string
+	Image       *espimage.Image
+	Verified    string
+}
+
+// DigestCache keeps Described by path and stamp. keys identifies the
+// --verify-key set the file was checked under ("" for none): a file
+// verified under other keys is read again.
+type DigestCache interface {
+	Lookup(path string, st Stamp, keys string) (Described, bool)
+	Remember(path string, st Stamp, keys string, d Described)
 }
 
 // Dir returns the folder at p, a path already cleaned by Clean.
@@ -193,13 +252,16 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 	if opts.Stamp.IsZero() {
 		opts.Stamp = time.Now()
 	}
+	opts.keysID = keysID(opts.Keys)
 	c := &Catalog{
 		Source:   opts.Source,
 		dirs:     map[string]*Dir{"": {Path: ""}},
 		files:    map[string]*Entry{},
 		byDigest: map[string][]*Entry{},
 		skipped:  map[string]string{},
+		pending:  map[string]int64{},
 	}
+	opts.stats = &c.stats
 	if _, err := fs.ReadDir(fsys, "."); err != nil {
 		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
 	}
@@ -207,6 +269,12 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		opts.Logger.Warn("catalog: skipped", "path", p, "reason", why)
 		c.skipped[p] = why
 	}
+	type unread struct {
+		path string
+		d    fs.DirEntry
+		size int64
+	}
+	var later []unread // files to read, when a Budget applies
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if p == "." {
 			return err
@@ -239,41 +307,42 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			}
 			return nil
 		}
-		parent := c.dirs[parentOf(p)]
 		if d.IsDir() {
 			c.dirs[p] = &Dir{Path: p}
+			parent := c.dirs[parentOf(p)]
 			parent.Entries = append(parent.Entries, &Entry{Path: p, Name: name, Type: Directory})
 			return nil
 		}
-		e, why := loadFile(fsys, p, d, opts)
-		if why != "" {
+		e, why, size := loadFile(fsys, p, d, opts, opts.Budget == 0)
+		switch {
+		case why != "":
 			skip(p, why)
-			return nil
-		}
-		if opts.Gzip != nil && e.Gzip == nil && opts.Gzip(p) && e.Image != nil && e.Image.Family == espimage.ESP8266 && !e.Image.Compressed && e.Image.Signature == nil {
-			// A signed image is never compressed here: the device checks
-			// the signature over the bytes it receives, which must be the
-			// ones that were signed (compress first, then sign).
-			e = withGzip(e)
-		}
-		if cost := entryCost(e); cost > JSONBudget {
-			skip(p, fmt.Sprintf("its catalog entry needs %d bytes of the device's %d-byte JSON buffer (name too long)", cost, JSONBudget))
-			return nil
-		}
-		parent.Entries = append(parent.Entries, e)
-		c.files[p] = e
-		c.all = append(c.all, e)
-		if e.Image != nil {
-			for _, dg := range append(e.Image.Digests.RunningMD5, e.Image.Digests.RunningSHA256) {
-				if dg != "" && !contains(c.byDigest[dg], e) {
-					c.byDigest[dg] = append(c.byDigest[dg], e)
-				}
-			}
+		case e == nil:
+			later = append(later, unread{p, d, size})
+		default:
+			c.add(e, opts, skip)
 		}
 		return nil
 	})
 	if err != nil {
+		c.Close(opts.Previous)
 		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
+	}
+	// Smallest first: the most files ready soonest, the largest last.
+	sort.Slice(later, func(i, j int) bool { return later[i].size < later[j].size })
+	var read int64
+	for _, u := range later {
+		if opts.Budget < 0 || (read > 0 && read >= opts.Budget) {
+			c.pending[u.path] = u.size
+			continue
+		}
+		read += u.size
+		e, why, _ := loadFile(fsys, u.path, u.d, opts, true)
+		if why != "" {
+			skip(u.path, why)
+			continue
+		}
+		c.add(e, opts, skip)
 	}
 	sort.Slice(c.all, func(i, j int) bool { return c.all[i].Path < c.all[j].Path })
 	for _, d := range c.dirs {
@@ -285,64 +354,173 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 	return c, nil
 }
 
-func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string) {
+// add publishes a loaded file in its folder and the indexes.
+func (c *Catalog) add(e *Entry, opts Options, skip func(p, why string)) {
+	p := e.Path
+	if opts.Gzip != nil && e.Gzip == nil && opts.Gzip(p) && e.Image != nil && e.Image.Family == espimage.ESP8266 && !e.Image.Compressed && e.Image.Signature == nil {
+		// A signed image is never compressed here: the device checks
+		// the signature over the bytes it receives, which must be the
+		// ones that were signed (compress first, then sign).
+		e = withGzip(e)
+	}
+	if cost := entryCost(e); cost > JSONBudget {
+		skip(p, fmt.Sprintf("its catalog entry needs %d bytes of the device's %d-byte JSON buffer (name too long)", cost, JSONBudget))
+		if e.pin != nil && !opts.Previous.holds(e) {
+			e.pin.close()
+		}
+		return
+	}
+	parent := c.dirs[parentOf(p)]
+	parent.Entries = append(parent.Entries, e)
+	c.files[p] = e
+	c.all = append(c.all, e)
+	if e.Image != nil {
+		for _, dg := range append(e.Image.Digests.RunningMD5, e.Image.Digests.RunningSHA256) {
+			if dg != "" && !contains(c.byDigest[dg], e) {
+				c.byDigest[dg] = append(c.byDigest[dg], e)
+			}
+		}
+	}
+}
+
+// holds reports whether c serves e's pinned file (c may be nil).
+func (c *Catalog) holds(e *Entry) bool {
+	if c == nil || e.pin == nil {
+		return false
+	}
+	o, ok := c.files[e.Path]
+	return ok && o.pin == e.pin
+}
+
+// keysID names a --verify-key set for the DigestCache.
+func keysID(keys []*espimage.Key) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, k := range keys {
+		der, _ := x509.MarshalPKIXPublicKey(k.Pub)
+		h.Write(der)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// loadFile reads one file into an entry, or says why it stays out. With
+// read false, a file that would have to be read (neither Previous nor the
+// Cache describe it) is left for later: no entry, no reason, its size.
+func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*Entry, string, int64) {
 	info, err := fs.Stat(fsys, p) // follows a symlink (inside the root only, for os.Root)
 	if err != nil {
-		return nil, err.Error()
+		return nil, err.Error(), 0
 	}
 	if !info.Mode().IsRegular() {
-		return nil, "not a regular file"
+		return nil, "not a regular file", 0
 	}
 	if info.Size() > opts.MaxFileSize {
-		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize)
+		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize), 0
 	}
 	if prev := opts.Previous; prev != nil {
 		old, ok := prev.files[p]
 		if opts.Unstable[p] || (opts.Settle > 0 && !opts.Embedded && time.Since(info.ModTime()) < opts.Settle) {
 			if ok {
-				return old, ""
+				return old, "", 0
 			}
-			return nil, "still being written; it joins the catalog once it stops changing"
+			return nil, "still being written; it joins the catalog once it stops changing", 0
 		}
 		if ok && !opts.Rehash && old.Stamp.Equal(StampOf(info)) {
-			return old, ""
+			opts.stats.Reused++
+			return old, "", 0
 		}
 	} else if opts.Unstable[p] {
-		return nil, "still being written; it joins the catalog once it stops changing"
+		return nil, "still being written; it joins the catalog once it stops changing", 0
 	}
 	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime(), Stamp: StampOf(info)}
 	if m := opts.Manifest; m != nil && opts.Embedded && len(opts.Keys) == 0 {
 		if why, ok := m.Skipped[p]; ok {
-			return nil, why
+			return nil, why, 0
 		}
 		if f, ok := m.Files[p]; ok && f.Size == info.Size() {
 			// Described at build time: nothing to read or hash now.
 			if e.content, err = readerAt(fsys, p); err != nil {
-				return nil, err.Error()
+				return nil, err.Error(), 0
 			}
 			e.MD5, e.SHA256, e.Image = f.MD5, f.SHA256, f.Image
 			if f.Image != nil {
 				if why := unservable(f.Image); why != "" {
-					return nil, why
+					return nil, why, 0
 				}
 				e.Type = Bin
 			}
 			stampEntry(e, info, opts)
-			return e, ""
+			return e, "", 0
 		}
 	}
-	b, err := fs.ReadFile(fsys, p)
-	if err != nil {
-		return nil, err.Error()
+	if !opts.Embedded {
+		// Pin the file: from here on the entry is this inode, whatever
+		// happens to the path.
+		f, err := fsys.Open(p)
+		if err != nil {
+			return nil, err.Error(), 0
+		}
+		if osf, ok := f.(*os.File); !ok {
+			f.Close()
+		} else if fi, err := osf.Stat(); err != nil || !StampOf(fi).Equal(e.Stamp) {
+			osf.Close()
+			if old, ok := opts.Previous.file(p); ok {
+				return old, "", 0
+			}
+			return nil, "changed while it was opened; it joins the catalog once it stops changing", 0
+		} else {
+			e.pin = pin(osf)
+		}
+	}
+	ok := false
+	defer func() {
+		if !ok && e.pin != nil {
+			e.pin.close()
+		}
+	}()
+	if e.pin != nil && opts.Cache != nil {
+		if dsc, hit := opts.Cache.Lookup(p, e.Stamp, opts.keysID); hit {
+			if dsc.Image != nil {
+				if why := unservable(dsc.Image); why != "" {
+					return nil, why, 0
+				}
+			}
+			e.Type, e.MD5, e.SHA256, e.Image, e.Verified = dsc.Type, dsc.MD5, dsc.SHA256, dsc.Image, dsc.Verified
+			e.content = e.pin.f
+			stampEntry(e, info, opts)
+			opts.stats.Cached++
+			ok = true
+			return e, "", 0
+		}
+	}
+	if !read {
+		return nil, "", info.Size()
+	}
+	var b []byte
+	if e.pin != nil {
+		b = make([]byte, info.Size())
+		if _, err = io.ReadFull(io.NewSectionReader(e.pin.f, 0, info.Size()), b); err != nil {
+			return nil, err.Error(), 0
+		}
+	} else if b, err = fs.ReadFile(fsys, p); err != nil {
+		return nil, err.Error(), 0
 	}
 	if !opts.Embedded {
 		// A file written while it was read holds bytes of neither version:
 		// keep what was served, or wait for the next reload.
-		if again, err := fs.Stat(fsys, p); err != nil || !StampOf(again).Equal(StampOf(info)) {
+		again, err := fs.Stat(fsys, p)
+		changed := err != nil || !StampOf(again).Equal(e.Stamp)
+		if e.pin != nil && !changed {
+			fi, err := e.pin.f.Stat()
+			changed = err != nil || !StampOf(fi).Equal(e.Stamp)
+		}
+		if changed {
 			if old, ok := opts.Previous.file(p); ok {
-				return old, ""
+				return old, "", 0
 			}
-			return nil, "changed while it was read; it joins the catalog once it stops changing"
+			return nil, "changed while it was read; it joins the catalog once it stops changing", 0
 		}
 	}
 	e.Size, e.content, e.data = int64(len(b)), bytes.NewReader(b), b
@@ -351,23 +529,26 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 			e.content, e.data = ra, nil // serve from the embedded data; b is dropped after load
 		}
 	}
+	if e.pin != nil {
+		e.content, e.data = e.pin.f, nil // served from the file; b is dropped after load
+	}
 	if len(b) == 0 && strings.HasSuffix(d.Name(), ".bin") {
 		// An empty .bin is a copy that has not started (or a writer paused
 		// after truncating): never offer it, as an image or as a file.
-		return nil, "empty file"
+		return nil, "empty file", 0
 	}
 	if looksLikeImage(d.Name(), b) {
 		img, err := espimage.Parse(b)
 		if err != nil {
-			return nil, "malformed firmware image: " + err.Error()
+			return nil, "malformed firmware image: " + err.Error(), 0
 		}
 		if why := unservable(img); why != "" {
-			return nil, why
+			return nil, why, 0
 		}
 		if len(opts.Keys) > 0 {
 			how, err := espimage.Verify(b, img, opts.Keys)
 			if err != nil {
-				return nil, "signature: " + err.Error()
+				return nil, "signature: " + err.Error(), 0
 			}
 			e.Verified = how
 		}
@@ -376,8 +557,13 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options) (*Entry, string
 	} else {
 		e.MD5, e.SHA256 = md5hex(b), sha256hex(b)
 	}
+	opts.stats.Read++
+	if e.pin != nil && opts.Cache != nil {
+		opts.Cache.Remember(p, e.Stamp, opts.keysID, Described{Type: e.Type, MD5: e.MD5, SHA256: e.SHA256, Image: e.Image, Verified: e.Verified})
+	}
 	stampEntry(e, info, opts)
-	return e, ""
+	ok = true
+	return e, "", 0
 }
 
 // unservable says why an image that parses must still stay out: an ESP32

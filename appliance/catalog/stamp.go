@@ -16,6 +16,10 @@ type Stamp struct {
 	Ctime   int64 // ns; 0 where the system gives none
 	Ino     uint64
 	Dev     uint64
+	// Nlink is the link count, not compared by Equal: an unlink or a
+	// rename over the path changes the inode's ctime, not its bytes (see
+	// Entry.Changed).
+	Nlink uint64
 }
 
 // StampOf is the stamp of a file as fs.Stat described it.

@@ -224,6 +224,26 @@ func (x *exchange) Write(p []byte) (int, error) {
 }
 func (x *exchange) Unwrap() http.ResponseWriter { return x.w }
 
+// ReadFrom lets io.Copy hand a file to net/http, which sends it with
+// sendfile(2) when the response has a Content-Length.
+func (x *exchange) ReadFrom(r io.Reader) (int64, error) {
+	if x.status == 0 {
+		x.WriteHeader(http.StatusOK)
+	}
+	var n int64
+	var err error
+	if rf, ok := x.w.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{x.w}, r)
+	}
+	x.bytes += n
+	if x.dl != nil {
+		x.dl.sent.Add(n)
+	}
+	return n, err
+}
+
 // ServeHTTP routes without http.ServeMux: ServeMux redirects "//" and "/./"
 // paths, and devices never follow redirects (spec §2.5).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -444,6 +464,11 @@ func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, c
 	if !ok {
 		if _, isDir := cat.Dir(p); isDir {
 			h.fail(x, http.StatusNotFound, strconv.Quote("/"+p)+" is a folder, not a file")
+		} else if cat.Pending(p) {
+			// Never a wrong digest: the file is there but not hashed yet.
+			files, bytes := cat.PendingCount()
+			x.Header().Set("Retry-After", "5")
+			h.fail(x, http.StatusServiceUnavailable, fmt.Sprintf("%s is still being read and hashed (%d files, %d MB to go); retry shortly", p, files, bytes>>20))
 		} else {
 			h.fail(x, http.StatusNotFound, "no file "+strconv.Quote(p)+" in the catalog")
 		}
@@ -514,11 +539,28 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	}
 	e := v.Entry
 	size, md5, sha, data := e.Size, e.MD5, e.SHA256, e.Bytes()
-	if v.Gzip {
+	var src io.ReadCloser
+	switch {
+	case v.Gzip:
 		// The compressed image is the file itself (never Content-Encoding);
 		// length and digests are the compressed bytes' (spec §2.4).
 		size, md5, sha, data = e.Gzip.Size, e.Gzip.MD5, e.Gzip.SHA256, e.Gzip.Bytes()
 		x.reason = "gzip-compressed for a core 2.7+ device, " + strconv.FormatInt(e.Size-e.Gzip.Size, 10) + " bytes saved"
+	case data == nil:
+		if e.Changed() {
+			// Modified in place since it was hashed: the watcher re-reads
+			// it; never start a download of bytes nobody announced.
+			x.Header().Set("Retry-After", "2")
+			h.fail(x, http.StatusServiceUnavailable, e.Path+" changed on disk and is being read again; retry")
+			return
+		}
+		var err error
+		if src, err = e.Open(); err != nil {
+			x.Header().Set("Retry-After", "1")
+			h.fail(x, http.StatusServiceUnavailable, e.Path+": "+err.Error()+"; retry")
+			return
+		}
+		defer src.Close()
 	}
 	max := 0
 	if p := h.policy.Load(); p != nil {
@@ -547,7 +589,7 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	}
 	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
 	// after the header and fails if it has not arrived (spec §2.3).
-	if err := h.sendBody(x, data, e.Content()); err != nil {
+	if err := h.sendBody(x, data, src, e); err != nil {
 		x.reason = "download cut off after " + strconv.FormatInt(x.delivered(), 10) + " bytes: " + err.Error()
 	}
 }
@@ -559,68 +601,93 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 const sendChunk = 16 << 10
 
 // sendBody streams an image — straight from data when the catalog holds
-// it in memory, else from src through a pooled buffer — and returns once
-// the device has acknowledged every byte (where the kernel can tell), so
-// that "completed" means the device has it. A device whose delivery
-// averages under MinRate over RateWindow is cut off, and so is one that
-// stops acknowledging.
-func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader) error {
+// it in memory, else from src (a disk file goes out with sendfile(2)) —
+// and returns once the device has acknowledged every byte (where the
+// kernel can tell), so that "completed" means the device has it. A device
+// whose delivery averages under MinRate over RateWindow is cut off, and so
+// is one that stops acknowledging, and so is a download of a file that is
+// modified in place meanwhile (rather than send it mixed bytes).
+func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.Entry) error {
 	rc := http.NewResponseController(x.w)
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
 	done := make(chan struct{})
 	defer close(done)
 	go x.sample(done)
-	next := func() ([]byte, error) { // the next chunk; io.EOF after the last
-		if len(data) == 0 {
-			return nil, io.EOF
-		}
+	// send writes the next chunk and reports the end.
+	send := func() (bool, error) {
 		n := min(len(data), sendChunk)
-		chunk := data[:n]
+		_, err := x.Write(data[:n])
 		data = data[n:]
-		return chunk, nil
+		return len(data) == 0, err
 	}
-	if data == nil {
+	if src != nil {
 		bp := h.bufs.Get().(*[]byte)
 		defer h.bufs.Put(bp)
-		buf := (*bp)[:sendChunk]
-		next = func() ([]byte, error) {
-			n, err := io.ReadFull(src, buf)
-			if err == io.ErrUnexpectedEOF {
-				err = io.EOF
+		// The head and the first bytes go out in one write (an ESP32 peeks
+		// for 0xE9 100 ms after the header, spec §2.3); the rest of a file
+		// through sendfile, anything else through the pooled buffer.
+		//
+		// Bytes of a file modified in place are never completed: each
+		// chunk is checked before it goes, a sendfile chunk also after
+		// (what it sent may be mixed, so the download is cut off there),
+		// and the first and last chunks are read, checked, then written.
+		_, file := src.(*os.File)
+		first := true
+		errChanged := errors.New(e.Path + " was modified on disk during the download")
+		send = func() (bool, error) {
+			if e.Changed() {
+				return true, errChanged
 			}
-			return buf[:n], err
+			if first || !file || x.size-x.bytes <= sendChunk {
+				first = false
+				n, err := io.ReadFull(src, (*bp)[:sendChunk])
+				if e.Changed() {
+					return true, errChanged
+				}
+				if _, werr := x.Write((*bp)[:n]); werr != nil {
+					return true, werr
+				}
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					return true, nil
+				}
+				return x.bytes >= x.size, err
+			}
+			_, err := io.CopyN(x, src, sendChunk)
+			if e.Changed() {
+				return true, errChanged
+			}
+			if err == io.EOF {
+				return true, nil
+			}
+			return false, err
 		}
 	}
 	var checked time.Time
-	for {
-		chunk, rerr := next()
-		if len(chunk) > 0 {
-			// Once a second: the rate, and a fresh deadline for the writes.
-			if now := time.Now(); now.Sub(checked) >= time.Second {
-				checked = now
-				if err := p.check(now, x.delivered()); err != nil {
-					return err
-				}
-				if err := rc.SetWriteDeadline(now.Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
-					return err
-				}
+	for last := x.size == 0; !last; {
+		// Once a second: the rate, and a fresh deadline for the writes.
+		if now := time.Now(); now.Sub(checked) >= time.Second {
+			checked = now
+			if err := p.check(now, x.delivered()); err != nil {
+				return err
 			}
-			if _, err := x.Write(chunk); err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) && h.opts.MinRate > 0 {
-					// Blocked for the whole window: net/http has given up on
-					// the connection; say why in the device's terms.
-					return p.stalled(time.Now(), x.delivered())
-				}
+			if err := rc.SetWriteDeadline(now.Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
 				return err
 			}
 		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
+		var err error
+		if last, err = send(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && h.opts.MinRate > 0 {
+				// Blocked for the whole window: net/http has given up on
+				// the connection; say why in the device's terms.
+				return p.stalled(time.Now(), x.delivered())
+			}
+			return err
 		}
 	}
+	if x.bytes < x.size {
+		return fmt.Errorf("%s ended after %d of %d bytes: the file was truncated on disk", e.Path, x.bytes, x.size)
+	}
+
 	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}

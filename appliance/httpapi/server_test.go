@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -428,4 +430,36 @@ func readBody(t *testing.T, resp *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestNotYetHashedIs503: a file that is in the folder but not yet read and
+// hashed is answered 503 with Retry-After and the reason, never listed and
+// never served with a digest nobody computed.
+func TestNotYetHashedIs503(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "big.bin"), mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10}), 0o644)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir, Budget: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.Server(httpapi.New(cat, httpapi.Options{}), nil)
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	d := emu.New(emu.ESP8266v31)
+	res := d.Update(l.Addr().String(), "/big.bin")
+	if res.Status != 503 || res.Headers["retry-after"] != "5" || !strings.Contains(res.Headers["x-otabox-reason"], "big.bin is still being read and hashed (1 files, 0 MB to go)") {
+		t.Errorf("not-yet-hashed file: %v retry-after %q reason %q", res, res.Headers["retry-after"], res.Headers["x-otabox-reason"])
+	}
+	if list := d.Catalog(l.Addr().String(), "."); len(list.Firmwares) != 0 {
+		t.Errorf("listed before it was hashed: %+v", list.Firmwares)
+	}
 }

@@ -68,6 +68,23 @@ var migrations = []string{
 	CREATE INDEX events_mac ON events(mac, id);
 	CREATE INDEX events_unfinished ON events(finished) WHERE finished = 0;
 	CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
+	// 2: what the catalog learned from each disk file, by its stamp, so
+	// that a restart publishes unchanged files without reading them.
+	`CREATE TABLE files (
+		path      TEXT PRIMARY KEY,
+		size      INTEGER NOT NULL,
+		mtime_ns  INTEGER NOT NULL,
+		ctime_ns  INTEGER NOT NULL,
+		ino       INTEGER NOT NULL,
+		dev       INTEGER NOT NULL,
+		keys      TEXT NOT NULL DEFAULT '',  -- the --verify-key set it was checked under
+		type      TEXT NOT NULL,
+		md5       TEXT NOT NULL,
+		sha256    TEXT NOT NULL,
+		image     TEXT NOT NULL DEFAULT '',  -- espimage.Image as JSON
+		verified  TEXT NOT NULL DEFAULT '',
+		seen      INTEGER NOT NULL           -- unix seconds it was last read
+	) WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema this build writes.

@@ -153,6 +153,8 @@ type Store struct {
 	dropped   atomic.Int64 // records that could not be written
 	truncated atomic.Int64 // strings cut to the limits
 	written   atomic.Int64
+	filesMu   sync.Mutex
+	filesQ    []fileRow // remembered files waiting for flushFiles
 	faultMu   sync.Mutex
 	fault     string // the last write error, "" when writing works
 	faultAt   time.Time
@@ -506,6 +508,7 @@ func (s *Store) Close() error {
 	s.once.Do(func() {
 		close(s.stop)
 		<-s.done
+		s.flushFiles()
 		if db := s.db.Load(); db != nil {
 			err = db.Close()
 		}

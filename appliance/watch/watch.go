@@ -74,10 +74,35 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 	settle := time.NewTimer(cfg.Settle)
 	pending := true
 	rehash := false
+	// more: files the last load left unread (catalog.Options.Budget) are
+	// read in further rounds, each published as it completes.
+	more := time.NewTimer(0)
+	if n, _ := current.PendingCount(); n == 0 {
+		more.Stop()
+	}
+	publish := func(next *catalog.Catalog) {
+		if changed := diff(log, current, next); changed {
+			cfg.Publish(next)
+			current = next
+		} else {
+			next.Close(current) // not served: release what only it pinned
+		}
+		if n, _ := current.PendingCount(); n > 0 {
+			more.Reset(0)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-more.C:
+			next, err := cfg.Load(current, nil, false)
+			if err != nil {
+				log.Error("catalog: reading the remaining files failed; still serving the previous catalog", "err", err)
+				continue
+			}
+			publish(next)
+			continue
 		case ev := <-events:
 			if ev.Op&fsnotify.Create != 0 {
 				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
@@ -113,10 +138,7 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 			settle.Reset(cfg.Settle) // come back for the files still being copied
 			pending = true
 		}
-		if changed := diff(log, current, next); changed {
-			cfg.Publish(next)
-			current = next
-		}
+		publish(next)
 	}
 }
 

@@ -1,0 +1,195 @@
+package catalog_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+)
+
+// openFDs counts this process's open descriptors on files under dir.
+func openFDs(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+func diskCatalog(t *testing.T, n int) (string, *os.Root) {
+	t.Helper()
+	dir := t.TempDir()
+	for i := 0; i < n; i++ {
+		b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 8 << 10, Seed: uint64(i)})
+		os.WriteFile(filepath.Join(dir, "fw"+string(rune('a'+i%26))+string(rune('a'+i/26))+".bin"), b, 0o644)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	return dir, root
+}
+
+// TestPinnedDescriptorsBounded: 1,000 reloads that re-read every file
+// (published, or discarded as a watcher does when nothing changed) leave
+// exactly one descriptor per served file open.
+func TestPinnedDescriptorsBounded(t *testing.T) {
+	dir, root := diskCatalog(t, 10)
+	cur, err := catalog.Load(root.FS(), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Pinned() != 10 {
+		t.Fatalf("%d files pinned, want 10", cur.Pinned())
+	}
+	for i := 0; i < 1000; i++ {
+		next, err := catalog.Load(root.FS(), catalog.Options{Previous: cur, Rehash: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			cur.Close(next) // published: the old catalog is retired
+			cur = next
+		} else {
+			next.Close(cur) // discarded
+		}
+	}
+	if got := openFDs(t, dir); got != 10 {
+		t.Errorf("%d descriptors open after 1,000 reloads, want 10", got)
+	}
+	cur.Close(nil)
+	if got := openFDs(t, dir); got != 0 {
+		t.Errorf("%d descriptors left after closing the catalog", got)
+	}
+}
+
+// TestPinnedFileOutlivesItsPath: a download opened from an entry reads the
+// bytes that were hashed even after the path is replaced by a rename or
+// deleted; a change in place is reported.
+func TestPinnedFileOutlivesItsPath(t *testing.T) {
+	dir, root := diskCatalog(t, 2)
+	cat, err := catalog.Load(root.FS(), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close(nil)
+	e := cat.Files()[0]
+	want, _ := os.ReadFile(filepath.Join(dir, e.Path))
+	other, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 9 << 10, Seed: 99})
+	tmp := filepath.Join(dir, ".new")
+	os.WriteFile(tmp, other, 0o644)
+	os.Rename(tmp, filepath.Join(dir, e.Path))
+	got := readAll(t, e)
+	if string(got) != string(want) || e.Changed() {
+		t.Errorf("after a rename over it: %d bytes (changed %v), want the %d hashed", len(got), e.Changed(), len(want))
+	}
+	e2 := cat.Files()[1]
+	want2, _ := os.ReadFile(filepath.Join(dir, e2.Path))
+	os.Remove(filepath.Join(dir, e2.Path))
+	if got := readAll(t, e2); string(got) != string(want2) {
+		t.Errorf("after removal: %d bytes, want %d", len(got), len(want2))
+	}
+	cat2, _ := catalog.Load(root.FS(), catalog.Options{})
+	defer cat2.Close(nil)
+	e3 := cat2.Files()[0]
+	os.WriteFile(filepath.Join(dir, e3.Path), want, 0o644) // in place: same inode
+	if !e3.Changed() {
+		t.Error("a rewrite in place is not reported")
+	}
+}
+
+func readAll(t *testing.T, e *catalog.Entry) []byte {
+	t.Helper()
+	rc, err := e.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b := make([]byte, e.Size+1)
+	n, _ := rc.Read(b)
+	for m := n; m > 0 && n < len(b); n += m {
+		m, _ = rc.Read(b[n:])
+	}
+	return b[:n]
+}
+
+// mapCache is a DigestCache in memory that counts what it is asked.
+type mapCache struct {
+	mu           sync.Mutex
+	m            map[string]catalog.Described
+	hits, misses int
+}
+
+func (c *mapCache) key(p string, st catalog.Stamp, keys string) string {
+	return p + "|" + st.ModTime.String() + "|" + keys
+}
+
+func (c *mapCache) Lookup(p string, st catalog.Stamp, keys string) (catalog.Described, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.m[c.key(p, st, keys)]
+	if ok {
+		c.hits++
+	} else {
+		c.misses++
+	}
+	return d, ok
+}
+
+func (c *mapCache) Remember(p string, st catalog.Stamp, keys string, d catalog.Described) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[c.key(p, st, keys)] = d
+}
+
+// TestCacheAndBudget: with a Budget, files are read smallest first and
+// the rest are Pending (not listed); a later load goes on with them; a
+// load with the cache filled reads nothing and describes every file the
+// same way.
+func TestCacheAndBudget(t *testing.T) {
+	_, root := diskCatalog(t, 40)
+	cache := &mapCache{m: map[string]catalog.Described{}}
+	first, err := catalog.Load(root.FS(), catalog.Options{Cache: cache, Budget: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close(nil)
+	if n, _ := first.PendingCount(); n != 39 || len(first.Files()) != 1 || first.Stats().Read != 1 {
+		t.Fatalf("budget of one file: %d pending, %d published, %+v", n, len(first.Files()), first.Stats())
+	}
+	all, err := catalog.Load(root.FS(), catalog.Options{Cache: cache, Previous: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close(nil)
+	if n, _ := all.PendingCount(); n != 0 || len(all.Files()) != 40 || all.Stats().Read != 39 {
+		t.Fatalf("second load: %d pending, %d published, %+v", n, len(all.Files()), all.Stats())
+	}
+	again, err := catalog.Load(root.FS(), catalog.Options{Cache: cache, Budget: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close(nil)
+	if st := again.Stats(); st.Read != 0 || st.Cached != 40 || len(again.Files()) != 40 {
+		t.Fatalf("with the cache: %+v, %d published", st, len(again.Files()))
+	}
+	for _, e := range all.Files() {
+		c, ok := again.File(e.Path)
+		if !ok || c.MD5 != e.MD5 || c.Image.Digests.RunningMD5[2] != e.Image.Digests.RunningMD5[2] || c.Date != e.Date {
+			t.Errorf("%s described differently from the cache", e.Path)
+		}
+	}
+}
