@@ -639,6 +639,15 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 				return true, errChanged
 			}
 			if first || !file || x.size-x.bytes <= sendChunk {
+				if !first && file {
+					// sendfile queues references to the page cache, not
+					// copies: until the device has acknowledged them, a
+					// write to the file would change what it gets. Let
+					// them go, then check the file, then send the rest.
+					if err := x.drain(p, false); err != nil {
+						return true, err
+					}
+				}
 				first = false
 				n, err := io.ReadFull(src, (*bp)[:sendChunk])
 				if e.Changed() {
@@ -691,9 +700,16 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
-	// Everything is written; wait for the device to acknowledge it. On a
-	// LAN the last ACK comes within a millisecond: poll from 100 µs,
-	// doubling up to 20 ms for a slow link.
+	// Everything is written; wait for the device to acknowledge it.
+	return x.drain(p, true)
+}
+
+// drain waits until the device has acknowledged every byte written so far
+// (where the kernel can tell). On a LAN the last ACK comes within a
+// millisecond: poll from 100 µs, doubling up to 20 ms for a slow link.
+// final says the response is complete: a device that closes then has
+// acknowledged it all with its FIN.
+func (x *exchange) drain(p *pacer, final bool) error {
 	ctx := x.r.Context()
 	wait := 100 * time.Microsecond
 	for {
@@ -710,6 +726,9 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 			// The device closed: its FIN acknowledges what it received.
 			if q, ok := x.dv.unacked(); ok && q > 0 {
 				return errors.New("the connection closed before the device acknowledged the last " + strconv.Itoa(q) + " bytes")
+			}
+			if !final {
+				return errors.New("the device closed the connection")
 			}
 			x.acked = true
 			return nil

@@ -1,0 +1,171 @@
+package main
+
+// Disk catalogs at field scale (issue 14): images stay on disk, pinned;
+// the fleet record remembers their digests across restarts.
+
+import (
+	"bufio"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+)
+
+// slowDownload is one device download held open: the head and the first
+// bytes read, the rest waiting in a deliberately small receive buffer.
+type slowDownload struct {
+	conn   net.Conn
+	resp   *http.Response
+	r      *bufio.Reader
+	first  []byte
+	xmd5   string
+	length int64
+}
+
+func startSlowDownload(t *testing.T, addr string, mac string) *slowDownload {
+	t.Helper()
+	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 8192)
+		})
+	}}
+	conn, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := emu.New(emu.ESP8266v31)
+	d.STAMAC = mac
+	conn.Write(d.UpdateRequest(addr, "/fw.bin"))
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("download %s: %v %v", mac, resp, err)
+	}
+	first := make([]byte, 16<<10)
+	if _, err := io.ReadFull(br, first); err != nil {
+		t.Fatal(err)
+	}
+	return &slowDownload{conn, resp, br, first, resp.Header.Get("x-MD5"), resp.ContentLength}
+}
+
+// finish reads the rest; a download cut off ends short.
+func (s *slowDownload) finish() []byte {
+	defer s.conn.Close()
+	s.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	rest, _ := io.ReadAll(io.LimitReader(s.r, s.length))
+	return append(s.first, rest...)
+}
+
+// TestDownloadsKeepTheirBytes: 20 downloads of a 1 MB image are running
+// when the file is replaced by a rename, deleted, or rewritten in place.
+// After a rename or a removal every one completes with the bytes and the
+// x-MD5 it started with (the entry pins the file); after a rewrite in
+// place none completes with bytes other than those of its x-MD5 (a
+// download sees the change and is cut off, or had already been sent the
+// original whole).
+func TestDownloadsKeepTheirBytes(t *testing.T) {
+	build := func(seed uint64) []byte {
+		b, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 1 << 20, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	old, other := build(71), build(72)
+	if len(old) != len(other) {
+		t.Fatalf("sizes %d, %d", len(old), len(other))
+	}
+	sum := md5.Sum(old)
+	oldMD5 := hex.EncodeToString(sum[:])
+	for _, change := range []string{"replaced by rename", "deleted", "rewritten in place"} {
+		t.Run(change, func(t *testing.T) {
+			dir := t.TempDir()
+			fw := filepath.Join(dir, "fw.bin")
+			os.WriteFile(fw, old, 0o644)
+			r := start(t, "--catalog", dir, "--max-conns-per-ip", "32") // 20 downloads from one test address
+			var dls []*slowDownload
+			for i := 0; i < 20; i++ {
+				dls = append(dls, startSlowDownload(t, r.addr, macN("5C:CF:7F", 0x140000+i)))
+			}
+			switch change {
+			case "replaced by rename":
+				tmp := filepath.Join(dir, ".fw.tmp")
+				os.WriteFile(tmp, other, 0o644)
+				os.Rename(tmp, fw)
+			case "deleted":
+				os.Remove(fw)
+			case "rewritten in place":
+				f, err := os.OpenFile(fw, os.O_WRONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteAt(other, 0)
+				f.Close()
+			}
+			complete, cut := 0, 0
+			for i, dl := range dls {
+				body := dl.finish()
+				sum := md5.Sum(body)
+				got := hex.EncodeToString(sum[:])
+				switch {
+				case dl.xmd5 != oldMD5:
+					t.Errorf("download %d was announced x-MD5 %s, want %s", i, dl.xmd5, oldMD5)
+				case int64(len(body)) == dl.length && got == dl.xmd5:
+					complete++
+				case int64(len(body)) == dl.length:
+					t.Errorf("download %d completed with bytes of MD5 %s under x-MD5 %s", i, got, dl.xmd5)
+				default:
+					cut++
+				}
+			}
+			t.Logf("%s: %d of 20 completed with their announced bytes, %d cut off", change, complete, cut)
+			if change != "rewritten in place" && complete != 20 {
+				t.Errorf("%d of 20 completed; a %s file must not touch running downloads", complete, change)
+			}
+			if change == "rewritten in place" {
+				waitLog(t, r, "was modified on disk during the download")
+			}
+		})
+	}
+}
+
+// TestRestartListsWithoutRehashing: a 200-file disk catalog, once hashed,
+// is published after a restart from the fleet record: the log says no
+// file was read, and the catalog lists every file with the same digests.
+func TestRestartListsWithoutRehashing(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	for i := 0; i < 200; i++ {
+		b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 16 << 10, Seed: uint64(1000 + i)})
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("fw%03d.bin", i)), b, 0o644)
+	}
+	first := startData(t, data, "--catalog", dir)
+	waitLog(t, first, "read=200 from_record=0")
+	want := getBody(t, "http://"+first.addr+"/api/catalog")
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	first.cmd.Wait()
+
+	second := startData(t, data, "--catalog", dir)
+	line := waitLog(t, second, "catalog loaded")
+	if !strings.Contains(line, "read=0 from_record=200") {
+		t.Errorf("restart: %s", line)
+	}
+	if got := getBody(t, "http://"+second.addr+"/api/catalog"); got != want {
+		t.Errorf("the catalog after the restart differs:\n%s\nwant\n%s", got, want)
+	}
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Update(second.addr, "/fw123.bin"); res.Outcome != emu.OK {
+		t.Errorf("a file published from the record: %v", res)
+	}
+}
