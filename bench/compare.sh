@@ -9,6 +9,7 @@
 # missing. The project never contains a copy of updateserver.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ulimit -n 65536 2>/dev/null || true   # 1,000 devices need more descriptors than the usual 1,024
 
 REF="" DUR=10s SLOW=500
 while [ $# -gt 0 ]; do
@@ -112,12 +113,33 @@ nginx_conf "$work/big" 18191 "$work/nginx-big.conf"
 R[up_ngx]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18191/_catalog?op=list&path=." "$NGINX" -c "$work/nginx-big.conf" -p "$work"; done | best)
 [ -n "$REF" ] && R[up_ref]=$(cd "$work/big" && for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18192/_catalog?op=list&path=." python3 "$REF" --port 18192 --bind 127.0.0.1 --catalog "$work/big"; done | best)
 
+echo "# a 200 MB, 40-file disk catalog: first start (empty record), restart, memory" >&2
+count() { curl -s "$1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0; }
+DISK=(serve --mdns=false -b 127.0.0.1 -p 18193 -d "$work/big" --log error)
+URLD="http://127.0.0.1:18193/_catalog?op=list&path=."
+R[disk_port]=$(for i in 1 2 3; do "$work/loadtool" startup "$URLD" "$work/otabox" "${DISK[@]}" --data-dir "$work/data-disk-$i"; done | best)
+R[disk_all]=$(for i in 4 5 6; do "$work/loadtool" ready 40 "$URLD" "$work/otabox" "${DISK[@]}" --data-dir "$work/data-disk-$i"; done | best)
+"$work/otabox" "${DISK[@]}" --data-dir "$work/data-disk" & p=$!
+for _ in $(seq 1 600); do [ "$(count "$URLD")" -ge 40 ] && break; sleep 0.1; done
+sleep 0.5; kill -TERM $p; wait $p || true
+R[disk_again]=$(for _ in 1 2 3; do "$work/loadtool" ready 40 "$URLD" "$work/otabox" "${DISK[@]}" --data-dir "$work/data-disk"; done | best)
+"$work/otabox" "${DISK[@]}" --data-dir "$work/data-disk" & p=$!
+wait_port 18193
+R[disk_rss]=$("$work/loadtool" fetchall 127.0.0.1:18193 $p)
+kill -TERM $p; wait $p || true
+R[disk_rss_ngx]=$(nginx_conf "$work/big" 18194 "$work/nginx-disk.conf"; "$NGINX" -c "$work/nginx-disk.conf" -p "$work" & q=$!; wait_port 18194;
+  "$work/loadtool" fetchall 127.0.0.1:18194 "$(cat "$work/nginx-18194.pid"),$(pgrep -d, -P "$(cat "$work/nginx-18194.pid")")"; kill $q; wait $q 2>/dev/null || true)
+
 echo "# $SLOW clients reading 1 MB at 50 KB/s each (peak RSS of the server)" >&2
 slow() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n "$SLOW" -rate 51200 -limit 90s -pids "$2"; }
 ngx_pids() { echo "$(cat "$work/nginx-$NGX.pid"),$(pgrep -d, -P "$(cat "$work/nginx-$NGX.pid")")"; }
 R[slow_ota]=$(slow $OTA "${pids[0]}")
 R[slow_ngx]=$(slow $NGX "$(ngx_pids)")
 [ -n "$REF" ] && R[slow_ref]=$(slow $REFP "${pids[2]}")
+echo "# 1000 devices reading 1 MB at 20 KB/s each (peak RSS of the server)" >&2
+fleet() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n 1000 -rate 20480 -limit 120s -pids "$2"; }
+R[k_ota]=$(fleet $OTA "${pids[0]}")
+R[k_ngx]=$(fleet $NGX "$(ngx_pids)")
 
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {print $2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 > 0 && a != "") printf "%.2f", a/b; else printf "-" }'; }
@@ -129,9 +151,16 @@ printf "| %-34s | %12s | %12s | %12s | %9s | %9s |\n" "measure" "otabox" "nginx"
 printf "|%s|\n" "------------------------------------|--------------|--------------|--------------|-----------|----------"
 row "catalog requests/s (16 conns)" "${R[cat_ota]}" "${R[cat_ngx]}" "${R[cat_ref]:-}"
 row "1 MB downloads/s (16 conns)" "${R[dl_ota]}" "${R[dl_ngx]}" "${R[dl_ref]:-}"
-row "start-up, 200 MB firmware (ms)" "${R[up_ota]}" "${R[up_ngx]}" "${R[up_ref]:-}"
+row "start-up, 200 MB embedded (ms)" "${R[up_ota]}" "${R[up_ngx]}" "${R[up_ref]:-}"
+row "200 MB disk, first start: port (ms)" "${R[disk_port]}" "${R[up_ngx]}"
+row "200 MB disk, first start: all (ms)" "${R[disk_all]}" "${R[up_ngx]}"
+row "200 MB disk, restart: all (ms)" "${R[disk_again]}" "${R[up_ngx]}"
+row "200 MB disk, all fetched: RSS kB" "$(field "${R[disk_rss]}" rss_kb)" "$(field "${R[disk_rss_ngx]}" rss_kb)"
 for k in completed peak_rss_kb; do
   row "$SLOW slow clients: $k" "$(field "${R[slow_ota]}" $k)" "$(field "${R[slow_ngx]}" $k)" "$(field "${R[slow_ref]:-}" $k)"
+done
+for k in completed peak_rss_kb; do
+  row "1000 clients at 20 KB/s: $k" "$(field "${R[k_ota]}" $k)" "$(field "${R[k_ngx]}" $k)"
 done
 echo
 printf "| %-34s | %12s | %12s | %9s |\n" "the fleet record's cost" "store on" "store off" "on/off"

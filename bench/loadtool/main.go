@@ -3,13 +3,16 @@
 // sampling a server's resident memory. Loopback only.
 //
 //	loadtool mkcatalog DIR            a 1 MB ESP8266 image (fw1m.bin) plus the samples' kinds
-//	loadtool mkbig DIR MB             MB megabytes of ESP32 images, for start-up
+//	loadtool mkbig DIR MB             MB megabytes of ESP32 images in 40 files, for start-up
 //	loadtool startup URL CMD ARGS...  ms from exec to the first 200 from URL
+//	loadtool ready N URL CMD ARGS...  ms from exec to the first 200 listing N entries
+//	loadtool fetchall ADDR PID        download every listed image once, print the server's RSS
 //	loadtool slow -addr A -path P -n 500 -rate 51200 -pids 1,2
 package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -43,7 +46,12 @@ func main() {
 		mb, _ := strconv.Atoi(os.Args[3])
 		err = mkbig(os.Args[2], mb)
 	case "startup":
-		err = startup(os.Args[2], os.Args[3:])
+		err = startup(os.Args[2], 0, os.Args[3:])
+	case "ready":
+		n, _ := strconv.Atoi(os.Args[2])
+		err = startup(os.Args[3], n, os.Args[4:])
+	case "fetchall":
+		err = fetchall(os.Args[2], os.Args[3])
 	case "slow":
 		err = slow(os.Args[2:])
 	default:
@@ -79,8 +87,9 @@ func mkcatalog(dir string) error {
 
 func mkbig(dir string, mb int) error {
 	os.MkdirAll(dir, 0o755)
-	for i := 0; i < mb/4; i++ {
-		s := imagegen.Spec{Family: espimage.ESP32, Size: 4 << 20, FlashSize: 8 << 20, Project: "big", Version: strconv.Itoa(i), Seed: uint64(i)}
+	const files = 40
+	for i := 0; i < files; i++ {
+		s := imagegen.Spec{Family: espimage.ESP32, Size: mb << 20 / files, FlashSize: 8 << 20, Project: "big", Version: strconv.Itoa(i), Seed: uint64(i)}
 		if err := write(dir, fmt.Sprintf("big-%03d.bin", i), s); err != nil {
 			return err
 		}
@@ -88,8 +97,9 @@ func mkbig(dir string, mb int) error {
 	return nil
 }
 
-// startup runs the command and polls url until it answers 200.
-func startup(url string, argv []string) error {
+// startup runs the command and polls url until it answers 200 (listing at
+// least entries entries, when entries > 0).
+func startup(url string, entries int, argv []string) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // nginx forks workers: stop them all
@@ -101,8 +111,12 @@ func startup(url string, argv []string) error {
 	client := &http.Client{Timeout: time.Second}
 	for time.Since(start) < 60*time.Second {
 		if resp, err := client.Get(url); err == nil {
+			var list []json.RawMessage
+			if entries > 0 {
+				json.NewDecoder(resp.Body).Decode(&list)
+			}
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == 200 && len(list) >= entries {
 				fmt.Printf("%.1f\n", float64(time.Since(start).Microseconds())/1000)
 				return nil
 			}
@@ -110,6 +124,25 @@ func startup(url string, argv []string) error {
 		time.Sleep(500 * time.Microsecond)
 	}
 	return fmt.Errorf("%s did not answer within 60 s", url)
+}
+
+// fetchall downloads every image the catalog at addr lists, once, as an
+// ESP32 would, then prints the server's resident memory in kB.
+func fetchall(addr, pid string) error {
+	d := emu.New(emu.ESP32v20)
+	list := d.Catalog(addr, ".")
+	if list.Err != "" {
+		return fmt.Errorf("catalog: %s", list.Err)
+	}
+	for i, fw := range list.Firmwares {
+		d.STAMAC = fmt.Sprintf("24:0A:C4:00:%02X:%02X", i>>8, i&255)
+		d.Running, d.FreeSpace = nil, 16<<20
+		if res := d.Update(addr, "/"+fw.Name); res.Status != 200 {
+			return fmt.Errorf("%s: %v", fw.Name, res)
+		}
+	}
+	fmt.Printf("files=%d rss_kb=%d\n", len(list.Firmwares), rss(pid))
+	return nil
 }
 
 // slow runs n concurrent device downloads, each read at rate bytes/s,
