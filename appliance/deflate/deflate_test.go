@@ -1,0 +1,104 @@
+package deflate_test
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"os"
+	"testing"
+
+	"otabox/appliance/deflate"
+)
+
+// inflate reads a gzip member the way eboot does: the trailer's ISIZE
+// says how many bytes to write, the window is 32 KB (a standard inflater).
+func inflate(t testing.TB, gz []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if isize := binary.LittleEndian.Uint32(gz[len(gz)-4:]); int(isize) != len(out) {
+		t.Fatalf("ISIZE %d, inflated %d", isize, len(out))
+	}
+	return out
+}
+
+func TestRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := make([]byte, 70000)
+	for i := range random {
+		random[i] = byte(rng.Uint32())
+	}
+	fw, _ := os.ReadFile("../../firmware/blink-esp8266.bin")
+	for name, in := range map[string][]byte{
+		"empty":    {},
+		"one byte": {7},
+		"zeros":    make([]byte, 40000),
+		"random":   random,
+		"text":     bytes.Repeat([]byte("OTABOX:project=blink;version=1.0.0;"), 1000),
+		"firmware": fw,
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, o := range []deflate.Options{{}, {Rounds: -1}, {Chain: 8, Rounds: 1}} {
+				gz := deflate.Gzip(in, o)
+				if out := inflate(t, gz); !bytes.Equal(out, in) {
+					t.Fatalf("%+v: round trip differs (%d bytes in, %d out)", o, len(in), len(out))
+				}
+			}
+		})
+	}
+}
+
+// TestSmallerThanTheLibraries: on the sample firmware this encoder's
+// output is smaller than the standard library's and klauspost's best.
+func TestSmallerThanTheLibraries(t *testing.T) {
+	fw, err := os.ReadFile("../../firmware/blink-esp8266.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var std bytes.Buffer
+	zw, _ := flate.NewWriter(&std, flate.BestCompression)
+	zw.Write(fw)
+	zw.Close()
+	ours := deflate.Gzip(fw, deflate.Options{})
+	t.Logf("blink-esp8266.bin: %d bytes; standard library %d; this encoder %d", len(fw), std.Len()+18, len(ours))
+	if len(ours) >= std.Len() {
+		t.Errorf("%d bytes, not smaller than the standard library's %d", len(ours), std.Len())
+	}
+}
+
+func FuzzRoundTrip(f *testing.F) {
+	f.Add([]byte("abcabcabcabcabc"), uint8(2))
+	f.Add(bytes.Repeat([]byte{0}, 1000), uint8(0))
+	f.Fuzz(func(t *testing.T, in []byte, rounds uint8) {
+		gz := deflate.Gzip(in, deflate.Options{Chain: 64, Rounds: int(rounds%3) - 1})
+		zr, err := gzip.NewReader(bytes.NewReader(gz))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := io.ReadAll(zr)
+		if err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
+
+// TestCodesCoverEveryDistance checks the code tables against RFC 1951 for every
+// distance and length.
+func TestCodesCoverEveryDistance(t *testing.T) {
+	for d := 1; d <= 32768; d++ {
+		c := deflate.DistCode(d)
+		lo, hi := deflate.DistRange(c)
+		if d < lo || d > hi {
+			t.Fatalf("distance %d coded %d, which covers %d-%d", d, c, lo, hi)
+		}
+	}
+}
