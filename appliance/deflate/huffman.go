@@ -21,7 +21,9 @@ var lengthCodes, distCodes = func() (lc [maxMatch + 1]uint16, dc [512]uint8) {
 	for l := minMatch; l <= maxMatch; l++ {
 		lc[l] = uint16(257 + sort.Search(len(lengthBase), func(i int) bool { return lengthBase[i] > l }) - 1)
 	}
-	code := func(d int) uint8 { return uint8(sort.Search(len(distBase), func(i int) bool { return distBase[i] > d }) - 1) }
+	code := func(d int) uint8 {
+		return uint8(sort.Search(len(distBase), func(i int) bool { return distBase[i] > d }) - 1)
+	}
 	for d := 1; d <= 256; d++ {
 		dc[d-1] = code(d)
 	}
