@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,7 @@ func main() {
 		&cli.StringFlag{Name: "device-password-file", Usage: "read the device password from this file's first line", EnvVars: []string{"OTABOX_DEVICE_PASSWORD_FILE"}},
 		&cli.BoolFlag{Name: "device-auth-catalog", Usage: "require the device credentials for /_catalog too (AutoConnectUpdate sends none)", EnvVars: []string{"OTABOX_DEVICE_AUTH_CATALOG"}},
 		&cli.StringFlag{Name: "admin-password-file", Usage: "read the admin password from this file (e.g. $CREDENTIALS_DIRECTORY/admin, systemd's LoadCredential=)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD_FILE"}},
+		&cli.IntFlag{Name: "memory-limit", Value: 48, Usage: "soft memory limit in MiB: the garbage collector works harder to stay under it (0: none; GOMEMLIMIT also works)", EnvVars: []string{"OTABOX_MEMORY_LIMIT"}},
 		&cli.StringSliceFlag{Name: "verify-key", Usage: "serve only images whose signature verifies under this PEM public key (repeatable; ESP8266 signing.py RSA, ESP32 Secure Boot v2 RSA-3072/ECDSA)", EnvVars: []string{"OTABOX_VERIFY_KEY"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
@@ -237,6 +239,11 @@ func serve(c *cli.Context) error {
 		if err := appliance.ValidGzipPattern(p); err != nil {
 			return cli.Exit(fmt.Sprintf("otabox: --gzip %q: %v", p, err), 2)
 		}
+	}
+	if mb := c.Int("memory-limit"); mb > 0 && (c.IsSet("memory-limit") || os.Getenv("GOMEMLIMIT") == "") {
+		// A soft limit: the runtime collects sooner and returns memory to
+		// the system, and never spends more than half the CPU doing so.
+		debug.SetMemoryLimit(int64(mb) << 20)
 	}
 	keys, err := readKeys(c.StringSlice("verify-key"))
 	if err != nil {

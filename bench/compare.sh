@@ -47,7 +47,7 @@ make -s build >/dev/null && cp otabox "$work/otabox"
 OTA=18180 NGX=18181 REFP=18182 OTA0=18183
 wait_port() { for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 never answered" >&2; return 1; }
 
-nginx_conf() { # root, port, file
+nginx_conf() { # root, port, file[, catalog json]
   cat > "$3" <<CONF
 worker_processes 2;
 daemon off;
@@ -60,7 +60,7 @@ http {
   server {
     listen 127.0.0.1:$2;
     root $1;
-    location = /_catalog { default_type application/json; alias $work/catalog.json; }
+    location = /_catalog { default_type application/json; alias ${4:-$work/catalog.json}; }
   }
 }
 CONF
@@ -125,9 +125,10 @@ sleep 0.5; kill -TERM $p; wait $p || true
 R[disk_again]=$(for _ in 1 2 3; do "$work/loadtool" ready 40 "$URLD" "$work/otabox" "${DISK[@]}" --data-dir "$work/data-disk"; done | best)
 "$work/otabox" "${DISK[@]}" --data-dir "$work/data-disk" & p=$!
 wait_port 18193
+curl -s "$URLD" > "$work/catalog-big.json"
 R[disk_rss]=$("$work/loadtool" fetchall 127.0.0.1:18193 $p)
 kill -TERM $p; wait $p || true
-R[disk_rss_ngx]=$(nginx_conf "$work/big" 18194 "$work/nginx-disk.conf"; "$NGINX" -c "$work/nginx-disk.conf" -p "$work" & q=$!; wait_port 18194;
+R[disk_rss_ngx]=$(nginx_conf "$work/big" 18194 "$work/nginx-disk.conf" "$work/catalog-big.json"; "$NGINX" -c "$work/nginx-disk.conf" -p "$work" & q=$!; wait_port 18194;
   "$work/loadtool" fetchall 127.0.0.1:18194 "$(cat "$work/nginx-18194.pid"),$(pgrep -d, -P "$(cat "$work/nginx-18194.pid")")"; kill $q; wait $q 2>/dev/null || true)
 
 echo "# $SLOW clients reading 1 MB at 50 KB/s each (peak RSS of the server)" >&2

@@ -175,6 +175,7 @@ func (h *Handler) SetCatalog(cat *catalog.Catalog) { h.cat.Store(cat) }
 // exchange is one request's record: what the log line and observers
 // learn about it.
 type exchange struct {
+	timer    *time.Timer // sleep's, made on first use
 	h        *Handler
 	r        *http.Request
 	facts    *device.Facts
@@ -610,9 +611,6 @@ const sendChunk = 16 << 10
 func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.Entry) error {
 	rc := http.NewResponseController(x.w)
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
-	done := make(chan struct{})
-	defer close(done)
-	go x.sample(done)
 	// send writes the next chunk and reports the end.
 	send := func() (bool, error) {
 		n := min(len(data), sendChunk)
@@ -621,8 +619,20 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		return len(data) == 0, err
 	}
 	if src != nil {
-		bp := h.bufs.Get().(*[]byte)
-		defer h.bufs.Put(bp)
+		// The buffer is taken per chunk, not per download: a thousand
+		// slow devices on sendfile hold none.
+		var bp *[]byte
+		take := func() []byte {
+			if bp == nil {
+				bp = h.bufs.Get().(*[]byte)
+			}
+			return (*bp)[:sendChunk]
+		}
+		defer func() {
+			if bp != nil {
+				h.bufs.Put(bp)
+			}
+		}()
 		// The head and the first bytes go out in one write (an ESP32 peeks
 		// for 0xE9 100 ms after the header, spec §2.3); the rest of a file
 		// through sendfile, anything else through the pooled buffer.
@@ -647,14 +657,22 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 					if err := x.drain(p, false); err != nil {
 						return true, err
 					}
+					if err := rc.SetWriteDeadline(time.Now().Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
+						return true, err
+					}
 				}
 				first = false
-				n, err := io.ReadFull(src, (*bp)[:sendChunk])
+				buf := take()
+				n, err := io.ReadFull(src, buf)
 				if e.Changed() {
 					return true, errChanged
 				}
-				if _, werr := x.Write((*bp)[:n]); werr != nil {
+				if _, werr := x.Write(buf[:n]); werr != nil {
 					return true, werr
+				}
+				if file {
+					h.bufs.Put(bp) // sendfile needs none until the last chunk
+					bp = nil
 				}
 				if err == io.EOF || err == io.ErrUnexpectedEOF {
 					return true, nil
@@ -683,6 +701,17 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 				return err
 			}
 		}
+		// Wait for room in the socket rather than block in a write: a
+		// blocked write holds net/http's 32 KB copy buffer for a file, and
+		// the wait measures delivery (for --min-rate and the status page).
+		for wait := time.Millisecond; x.dv.full(sendChunk); wait = min(2*wait, 100*time.Millisecond) {
+			if err := p.check(time.Now(), x.delivered()); err != nil {
+				return err
+			}
+			if !x.sleep(wait) {
+				return errors.New("the device closed the connection")
+			}
+		}
 		var err error
 		if last, err = send(); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && h.opts.MinRate > 0 {
@@ -706,7 +735,8 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 
 // drain waits until the device has acknowledged every byte written so far
 // (where the kernel can tell). On a LAN the last ACK comes within a
-// millisecond: poll from 100 µs, doubling up to 20 ms for a slow link.
+// millisecond: poll from 100 µs, doubling up to 100 ms for a slow link
+// (a thousand slow devices then cost the box little).
 // final says the response is complete: a device that closes then has
 // acknowledged it all with its FIN.
 func (x *exchange) drain(p *pacer, final bool) error {
@@ -732,9 +762,30 @@ func (x *exchange) drain(p *pacer, final bool) error {
 			}
 			x.acked = true
 			return nil
-		case <-time.After(wait):
-			wait = min(2*wait, 20*time.Millisecond)
+		default:
+			if !x.sleep(wait) {
+				continue // closed: answered above
+			}
+			wait = min(2*wait, 100*time.Millisecond)
 		}
+	}
+}
+
+// sleep waits d on the exchange's one timer; false when the device closed
+// the connection first. A thousand slow devices polling their queues
+// allocate nothing per wait.
+func (x *exchange) sleep(d time.Duration) bool {
+	if x.timer == nil {
+		x.timer = time.NewTimer(d)
+	} else {
+		x.timer.Reset(d)
+	}
+	select {
+	case <-x.r.Context().Done():
+		x.timer.Stop()
+		return false
+	case <-x.timer.C:
+		return true
 	}
 }
 
@@ -768,27 +819,6 @@ func (x *exchange) delivered() int64 {
 		x.lastDelivered.Store(max(x.bytes-int64(q), 0))
 	}
 	return x.lastDelivered.Load()
-}
-
-// sample keeps lastDelivered current while a write blocks, so that a
-// download cut off with its socket gone (a shutdown, a reset) still
-// reports what the device had. It stops when done closes.
-func (x *exchange) sample(done <-chan struct{}) {
-	if x.dv.raw == nil || x.dl == nil {
-		return
-	}
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-			if q, ok := x.dv.unacked(); ok {
-				x.lastDelivered.Store(max(x.dl.sent.Load()-int64(q), 0))
-			}
-		}
-	}
 }
 
 // inflaters remembers, by client address, ESP8266 devices whose catalog

@@ -4,3 +4,9 @@ import "golang.org/x/sys/unix"
 
 // outq is the socket's send queue: bytes written, not yet acknowledged.
 func outq(fd uintptr) (int, error) { return unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }
+
+// sndbuf is the socket's send buffer size as the kernel reports it (twice
+// the payload it holds, for its bookkeeping).
+func sndbuf(fd uintptr) (int, error) {
+	return unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+}

@@ -6,3 +6,5 @@ import "errors"
 
 // outq is unknown off Linux: progress counts bytes written.
 func outq(uintptr) (int, error) { return 0, errors.New("no SIOCOUTQ here") }
+
+func sndbuf(uintptr) (int, error) { return 0, errors.New("no SO_SNDBUF here") }

@@ -62,6 +62,22 @@ func (d delivery) unacked() (n int, ok bool) {
 	return n, cerr == nil && err == nil
 }
 
+// full reports a send queue without room for n more bytes of payload.
+// net/http holds a 32 KB buffer for as long as a file is being sent
+// (http.response.ReadFrom); waiting for room outside it, instead of
+// blocking inside, keeps a thousand slow devices from holding 32 MB.
+func (d delivery) full(n int) bool {
+	if d.raw == nil {
+		return false
+	}
+	var q, sb int
+	var err1, err2 error
+	if d.raw.Control(func(fd uintptr) { q, err1 = outq(fd); sb, err2 = sndbuf(fd) }) != nil || err1 != nil || err2 != nil {
+		return false
+	}
+	return q+n > sb/2
+}
+
 // pacer cuts off a download whose delivery averages under a minimum rate
 // over a sliding window.
 type pacer struct {

@@ -51,7 +51,6 @@ const overHeader = "X-Otabox-Head-Over"
 // goroutine at a time, as net/http reads a connection.
 type fixConn struct {
 	net.Conn
-	raw      [4096]byte
 	in, out  []byte
 	st       parseState
 	n        int    // bytes of the current method
@@ -104,8 +103,10 @@ func (c *fixConn) Read(p []byte) (int, error) {
 		if len(c.out) > 0 {
 			break
 		}
-		n, err := c.Conn.Read(c.raw[:])
-		c.in = append(c.in, c.raw[:n]...)
+		// Read into the caller's buffer and keep a copy: no buffer of
+		// our own per connection (a thousand downloads hold none).
+		n, err := c.Conn.Read(p)
+		c.in = append(c.in, p[:n]...)
 		if err != nil {
 			c.process()
 			if len(c.out) == 0 && len(c.in) > 0 {
@@ -118,6 +119,11 @@ func (c *fixConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.out)
 	c.out = c.out[n:]
+	if len(c.out) == 0 && len(c.in) == 0 && cap(c.in)+cap(c.out) > 0 {
+		// The head is read: while the request runs (a download for
+		// minutes) the connection holds no buffers.
+		c.in, c.out = nil, nil
+	}
 	return n, nil
 }
 

@@ -161,6 +161,9 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		"Catalog":      cat.Files(),
 		"Source":       cat.Source,
 	}
+	if files, bytes := cat.PendingCount(); files > 0 {
+		data["Reading"] = fmt.Sprintf("%d files (%d MB)", files, bytes>>20)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if err := h.page.Execute(w, data); err != nil {
