@@ -52,7 +52,7 @@ func main() {
 		&cli.StringFlag{Name: "device-password-file", Usage: "read the device password from this file's first line", EnvVars: []string{"OTABOX_DEVICE_PASSWORD_FILE"}},
 		&cli.BoolFlag{Name: "device-auth-catalog", Usage: "require the device credentials for /_catalog too (AutoConnectUpdate sends none)", EnvVars: []string{"OTABOX_DEVICE_AUTH_CATALOG"}},
 		&cli.StringFlag{Name: "admin-password-file", Usage: "read the admin password from this file (e.g. $CREDENTIALS_DIRECTORY/admin, systemd's LoadCredential=)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD_FILE"}},
-		&cli.IntFlag{Name: "memory-limit", Value: 48, Usage: "soft memory limit in MiB: the garbage collector works harder to stay under it (0: none; GOMEMLIMIT also works)", EnvVars: []string{"OTABOX_MEMORY_LIMIT"}},
+		&cli.IntFlag{Name: "memory-limit", Usage: "soft memory limit in MiB: the garbage collector works harder (more CPU) to stay under it; for boards short of memory (GOMEMLIMIT also works)", EnvVars: []string{"OTABOX_MEMORY_LIMIT"}},
 		&cli.StringSliceFlag{Name: "verify-key", Usage: "serve only images whose signature verifies under this PEM public key (repeatable; ESP8266 signing.py RSA, ESP32 Secure Boot v2 RSA-3072/ECDSA)", EnvVars: []string{"OTABOX_VERIFY_KEY"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
@@ -240,7 +240,7 @@ func serve(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("otabox: --gzip %q: %v", p, err), 2)
 		}
 	}
-	if mb := c.Int("memory-limit"); mb > 0 && (c.IsSet("memory-limit") || os.Getenv("GOMEMLIMIT") == "") {
+	if mb := c.Int("memory-limit"); mb > 0 {
 		// A soft limit: the runtime collects sooner and returns memory to
 		// the system, and never spends more than half the CPU doing so.
 		debug.SetMemoryLimit(int64(mb) << 20)

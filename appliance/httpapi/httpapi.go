@@ -111,7 +111,8 @@ type Handler struct {
 	log       *slog.Logger
 	chips     *chipMemory
 	inflaters *inflaters
-	bufs      sync.Pool
+	bufs      sync.Pool // maxChunk buffers, for writes the socket takes at once
+	small     sync.Pool // smallChunk buffers, for writes that may block
 	inflight  sync.WaitGroup
 }
 
@@ -147,7 +148,8 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 		log:       opts.Logger,
 		chips:     newChipMemory(10000),
 		inflaters: &inflaters{seen: map[string]time.Time{}},
-		bufs:      sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+		bufs:      sync.Pool{New: func() any { b := make([]byte, maxChunk); return &b }},
+		small:     sync.Pool{New: func() any { b := make([]byte, smallChunk); return &b }},
 	}
 	if h.opts.Downloads == nil {
 		h.opts.Downloads = NewDownloads()
@@ -224,26 +226,6 @@ func (x *exchange) Write(p []byte) (int, error) {
 	return n, err
 }
 func (x *exchange) Unwrap() http.ResponseWriter { return x.w }
-
-// ReadFrom lets io.Copy hand a file to net/http, which sends it with
-// sendfile(2) when the response has a Content-Length.
-func (x *exchange) ReadFrom(r io.Reader) (int64, error) {
-	if x.status == 0 {
-		x.WriteHeader(http.StatusOK)
-	}
-	var n int64
-	var err error
-	if rf, ok := x.w.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(r)
-	} else {
-		n, err = io.Copy(struct{ io.Writer }{x.w}, r)
-	}
-	x.bytes += n
-	if x.dl != nil {
-		x.dl.sent.Add(n)
-	}
-	return n, err
-}
 
 // ServeHTTP routes without http.ServeMux: ServeMux redirects "//" and "/./"
 // paths, and devices never follow redirects (spec §2.5).
@@ -601,6 +583,32 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 // the default minimum.
 const sendChunk = 16 << 10
 
+// maxChunk bounds one write when the socket has room for more (a fast
+// client): fewer system calls, and still no blocking. minRoom is the room
+// a write waits for: an ESP8266's TCP window is 5,840 bytes, so its
+// socket frees a few KB at a time.
+const (
+	maxChunk   = 256 << 10
+	smallChunk = 4 << 10
+)
+
+// chunkFor is the next write's size: what the socket takes now, up to
+// maxChunk, so that the write does not block; when it has less room than
+// sendChunk (a slow device, or an ESP8266's 5,840-byte window) a small
+// chunk, whose write blocks only until the device takes 4 KB more, and
+// whose buffer is all a slow download holds meanwhile (a thousand of them
+// hold 4 MB). sendChunk where the kernel cannot tell.
+func chunkFor(d delivery) int {
+	room, ok := d.room()
+	switch {
+	case !ok:
+		return sendChunk
+	case room >= sendChunk:
+		return min(room, maxChunk)
+	}
+	return smallChunk
+}
+
 // sendBody streams an image — straight from data when the catalog holds
 // it in memory, else from src (a disk file goes out with sendfile(2)) —
 // and returns once the device has acknowledged every byte (where the
@@ -613,80 +621,44 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
 	// send writes the next chunk and reports the end.
 	send := func() (bool, error) {
-		n := min(len(data), sendChunk)
+		n := min(len(data), chunkFor(x.dv))
 		_, err := x.Write(data[:n])
 		data = data[n:]
 		return len(data) == 0, err
 	}
 	if src != nil {
-		// The buffer is taken per chunk, not per download: a thousand
-		// slow devices on sendfile hold none.
-		var bp *[]byte
-		take := func() []byte {
-			if bp == nil {
-				bp = h.bufs.Get().(*[]byte)
-			}
-			return (*bp)[:sendChunk]
-		}
-		defer func() {
-			if bp != nil {
-				h.bufs.Put(bp)
-			}
-		}()
-		// The head and the first bytes go out in one write (an ESP32 peeks
-		// for 0xE9 100 ms after the header, spec §2.3); the rest of a file
-		// through sendfile, anything else through the pooled buffer.
-		//
-		// Bytes of a file modified in place are never completed: each
-		// chunk is checked before it goes, a sendfile chunk also after
-		// (what it sent may be mixed, so the download is cut off there),
-		// and the first and last chunks are read, checked, then written.
-		_, file := src.(*os.File)
-		first := true
+		// Read, check, write: a file is copied chunk by chunk, each read
+		// checked against the file's stamp before it is written, so that
+		// nothing rewritten in place ever reaches the device. (sendfile
+		// would queue references to the page cache, which a write changes
+		// under them until the device has read them: measured, it let
+		// mixed downloads complete over loopback.) Chunks are as large as
+		// the socket takes at once, up to maxChunk; the buffer is pooled
+		// and held only for the one write, which never blocks for long
+		// (see the wait for room below).
 		errChanged := errors.New(e.Path + " was modified on disk during the download")
 		send = func() (bool, error) {
 			if e.Changed() {
 				return true, errChanged
 			}
-			if first || !file || x.size-x.bytes <= sendChunk {
-				if !first && file {
-					// sendfile queues references to the page cache, not
-					// copies: until the device has acknowledged them, a
-					// write to the file would change what it gets. Let
-					// them go, then check the file, then send the rest.
-					if err := x.drain(p, false); err != nil {
-						return true, err
-					}
-					if err := rc.SetWriteDeadline(time.Now().Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
-						return true, err
-					}
-				}
-				first = false
-				buf := take()
-				n, err := io.ReadFull(src, buf)
-				if e.Changed() {
-					return true, errChanged
-				}
-				if _, werr := x.Write(buf[:n]); werr != nil {
-					return true, werr
-				}
-				if file {
-					h.bufs.Put(bp) // sendfile needs none until the last chunk
-					bp = nil
-				}
-				if err == io.EOF || err == io.ErrUnexpectedEOF {
-					return true, nil
-				}
-				return x.bytes >= x.size, err
+			n := min(int64(chunkFor(x.dv)), x.size-x.bytes)
+			pool := &h.bufs
+			if n <= smallChunk {
+				pool = &h.small
 			}
-			_, err := io.CopyN(x, src, sendChunk)
+			bp := pool.Get().(*[]byte)
+			defer pool.Put(bp)
+			k, err := io.ReadFull(src, (*bp)[:n])
 			if e.Changed() {
 				return true, errChanged
 			}
-			if err == io.EOF {
+			if _, werr := x.Write((*bp)[:k]); werr != nil {
+				return true, werr
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
 				return true, nil
 			}
-			return false, err
+			return x.bytes >= x.size, err
 		}
 	}
 	var checked time.Time
@@ -699,17 +671,6 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 			}
 			if err := rc.SetWriteDeadline(now.Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
 				return err
-			}
-		}
-		// Wait for room in the socket rather than block in a write: a
-		// blocked write holds net/http's 32 KB copy buffer for a file, and
-		// the wait measures delivery (for --min-rate and the status page).
-		for wait := time.Millisecond; x.dv.full(sendChunk); wait = min(2*wait, 100*time.Millisecond) {
-			if err := p.check(time.Now(), x.delivered()); err != nil {
-				return err
-			}
-			if !x.sleep(wait) {
-				return errors.New("the device closed the connection")
 			}
 		}
 		var err error
@@ -735,20 +696,22 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 
 // drain waits until the device has acknowledged every byte written so far
 // (where the kernel can tell). On a LAN the last ACK comes within a
-// millisecond: poll from 100 µs, doubling up to 100 ms for a slow link
-// (a thousand slow devices then cost the box little).
+// millisecond: poll from 50 µs, doubling, up to the time the device's
+// own pace needs for what is left (at most 1 s): a thousand slow devices
+// then cost the box little.
 // final says the response is complete: a device that closes then has
 // acknowledged it all with its FIN.
 func (x *exchange) drain(p *pacer, final bool) error {
 	ctx := x.r.Context()
-	wait := 100 * time.Microsecond
+	wait := 50 * time.Microsecond
 	for {
 		q, ok := x.dv.unacked()
 		if !ok || q == 0 {
 			x.acked = ok
 			return nil
 		}
-		if err := p.check(time.Now(), x.delivered()); err != nil {
+		now, d := time.Now(), x.delivered()
+		if err := p.check(now, d); err != nil {
 			return err
 		}
 		select {
@@ -763,10 +726,10 @@ func (x *exchange) drain(p *pacer, final bool) error {
 			x.acked = true
 			return nil
 		default:
-			if !x.sleep(wait) {
+			if !x.sleep(min(wait, p.until(now, d, q))) {
 				continue // closed: answered above
 			}
-			wait = min(2*wait, 100*time.Millisecond)
+			wait = min(2*wait, time.Second)
 		}
 	}
 }

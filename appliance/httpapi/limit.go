@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -198,17 +197,4 @@ func hostOf(addr string) string {
 		return addr
 	}
 	return host
-}
-
-// ReadFrom keeps sendfile(2) for downloads: net/http hands a file to its
-// connection's ReadFrom, which a wrapper would otherwise hide.
-func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Conn, r) }
-
-// readFrom sends r on c through c's own ReadFrom (sendfile or splice for a
-// TCP connection and a file) when it has one.
-func readFrom(c net.Conn, r io.Reader) (int64, error) {
-	if rf, ok := c.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c}, r)
 }

@@ -62,20 +62,17 @@ func (d delivery) unacked() (n int, ok bool) {
 	return n, cerr == nil && err == nil
 }
 
-// full reports a send queue without room for n more bytes of payload.
-// net/http holds a 32 KB buffer for as long as a file is being sent
-// (http.response.ReadFrom); waiting for room outside it, instead of
-// blocking inside, keeps a thousand slow devices from holding 32 MB.
-func (d delivery) full(n int) bool {
+// room is how many more bytes of payload the send queue takes now.
+func (d delivery) room() (int, bool) {
 	if d.raw == nil {
-		return false
+		return 0, false
 	}
 	var q, sb int
 	var err1, err2 error
 	if d.raw.Control(func(fd uintptr) { q, err1 = outq(fd); sb, err2 = sndbuf(fd) }) != nil || err1 != nil || err2 != nil {
-		return false
+		return 0, false
 	}
-	return q+n > sb/2
+	return sb/2 - q, true
 }
 
 // pacer cuts off a download whose delivery averages under a minimum rate
@@ -126,6 +123,16 @@ func (p *pacer) check(now time.Time, delivered int64) error {
 func (p *pacer) rate(now time.Time, delivered int64) float64 {
 	s := p.samples[0]
 	return float64(delivered-s.n) / max(now.Sub(s.t).Seconds(), 1)
+}
+
+// until is how long the device, at the pace it has kept, takes to accept
+// n more bytes: how long to wait before looking again (50 µs to 1 s).
+func (p *pacer) until(now time.Time, delivered int64, n int) time.Duration {
+	wait := time.Second
+	if r := p.rate(now, delivered); r > 0 {
+		wait = time.Duration(float64(n) / r * float64(time.Second))
+	}
+	return min(max(wait, 50*time.Microsecond), time.Second)
 }
 
 func (p *pacer) tooSlow(now time.Time, rate float64) error {

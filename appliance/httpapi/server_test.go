@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -461,5 +462,58 @@ func TestNotYetHashedIs503(t *testing.T) {
 	}
 	if list := d.Catalog(l.Addr().String(), "."); len(list.Firmwares) != 0 {
 		t.Errorf("listed before it was hashed: %+v", list.Firmwares)
+	}
+}
+
+// TestSlowDeviceFinishesLongAfterTheWindow: a disk image read slowly by a
+// device whose last bytes wait in the socket longer than the rate window
+// (the drain before the last chunk) still completes: the write deadline
+// is renewed after the wait.
+func TestSlowDeviceFinishesLongAfterTheWindow(t *testing.T) {
+	dir := t.TempDir()
+	img := mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 192 << 10, Seed: 9})
+	os.WriteFile(filepath.Join(dir, "fw.bin"), img, 0o644)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close(nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.Server(httpapi.New(cat, httpapi.Options{MinRate: 1024, RateWindow: time.Second}), nil)
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	conn.Write(emu.New(emu.ESP8266v31).UpdateRequest(l.Addr().String(), "/fw.bin"))
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// 64 KB/s: the whole image takes 3 s, three rate windows.
+	var got []byte
+	buf := make([]byte, 6400)
+	for int64(len(got)) < resp.ContentLength {
+		n, err := resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond * time.Duration(n) / 6400)
+	}
+	if !bytes.Equal(got, img) {
+		t.Errorf("read %d of %d bytes", len(got), len(img))
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -93,9 +92,6 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 
 // NetConn is the connection being rewritten.
 func (c *fixConn) NetConn() net.Conn { return c.Conn }
-
-// ReadFrom passes downloads through to the connection (see readFrom).
-func (c *fixConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Conn, r) }
 
 func (c *fixConn) Read(p []byte) (int, error) {
 	for len(c.out) == 0 {
