@@ -584,9 +584,8 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 const sendChunk = 16 << 10
 
 // maxChunk bounds one write when the socket has room for more (a fast
-// client): fewer system calls, and still no blocking. minRoom is the room
-// a write waits for: an ESP8266's TCP window is 5,840 bytes, so its
-// socket frees a few KB at a time.
+// client): fewer system calls, and still no blocking. smallChunk is the
+// write for a socket with little room (see chunkFor).
 const (
 	maxChunk   = 256 << 10
 	smallChunk = 4 << 10
@@ -610,8 +609,7 @@ func chunkFor(d delivery) int {
 }
 
 // sendBody streams an image — straight from data when the catalog holds
-// it in memory, else from src (a disk file goes out with sendfile(2)) —
-// and returns once the device has acknowledged every byte (where the
+// it in memory, else read from src chunk by chunk — and returns once the device has acknowledged every byte (where the
 // kernel can tell), so that "completed" means the device has it. A device
 // whose delivery averages under MinRate over RateWindow is cut off, and so
 // is one that stops acknowledging, and so is a download of a file that is
@@ -633,9 +631,8 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		// would queue references to the page cache, which a write changes
 		// under them until the device has read them: measured, it let
 		// mixed downloads complete over loopback.) Chunks are as large as
-		// the socket takes at once, up to maxChunk; the buffer is pooled
-		// and held only for the one write, which never blocks for long
-		// (see the wait for room below).
+		// the socket takes at once (chunkFor); the buffer is pooled and
+		// held only for the one write.
 		errChanged := errors.New(e.Path + " was modified on disk during the download")
 		send = func() (bool, error) {
 			if e.Changed() {
@@ -686,7 +683,6 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 	if x.bytes < x.size {
 		return fmt.Errorf("%s ended after %d of %d bytes: the file was truncated on disk", e.Path, x.bytes, x.size)
 	}
-
 	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
