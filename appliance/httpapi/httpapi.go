@@ -591,21 +591,16 @@ const (
 	smallChunk = 4 << 10
 )
 
-// chunkFor is the next write's size: what the socket takes now, up to
-// maxChunk, so that the write does not block; when it has less room than
-// sendChunk (a slow device, or an ESP8266's 5,840-byte window) a small
-// chunk, whose write blocks only until the device takes 4 KB more, and
-// whose buffer is all a slow download holds meanwhile (a thousand of them
-// hold 4 MB). sendChunk where the kernel cannot tell.
+// chunkFor is the next write's size: what the socket takes now (sendBody
+// waits for at least smallChunk of room: an ESP8266's TCP window is 5,840
+// bytes, so its socket frees a few KB at a time), up to maxChunk, so that
+// the write does not block; sendChunk where the kernel cannot tell.
 func chunkFor(d delivery) int {
 	room, ok := d.room()
-	switch {
-	case !ok:
+	if !ok {
 		return sendChunk
-	case room >= sendChunk:
-		return min(room, maxChunk)
 	}
-	return smallChunk
+	return min(max(room, smallChunk), maxChunk)
 }
 
 // sendBody streams an image — straight from data when the catalog holds
@@ -668,6 +663,24 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 			}
 			if err := rc.SetWriteDeadline(now.Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
 				return err
+			}
+		}
+		// Wait for room in the socket rather than block in a write: a
+		// thousand slow devices then hold no buffers and no deep stacks,
+		// and the wait measures delivery (for --min-rate and the status
+		// page). It polls from 50 µs, doubling, up to the time the
+		// device's own pace needs to make room.
+		for wait := 50 * time.Microsecond; ; wait = min(2*wait, time.Second) {
+			room, ok := x.dv.room()
+			if !ok || room >= smallChunk {
+				break
+			}
+			now, d := time.Now(), x.delivered()
+			if err := p.check(now, d); err != nil {
+				return err
+			}
+			if !x.sleep(min(wait, p.until(now, d, smallChunk-room))) {
+				return errors.New("the device closed the connection")
 			}
 		}
 		var err error
