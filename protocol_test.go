@@ -7,11 +7,7 @@ package main
 import (
 	"bufio"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/md5"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -178,21 +174,10 @@ type siteKey struct {
 
 func newSiteKey(t *testing.T, kind string) siteKey {
 	t.Helper()
-	var priv crypto.Signer
-	var err error
-	switch kind {
-	case "rsa2048":
-		priv, err = rsa.GenerateKey(rand.Reader, 2048)
-	case "rsa3072":
-		priv, err = rsa.GenerateKey(rand.Reader, 3072)
-	case "p256":
-		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	priv, text, err := imagegen.NewKey(kind)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err != nil || priv == nil {
-		t.Fatalf("key %s: %v", kind, err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(priv.Public())
-	text := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	path := filepath.Join(t.TempDir(), kind+".pem")
 	if err := os.WriteFile(path, text, 0o644); err != nil {
 		t.Fatal(err)

@@ -182,9 +182,9 @@ type costs struct {
 	dist [30]float64
 }
 
-func newCosts(toks []token) *costs {
-	var lf [286]int
-	var df [30]int
+// freqs counts the literal/length and distance symbols of toks, with
+// the end-of-block symbol once.
+func freqs(toks []token) (lf [286]int, df [30]int) {
 	for _, t := range toks {
 		if t.dist == 0 {
 			lf[t.length]++
@@ -193,7 +193,12 @@ func newCosts(toks []token) *costs {
 			df[distCode(int(t.dist))]++
 		}
 	}
-	lf[256]++
+	lf[256] = 1
+	return lf, df
+}
+
+func newCosts(toks []token) *costs {
+	lf, df := freqs(toks)
 	c := &costs{}
 	ll := huffLengths(lf[:], 15)
 	dl := huffLengths(df[:], 15)

@@ -211,17 +211,7 @@ func (w *bitWriter) flush() []byte {
 
 // writeBlock writes toks as one block with dynamic Huffman codes.
 func writeBlock(w *bitWriter, toks []token, last bool) {
-	var lf [286]int
-	var df [30]int
-	for _, t := range toks {
-		if t.dist == 0 {
-			lf[t.length]++
-		} else {
-			lf[lengthCode(int(t.length))]++
-			df[distCode(int(t.dist))]++
-		}
-	}
-	lf[256] = 1
+	lf, df := freqs(toks)
 	ll := huffLengths(lf[:], 15)
 	dl := huffLengths(df[:], 15)
 	hlit := 286

@@ -3,8 +3,6 @@ package espimage_test
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/md5"
 	"crypto/rand"
 	"crypto/rsa"
@@ -35,26 +33,11 @@ type signer struct {
 // the same on every run and the golden files can hold them.
 func newSigner(t testing.TB, kind string) signer {
 	t.Helper()
-	var priv crypto.Signer
-	var err error
-	switch kind {
-	case "rsa2048":
-		priv, err = rsa.GenerateKey(rand.Reader, 2048)
-	case "rsa3072":
-		priv, err = rsa.GenerateKey(rand.Reader, 3072)
-	case "p256":
-		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "p384":
-		priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	}
-	if err != nil || priv == nil {
-		t.Fatalf("key %s: %v", kind, err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	priv, pubPEM, err := imagegen.NewKey(kind)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := espimage.ParseKey(kind+".pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	pub, err := espimage.ParseKey(kind+".pem", pubPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,9 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
 	"hash/crc32"
 	"math/big"
@@ -147,4 +149,32 @@ func littleEndian(x *big.Int, n int) []byte {
 		be[i], be[j] = be[j], be[i]
 	}
 	return be
+}
+
+// NewKey makes a signing key of the named kind — rsa2048 (ESP8266
+// signing.py), rsa3072, p256 or p384 (Secure Boot v2) — and returns it with
+// its public half as PEM, the form a site gives otabox.
+func NewKey(kind string) (crypto.Signer, []byte, error) {
+	var priv crypto.Signer
+	var err error
+	switch kind {
+	case "rsa2048":
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "rsa3072":
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
+	case "p256":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "p384":
+		priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	default:
+		err = fmt.Errorf("imagegen: no key kind %q", kind)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	return priv, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
