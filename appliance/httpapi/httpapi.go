@@ -700,17 +700,15 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		return err
 	}
 	// Everything is written; wait for the device to acknowledge it.
-	return x.drain(p, true)
+	return x.drain(p)
 }
 
-// drain waits until the device has acknowledged every byte written so far
-// (where the kernel can tell). On a LAN the last ACK comes within a
-// millisecond: poll from 50 µs, doubling, up to the time the device's
-// own pace needs for what is left (at most 1 s): a thousand slow devices
-// then cost the box little.
-// final says the response is complete: a device that closes then has
-// acknowledged it all with its FIN.
-func (x *exchange) drain(p *pacer, final bool) error {
+// drain waits until the device has acknowledged every byte of the
+// response (where the kernel can tell; a device that closes has, with its
+// FIN). On a LAN the last ACK comes within a millisecond: poll from 50 µs,
+// doubling, up to the time the device's own pace needs for what is left
+// (at most 1 s): a thousand slow devices then cost the box little.
+func (x *exchange) drain(p *pacer) error {
 	ctx := x.r.Context()
 	wait := 50 * time.Microsecond
 	for {
@@ -728,9 +726,6 @@ func (x *exchange) drain(p *pacer, final bool) error {
 			// The device closed: its FIN acknowledges what it received.
 			if q, ok := x.dv.unacked(); ok && q > 0 {
 				return errors.New("the connection closed before the device acknowledged the last " + strconv.Itoa(q) + " bytes")
-			}
-			if !final {
-				return errors.New("the device closed the connection")
 			}
 			x.acked = true
 			return nil
