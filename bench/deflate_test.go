@@ -5,8 +5,8 @@ import (
 	stdgzip "compress/gzip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
-	"time"
 
 	kgzip "github.com/klauspost/compress/gzip"
 
@@ -15,11 +15,14 @@ import (
 	"otabox/appliance/espimage/imagegen"
 )
 
-// TestGzipEncoders prints, side by side, the bytes each encoder sends for
-// the sample ESP8266 images and a 1 MB build, and the time it takes: the
-// standard library and klauspost at their best level, GNU gzip -9 (when
-// installed; measured only), and otabox's deflate package.
-func TestGzipEncoders(t *testing.T) {
+// BenchmarkGzipEncoders measures, side by side, the bytes each encoder
+// sends for the sample ESP8266 images and a 1 MB build (the "bytes"
+// metric) and the time it takes: the standard library and klauspost at
+// their best level, GNU gzip -9 (when installed) and otabox's deflate
+// package.
+//
+//	go test -run '^$' -bench GzipEncoders -benchtime 3x ./bench/
+func BenchmarkGzipEncoders(b *testing.B) {
 	big, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 1 << 20, Seed: 1})
 	blink, _ := os.ReadFile("../firmware/blink-esp8266.bin")
 	sensor, _ := os.ReadFile("../firmware/lab/sensor-esp8266-1m.bin")
@@ -56,15 +59,19 @@ func TestGzipEncoders(t *testing.T) {
 	for _, img := range []struct {
 		name string
 		b    []byte
-	}{{"blink-esp8266.bin", blink}, {"lab/sensor-esp8266-1m.bin", sensor}, {"1 MB build", big}} {
+	}{{"blink-esp8266", blink}, {"sensor-esp8266-1m", sensor}, {"1MB-build", big}} {
 		for _, e := range encoders {
-			start := time.Now()
-			out := e.enc(img.b)
-			if out == nil {
-				t.Logf("%-26s %-26s not installed", img.name, e.name)
-				continue
-			}
-			t.Logf("%-26s %-26s %9d -> %9d bytes (%5.1f %%) in %v", img.name, e.name, len(img.b), len(out), 100*float64(len(out))/float64(len(img.b)), time.Since(start).Round(time.Millisecond))
+			b.Run(img.name+"/"+strings.ReplaceAll(e.name, " ", "_"), func(b *testing.B) {
+				var out []byte
+				for b.Loop() {
+					out = e.enc(img.b)
+				}
+				if out == nil {
+					b.Skip("not installed")
+				}
+				b.ReportMetric(float64(len(out)), "bytes")
+				b.ReportMetric(100*float64(len(out))/float64(len(img.b)), "%")
+			})
 		}
 	}
 }
