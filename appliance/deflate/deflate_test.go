@@ -2,13 +2,14 @@ package deflate_test
 
 import (
 	"bytes"
-	"compress/flate"
 	"compress/gzip"
 	"encoding/binary"
 	"io"
 	"math/rand/v2"
 	"os"
 	"testing"
+
+	kgzip "github.com/klauspost/compress/gzip"
 
 	"otabox/appliance/deflate"
 )
@@ -57,21 +58,24 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSmallerThanTheLibraries: on the sample firmware this encoder's
-// output is smaller than the standard library's and klauspost's best.
+// TestSmallerThanTheLibraries: on the sample firmware this encoder sends
+// fewer bytes than the standard library's and klauspost's best levels.
 func TestSmallerThanTheLibraries(t *testing.T) {
 	fw, err := os.ReadFile("../../firmware/blink-esp8266.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var std bytes.Buffer
-	zw, _ := flate.NewWriter(&std, flate.BestCompression)
+	var std, kp bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&std, gzip.BestCompression)
 	zw.Write(fw)
 	zw.Close()
+	kw, _ := kgzip.NewWriterLevel(&kp, kgzip.BestCompression)
+	kw.Write(fw)
+	kw.Close()
 	ours := deflate.Gzip(fw, deflate.Options{})
-	t.Logf("blink-esp8266.bin: %d bytes; standard library %d; this encoder %d", len(fw), std.Len()+18, len(ours))
-	if len(ours) >= std.Len() {
-		t.Errorf("%d bytes, not smaller than the standard library's %d", len(ours), std.Len())
+	t.Logf("blink-esp8266.bin: %d bytes; standard library %d, klauspost %d, this encoder %d", len(fw), std.Len(), kp.Len(), len(ours))
+	if len(ours) >= std.Len() || len(ours) >= kp.Len() {
+		t.Errorf("%d bytes, not fewer than the standard library's %d and klauspost's %d", len(ours), std.Len(), kp.Len())
 	}
 }
 
