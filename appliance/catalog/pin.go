@@ -93,15 +93,9 @@ func (c *Catalog) Close(keep *Catalog) {
 		return
 	}
 	for _, e := range c.all {
-		if e.pin == nil {
-			continue
+		if e.pin != nil && !keep.holds(e) {
+			e.pin.close()
 		}
-		if keep != nil {
-			if k, ok := keep.files[e.Path]; ok && k.pin == e.pin {
-				continue
-			}
-		}
-		e.pin.close()
 	}
 }
 
