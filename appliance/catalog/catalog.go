@@ -1,7 +1,8 @@
-// Package catalog is otabox's immutable, in-memory view of the firmware it
-// serves: the folders a device can list, every file's bytes, digests and
-// image description, and the JSON listing of each folder, rendered once at
-// load for each device family.
+// Package catalog is otabox's immutable view of the firmware it serves:
+// the folders a device can list, every file's digests and image
+// description, its bytes (embedded, or a disk file held open), and the
+// JSON listing of each folder, rendered once at load for each device
+// family.
 //
 // A catalog is built once by Load and never changes; serving reads it with
 // no locks. Anything a device could not use safely is left out at load,

@@ -36,11 +36,9 @@ var ErrRetired = errors.New("the file left the catalog while the request was dec
 
 // Open returns the entry's bytes for one download. A pinned disk file is
 // reopened through /proc/self/fd: a descriptor of its own on the pinned
-// inode, with its own offset, which net/http hands to sendfile(2), and
-// which still reads the announced bytes if the path was replaced or
-// deleted since. Where /proc is not mounted it reads the pinned
-// descriptor at offsets (through user space). In-memory entries read
-// their bytes.
+// inode, with its own offset, which still reads the announced bytes if the
+// path was replaced or deleted since. Where /proc is not mounted it reads
+// the pinned descriptor at offsets. In-memory entries read their bytes.
 func (e *Entry) Open() (io.ReadCloser, error) {
 	p := e.pin
 	if p == nil {
@@ -99,8 +97,7 @@ func (c *Catalog) Close(keep *Catalog) {
 	}
 }
 
-// Pinned counts the open descriptors c holds, for the status page and the
-// leak test.
+// Pinned counts the open descriptors c holds (the leak test checks it).
 func (c *Catalog) Pinned() int {
 	n := 0
 	for _, e := range c.all {
