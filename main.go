@@ -27,6 +27,7 @@ import (
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
 	"otabox/appliance/httpapi"
+	"otabox/appliance/report"
 	"otabox/appliance/store"
 	"otabox/appliance/suggest"
 )
@@ -112,6 +113,34 @@ func main() {
 				Name: "retry", Usage: "let a device whose updates failed be sent its image again (clears the hold-back)", ArgsUsage: "MAC",
 				Flags:  []cli.Flag{dataDirFlag()},
 				Action: retry,
+			},
+			{
+				Name: "batch", Usage: "open and close factory batches (a tray of boards given one image by /update)",
+				Subcommands: []*cli.Command{
+					{
+						Name: "start", Usage: "open a batch: every device asking /update (or those of --group) gets --image until it is closed", ArgsUsage: "NAME",
+						Flags: []cli.Flag{
+							dataDirFlag(), catalogFlag(),
+							&cli.StringFlag{Name: "image", Required: true, Usage: "catalog path of the production image"},
+							&cli.IntFlag{Name: "expect", Usage: "boards on the tray (the station page counts toward it)"},
+							&cli.StringFlag{Name: "group", Usage: "only devices of this policy group (a group line of --policy)"},
+							&cli.StringFlag{Name: "note", Usage: "free text for the report"},
+							&cli.StringFlag{Name: "customer", Usage: "customer, for the report"},
+							&cli.StringFlag{Name: "order", Usage: "customer's order number, for the report"},
+						},
+						Action: batchStart,
+					},
+					{Name: "close", Usage: "close a batch: its devices get the usual /update answers again", ArgsUsage: "NAME", Flags: []cli.Flag{dataDirFlag()}, Action: batchClose},
+					{Name: "list", Usage: "print every batch with its counts", Flags: []cli.Flag{dataDirFlag()}, Action: batchList},
+				},
+			},
+			{
+				Name: "report", Usage: "print a batch's report: one row per device (csv, json), an A4 page (html) or a sheet of QR labels (labels)", ArgsUsage: "BATCH",
+				Flags: []cli.Flag{
+					dataDirFlag(),
+					&cli.StringFlag{Name: "format", Value: "csv", Usage: "csv, json, html or labels"},
+				},
+				Action: batchReport,
 			},
 			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
 			{
@@ -350,6 +379,139 @@ func history(c *cli.Context) error {
 	return store.WriteEvents(os.Stdout, evs, format(c))
 }
 
+// batchStart opens a batch, after checking that its image is in the
+// catalog (the one given with --catalog, else the embedded one): a batch
+// that names a missing file would give no device anything.
+func batchStart(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("otabox batch start: name the batch (e.g. tray-7)", 2)
+	}
+	name := c.Args().First()
+	if err := store.CheckBatchName(name); err != nil {
+		return cli.Exit("otabox batch start: "+err.Error(), 2)
+	}
+	src, err := source(c)
+	if err != nil {
+		return err
+	}
+	cat, err := appliance.LoadCatalog(src, appliance.NewLogger(os.Stderr, slog.LevelError))
+	if err != nil {
+		return err
+	}
+	image, err := catalog.Clean(c.String("image"))
+	if err != nil {
+		return cli.Exit("otabox batch start: --image: "+err.Error(), 2)
+	}
+	e, ok := cat.File(image)
+	if !ok || e.Type != catalog.Bin {
+		var images []string
+		for _, f := range cat.Files() {
+			if f.Type == catalog.Bin {
+				images = append(images, f.Path)
+			}
+		}
+		msg := fmt.Sprintf("otabox batch start: %q is not a firmware image in the catalog (%s)", c.String("image"), cat.Source)
+		if s := suggest.Closest(image, images); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		} else if len(images) > 0 {
+			msg += "; it has " + strings.Join(images, ", ")
+		}
+		if c.String("catalog") == "" {
+			msg += " (pass --catalog DIR when the server serves a directory)"
+		}
+		return cli.Exit(msg, 1)
+	}
+	b := store.Batch{Name: name, Image: image, Group: c.String("group"), Expect: c.Int("expect"),
+		Note: c.String("note"), Customer: c.String("customer"), Order: c.String("order"), Source: "cli"}
+	dir := readDataDir(c)
+	if err := store.StartBatch(dir, b); err != nil {
+		return cli.Exit("otabox batch start: "+err.Error(), 1)
+	}
+	ver := ""
+	if e.Image != nil && e.Image.Version != "" {
+		ver = " " + e.Image.Version
+	}
+	cover := "every device asking /update"
+	if b.Group != "" {
+		cover = "the devices of group " + b.Group
+	}
+	fmt.Printf("batch %s open: %s get %s%s (%s); watch /station, close with otabox batch close %s\n", name, cover, image, ver, e.Image.Chip, name)
+	return nil
+}
+
+func batchClose(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("otabox batch close: name the batch", 2)
+	}
+	b, err := store.CloseBatch(readDataDir(c), c.Args().First())
+	if err != nil {
+		return cli.Exit("otabox batch close: "+err.Error(), 1)
+	}
+	fmt.Printf("batch %s closed; its report: otabox report %s\n", b.Name, b.Name)
+	return nil
+}
+
+func batchList(c *cli.Context) error {
+	st, err := store.OpenReader(readDataDir(c))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	bs, err := st.Batches(c.Context)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BATCH\tSTATE\tIMAGE\tGROUP\tSEEN\tCONFIRMED\tATTENTION\tOPENED")
+	for _, b := range bs {
+		devs, err := st.BatchDevices(c.Context, b.Name)
+		if err != nil {
+			return err
+		}
+		sum := store.Summarize(b, devs, time.Now())
+		state := "open"
+		if !b.IsOpen() {
+			state = "closed"
+		}
+		group := b.Group
+		if group == "" {
+			group = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", b.Name, state, b.Image, group, sum.Seen, sum.Confirmed, sum.NeedsHelp, b.Opened.Local().Format("2006-01-02 15:04"))
+	}
+	return tw.Flush()
+}
+
+func batchReport(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("otabox report: name one batch", 2)
+	}
+	f := c.String("format")
+	switch f {
+	case report.CSV, report.JSON, report.HTML, report.Labels:
+	default:
+		return cli.Exit(fmt.Sprintf("otabox report: --format %q: use csv, json, html or labels", f), 2)
+	}
+	st, err := store.OpenReader(readDataDir(c))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	name := c.Args().First()
+	b, ok, err := st.Batch(c.Context, name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return cli.Exit("otabox report: no batch "+strconv.Quote(name)+" in the fleet record (otabox batch list shows them)", 1)
+	}
+	devs, err := st.BatchDevices(c.Context, name)
+	if err != nil {
+		return err
+	}
+	return report.Write(os.Stdout, f, report.New(*b, devs, time.Now()))
+}
+
 func discover(c *cli.Context) error {
 	found, err := discovery.Browse(c.Context, c.String("iface"), c.Duration("timeout"))
 	for _, f := range found {
@@ -537,6 +699,14 @@ func flagsFirst(app *cli.App, args []string) []string {
 	}
 	if cmd == nil {
 		return args
+	}
+	// `otabox batch start NAME --image X`: the flags are the subcommand's.
+	for i < len(args) && len(cmd.Subcommands) > 0 {
+		sub := cmd.Command(args[i])
+		if sub == nil {
+			break
+		}
+		cmd, i = sub, i+1
 	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -181,7 +182,8 @@ type Appliance struct {
 	store *store.Store // nil without a data dir
 	mdns  atomic.Pointer[discovery.Responder]
 
-	policyErr atomic.Pointer[string] // why the last reload was refused
+	policyErr   atomic.Pointer[string] // why the last reload was refused
+	batchWarned sync.Map               // batch names whose group the policy lacks, warned once
 }
 
 // New loads the catalog and opens the listener, so that configuration
@@ -295,6 +297,7 @@ func New(cfg Config) (*Appliance, error) {
 		Downloads:    downloads,
 		Extra:        page,
 		Hold:         a.hold,
+		Batch:        a.batchFor,
 		Decided: func(ev *httpapi.Exchange) {
 			ev.RecordID = a.store.Decided(event(ev))
 		},
@@ -375,6 +378,19 @@ func event(ev *httpapi.Exchange) *store.Event {
 		if e.Image != nil {
 			r.ImageDigests = append(append([]string(nil), e.Image.Digests.RunningMD5...), e.Image.Digests.RunningSHA256)
 		}
+	}
+	if ev.Batch != "" {
+		b := &store.BatchEvent{Name: ev.Batch}
+		if ev.Device != nil {
+			b.Chip, b.Revision = ev.Device.Reported()
+		}
+		if len(ev.Running) > 0 && ev.Running[0].Image != nil {
+			b.RunningVersion = ev.Running[0].Image.Version
+		}
+		if ev.Image != nil && ev.Image.Image != nil {
+			b.ImageVersion = ev.Image.Image.Version
+		}
+		r.Batch = b
 	}
 	return r
 }

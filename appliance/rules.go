@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"otabox/appliance/decide"
 	"otabox/appliance/device"
 	"otabox/appliance/policy"
+	"otabox/appliance/store"
 	"otabox/appliance/web"
 )
 
@@ -31,7 +33,81 @@ func (a *Appliance) loadPolicy() (*policy.Policy, error) {
 	p.Watch(a.rolloutStats, func(image, why string) {
 		a.log.Warn("policy: rollout paused itself", "image", image, "reason", why)
 	})
+	if err := a.openBatches(p); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// openBatches opens the policy's batch lines in the fleet record. A batch
+// that exists is left as it is (a closed one is never reopened); one that
+// cannot be opened refuses the policy, so that the line never silently
+// does nothing.
+func (a *Appliance) openBatches(p *policy.Policy) error {
+	if len(p.Batches) == 0 {
+		return nil
+	}
+	if a.store == nil {
+		return fmt.Errorf("policy %s:%d: batch needs the fleet record; start otabox with --data-dir", a.cfg.Policy, p.Batches[0].Line)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, br := range p.Batches {
+		old, err := a.store.EnsureBatch(ctx, store.Batch{Name: br.Name, Image: br.Image, Group: br.Group, Expect: br.Expect,
+			Source: fmt.Sprintf("%s:%d", a.cfg.Policy, br.Line)})
+		switch {
+		case err != nil:
+			return fmt.Errorf("policy %s:%d: %w", a.cfg.Policy, br.Line, err)
+		case old == nil:
+			a.log.Info("batch opened by the policy", "batch", br.Name, "image", br.Image, "group", br.Group, "expect", br.Expect)
+		case !old.IsOpen():
+			a.log.Info(fmt.Sprintf("policy %s:%d: batch %s was closed at %s; the line does nothing (remove it, or name a new batch)",
+				a.cfg.Policy, br.Line, br.Name, old.Closed.Local().Format("2006-01-02 15:04")))
+		}
+	}
+	return nil
+}
+
+// batchFor is the open batch that covers a device asking /update: one
+// limited to a policy group it is in, else one for every device. Read from
+// the record on every check-in, so that `otabox batch start` and `close`
+// apply from the next one.
+func (a *Appliance) batchFor(facts *device.Facts) *decide.Batch {
+	if a.store == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	bs, err := a.store.OpenBatches(ctx)
+	if err != nil {
+		if !errors.Is(err, store.ErrUnavailable) {
+			a.log.Warn("store: open batches unavailable; the device is answered as if none were open", "err", err)
+		}
+		return nil
+	}
+	p := a.h.Policy()
+	var all *store.Batch
+	for i := range bs {
+		b := &bs[i]
+		if b.Group == "" {
+			all = b
+			continue
+		}
+		defined, in := p.InGroup(b.Group, facts.MAC())
+		if !defined {
+			if _, seen := a.batchWarned.LoadOrStore(b.Name, true); !seen {
+				a.log.Warn(fmt.Sprintf("batch %s is limited to group %s, which the policy does not define: it covers no device until the policy does", b.Name, b.Group))
+			}
+			continue
+		}
+		if in {
+			return &decide.Batch{Name: b.Name, Image: b.Image}
+		}
+	}
+	if all != nil {
+		return &decide.Batch{Name: all.Name, Image: all.Image}
+	}
+	return nil
 }
 
 // reloadPolicy re-reads the policy file (SIGHUP). A file that does not

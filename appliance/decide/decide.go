@@ -34,6 +34,8 @@ type Verdict struct {
 	Reason string
 	Entry  *catalog.Entry // the image served or considered
 	Gzip   bool           // serve Entry.Gzip, the compressed form
+	// Batch is the factory batch the decision was made for ("" for none).
+	Batch string
 }
 
 // Request is everything a decision may look at.
@@ -53,8 +55,18 @@ type Request struct {
 	Policy *policy.Policy
 	// Hold is an image held back from this device after failed updates.
 	Hold Hold
+	// Batch is the open factory batch that covers the device, if any:
+	// /update gives it the batch's image.
+	Batch *Batch
 	// Now is the time of the request.
 	Now time.Time
+}
+
+// Batch is an open factory batch: every device it covers is given Image
+// by /update, whatever it runs now.
+type Batch struct {
+	Name  string
+	Image string // catalog path
 }
 
 // Hold is an image held back from one device: it was sent whole Failures
@@ -234,6 +246,22 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 	}
 	if !d.Flashing() {
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "update URL serves sketches only, device asked for " + d.Mode}
+	}
+	if b := r.Batch; b != nil {
+		// A batch is the operator's word for this tray: it comes before
+		// pins and projects. Firmware still refuses what the device
+		// cannot take, and the policy's allow list and rollouts apply.
+		for _, e := range all {
+			if e.Path == b.Image {
+				req := r
+				req.Entry = e
+				v := Firmware(req)
+				v.Batch = b.Name
+				return v
+			}
+		}
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Batch: b.Name,
+			Reason: fmt.Sprintf("batch %s gives %s, which is not in the catalog", b.Name, b.Image)}
 	}
 	if pin, group := r.Policy.Pin(d.MAC()); pin != "" {
 		// The group gets its pinned image, whatever it runs now; Firmware

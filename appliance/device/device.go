@@ -61,6 +61,38 @@ func (f *Facts) Digest() string {
 	return f.SketchSHA256
 }
 
+// Reported is what the provisioning sketch (examples/provision) says
+// about its chip in the version it passes to the updater, as
+// "chip=ESP32-D0WD-V3 rev=3" among other words; "" for what it did not
+// say. Values are cut to 32 bytes of [A-Za-z0-9._-].
+func (f *Facts) Reported() (chip, revision string) {
+	for _, w := range strings.Fields(f.Version) {
+		k, v, ok := strings.Cut(w, "=")
+		if !ok {
+			continue
+		}
+		v = token(v)
+		switch k {
+		case "chip":
+			chip = v
+		case "rev":
+			revision = v
+		}
+	}
+	return chip, revision
+}
+
+func token(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < 32; i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
 // AsksVersion reports getAvailableVersion() (ESP8266 core 3.1+): the
 // updater's request with mode "version", answered with headers only.
 func (f *Facts) AsksVersion() bool { return strings.EqualFold(f.Mode, "version") }

@@ -74,6 +74,9 @@ type Options struct {
 	// Hold, when set, says which image (if any) is held back from a device
 	// after failed updates; the decision answers 304 instead of sending it.
 	Hold func(*device.Facts) decide.Hold
+	// Batch, when set, names the open factory batch that covers a device
+	// asking /update (nil for none); the batch's image is what it gets.
+	Batch func(*device.Facts) *decide.Batch
 	// DeviceAuth, when its Password is set, requires HTTP basic auth on
 	// firmware GETs and /update (and the catalog when Catalog is set).
 	DeviceAuth DeviceAuth
@@ -338,7 +341,7 @@ func (x *exchange) exchangeFor(took time.Duration) *Exchange {
 		ev.Decision = "refuse"
 	}
 	if x.verdict != nil {
-		ev.Image = x.verdict.Entry
+		ev.Image, ev.Batch = x.verdict.Entry, x.verdict.Batch
 	}
 	return ev
 }
@@ -461,7 +464,11 @@ func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, c
 }
 
 func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
-	v := h.decide(x, cat, clientIP(r), decide.Request{Device: facts}, func(req decide.Request) decide.Verdict {
+	req := decide.Request{Device: facts}
+	if h.opts.Batch != nil && facts.Client == device.Updater && facts.MAC() != "" {
+		req.Batch = h.opts.Batch(facts)
+	}
+	v := h.decide(x, cat, clientIP(r), req, func(req decide.Request) decide.Verdict {
 		return decide.Newest(req, cat.Files())
 	})
 	h.answer(x, r, v)

@@ -25,6 +25,7 @@ type Exchange struct {
 	Decision  string // "serve", "no-update", "refuse", "error"
 	Reason    string
 	Image     *catalog.Entry // served or considered
+	Batch     string         // the factory batch the decision was made for
 	Bytes     int64          // body bytes written
 	Size      int64          // body bytes that should have been written
 	Completed bool           // a firmware body went out whole

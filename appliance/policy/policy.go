@@ -10,6 +10,7 @@
 //	rollout blink.bin 25%                   a stable 25% of devices (by MAC) get this image
 //	rollout blink.bin 25% max-failures 10%  ... and it pauses itself past 10% failed (or a count)
 //	max-downloads 20                        more at once get 503 with Retry-After
+//	batch tray-7 image prod.bin expect 50 group bench  open a factory batch (see otabox batch)
 //
 // A malformed file is refused whole with the line and the reason, so the
 // rules in force never change to something half-read.
@@ -22,7 +23,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +42,7 @@ type Policy struct {
 	rollouts     map[string]*rollout // image path → its rollout
 	MaxDownloads int                 // 0: no cap
 	refs         []Ref               // every image a rule names, for Resolve
+	Batches      []BatchRule         // factory batches the file opens
 	macs         []string            // every exact MAC a rule names
 
 	// Set by Watch: where rollout failures are counted, and who is told
@@ -88,6 +89,18 @@ type rollout struct {
 	maxPct    bool
 	line      int
 	paused    atomic.Pointer[string] // why, once paused
+}
+
+// BatchRule is one "batch NAME image PATH [expect N] [group G]" line:
+// the batch is opened in the fleet record when the policy is loaded,
+// unless a batch of that name exists (then the line does nothing; a
+// closed batch is never reopened).
+type BatchRule struct {
+	Line   int
+	Name   string
+	Image  string
+	Expect int
+	Group  string
 }
 
 // Ref is one image a rule names, with its line.
@@ -157,7 +170,7 @@ func (p *Policy) Resolve(images []string) error {
 	if missing := p.Missing(images); len(missing) > 0 {
 		r := missing[0]
 		msg := fmt.Sprintf("%s names %q, which is not in the catalog", r.Rule, r.Image)
-		if s := closest(r.Image, images); s != "" {
+		if s := suggest.Closest(r.Image, images); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
 		}
 		return &Error{Line: r.Line, Msg: msg}
@@ -189,35 +202,6 @@ func (p *Policy) MACs() []string {
 		return nil
 	}
 	return p.macs
-}
-
-// closest is the image nearest to name: the same name in another case,
-// or the one fewest edits away (at most a third of the name).
-func closest(name string, images []string) string {
-	best, bestD := "", len(name)/3+1
-	for _, im := range images {
-		if strings.EqualFold(im, name) {
-			return im
-		}
-		if d := suggest.Distance(strings.ToLower(name), strings.ToLower(im)); d < bestD {
-			best, bestD = im, d
-		}
-		if base := path.Base(im); strings.EqualFold(base, name) || strings.EqualFold(strings.TrimSuffix(base, ".bin"), name) || strings.EqualFold(strings.TrimSuffix(im, ".bin"), name) {
-			return im
-		}
-	}
-	if best != "" {
-		return best
-	}
-	// "lab/sensor.bin" for "lab/sensor-esp8266-1m.bin": the same folder,
-	// and one name starts with the other.
-	stem := strings.ToLower(strings.TrimSuffix(name, ".bin"))
-	for _, im := range images {
-		if path.Dir(im) == path.Dir(name) && strings.HasPrefix(strings.ToLower(im), stem) {
-			return im
-		}
-	}
-	return ""
 }
 
 // imagePath normalises an image a rule names the way a request-target is.
@@ -321,6 +305,23 @@ func Parse(b []byte) (*Policy, error) {
 			}
 			p.rollouts[img] = ro
 			p.refs = append(p.refs, Ref{Line: n, Rule: "rollout", Image: img})
+		case "batch":
+			br, err := parseBatch(f, n)
+			if err != nil {
+				return nil, bad("%v", err)
+			}
+			if br.Group != "" {
+				if _, ok := p.groups[br.Group]; !ok {
+					return nil, bad("batch names group %q, which no earlier line defines", br.Group)
+				}
+			}
+			for _, o := range p.Batches {
+				if o.Name == br.Name {
+					return nil, bad("batch %q is defined twice", br.Name)
+				}
+			}
+			p.Batches = append(p.Batches, br)
+			p.refs = append(p.refs, Ref{Line: n, Rule: "batch", Image: br.Image})
 		case "max-downloads":
 			if len(f) != 2 {
 				return nil, bad("max-downloads takes one number")
@@ -331,7 +332,7 @@ func Parse(b []byte) (*Policy, error) {
 			}
 			p.MaxDownloads = v
 		default:
-			return nil, bad("unknown rule %q (allow, group, pin, rollout, max-downloads)", f[0])
+			return nil, bad("unknown rule %q (allow, group, pin, rollout, batch, max-downloads)", f[0])
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -341,6 +342,74 @@ func Parse(b []byte) (*Policy, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// parseBatch reads "batch NAME image PATH [expect N] [group G]".
+func parseBatch(f []string, line int) (BatchRule, error) {
+	br := BatchRule{Line: line}
+	if len(f) < 4 || f[2] != "image" {
+		return br, errors.New("batch takes a name, image PATH, and optionally expect N and group G")
+	}
+	br.Name = f[1]
+	if !batchName(br.Name) {
+		return br, fmt.Errorf("batch name %q: use 1-64 letters, digits, '.', '_' or '-'", br.Name)
+	}
+	img, err := imagePath(f[3])
+	if err != nil {
+		return br, fmt.Errorf("batch: %v", err)
+	}
+	br.Image = img
+	for rest := f[4:]; len(rest) > 0; rest = rest[2:] {
+		if len(rest) < 2 {
+			return br, fmt.Errorf("batch: %q needs a value", rest[0])
+		}
+		switch rest[0] {
+		case "expect":
+			n, err := strconv.Atoi(rest[1])
+			if err != nil || n < 1 || n > 100000 {
+				return br, fmt.Errorf("batch: expect %q is not a number of boards", rest[1])
+			}
+			br.Expect = n
+		case "group":
+			br.Group = rest[1]
+		default:
+			return br, fmt.Errorf("batch: unknown option %q (expect, group)", rest[0])
+		}
+	}
+	return br, nil
+}
+
+// batchName is the store's rule for batch names (a URL path segment).
+func batchName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// InGroup reports whether the policy defines group and whether mac is in
+// it.
+func (p *Policy) InGroup(group, mac string) (defined, in bool) {
+	if p == nil {
+		return false, false
+	}
+	pats, ok := p.groups[group]
+	if !ok {
+		return false, false
+	}
+	for _, pat := range pats {
+		if pat.match(mac) {
+			return true, true
+		}
+	}
+	return true, false
 }
 
 func (p *Policy) noteMAC(pat pattern) {

@@ -19,10 +19,38 @@ func TestParseErrors(t *testing.T) {
 		{"rollout x.bin half", "percentage"},
 		{"max-downloads 0", "not a positive number"},
 		{"deny 5C:*", `unknown rule "deny"`},
+		{"batch tray", "batch takes a name, image PATH"},
+		{"batch tray prod.bin", "batch takes a name, image PATH"},
+		{"batch t/1 image prod.bin", `batch name "t/1"`},
+		{"batch tray image prod.bin expect many", `expect "many" is not a number`},
+		{"batch tray image prod.bin expect", `"expect" needs a value`},
+		{"batch tray image prod.bin group bench", `batch names group "bench", which no earlier line defines`},
+		{"batch tray image prod.bin colour red", `unknown option "colour"`},
+		{"batch a image x.bin\nbatch a image y.bin", `line 2: batch "a" is defined twice`},
 	} {
 		if _, err := Parse([]byte(tc.src)); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("Parse(%q) = %v, want %q", tc.src, err, tc.err)
 		}
+	}
+}
+
+func TestBatchLines(t *testing.T) {
+	p, err := Parse([]byte("group bench 5C:CF:7F:*\nbatch tray-7 image ./prod/app.bin expect 50 group bench\nbatch any image x.bin\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []BatchRule{{Line: 2, Name: "tray-7", Image: "prod/app.bin", Expect: 50, Group: "bench"}, {Line: 3, Name: "any", Image: "x.bin"}}
+	if fmt.Sprint(p.Batches) != fmt.Sprint(want) {
+		t.Errorf("batches %+v, want %+v", p.Batches, want)
+	}
+	if err := p.Resolve([]string{"prod/app.bin"}); err == nil || !strings.Contains(err.Error(), `line 3: batch names "x.bin", which is not in the catalog`) {
+		t.Errorf("a batch image missing from the catalog: %v", err)
+	}
+	if def, in := p.InGroup("bench", "5c:cf:7f:00:00:01"); !def || !in {
+		t.Errorf("InGroup bench = %v %v", def, in)
+	}
+	if def, _ := p.InGroup("lab", "5C:CF:7F:00:00:01"); def {
+		t.Error("an undefined group is defined")
 	}
 }
 

@@ -85,6 +85,44 @@ var migrations = []string{
 		verified  TEXT NOT NULL DEFAULT '',
 		seen      INTEGER NOT NULL           -- unix seconds it was last read
 	) WITHOUT ROWID;`,
+	// 3: factory batches, and what each device did in one.
+	`CREATE TABLE batches (
+		name      TEXT PRIMARY KEY,
+		image     TEXT NOT NULL,               -- catalog path every device in it is given
+		grp       TEXT NOT NULL DEFAULT '',    -- policy group it is limited to; '' for every device
+		expect    INTEGER NOT NULL DEFAULT 0,  -- boards on the tray, 0 when not said
+		note      TEXT NOT NULL DEFAULT '',
+		customer  TEXT NOT NULL DEFAULT '',
+		ord       TEXT NOT NULL DEFAULT '',    -- customer's order
+		source    TEXT NOT NULL DEFAULT '',    -- "cli", or the policy file and line
+		opened    INTEGER NOT NULL,            -- unix ms
+		closed    INTEGER NOT NULL DEFAULT 0   -- unix ms; 0 while open
+	) WITHOUT ROWID;
+	CREATE TABLE batch_devices (
+		batch          TEXT NOT NULL,
+		mac            TEXT NOT NULL,
+		ip             TEXT NOT NULL DEFAULT '',
+		family         TEXT NOT NULL DEFAULT '',
+		chip           TEXT NOT NULL DEFAULT '',
+		revision       TEXT NOT NULL DEFAULT '',
+		flash_size     INTEGER NOT NULL DEFAULT -1,
+		before_image   TEXT NOT NULL DEFAULT '',
+		before_version TEXT NOT NULL DEFAULT '',
+		before_md5     TEXT NOT NULL DEFAULT '',
+		after_image    TEXT NOT NULL DEFAULT '',
+		after_version  TEXT NOT NULL DEFAULT '',
+		after_md5      TEXT NOT NULL DEFAULT '',  -- the digest it reported running the batch image
+		bytes          INTEGER NOT NULL DEFAULT 0,
+		size           INTEGER NOT NULL DEFAULT 0,
+		first_seen     INTEGER NOT NULL,
+		last_seen      INTEGER NOT NULL,
+		started        INTEGER NOT NULL DEFAULT 0, -- first download decided
+		ended          INTEGER NOT NULL DEFAULT 0, -- confirmed, failed, refused or cut off
+		attempts       INTEGER NOT NULL DEFAULT 0, -- downloads started
+		result         TEXT NOT NULL DEFAULT '',
+		reason         TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (batch, mac)
+	) WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema this build writes.

@@ -78,6 +78,9 @@ type Event struct {
 	ImageDigests []string `json:"-"`
 	// Chip is the device's chip when known (its running image's).
 	Chip string `json:"-"`
+	// Batch is the open factory batch the decision was made under; nil
+	// for none. Its record is kept in batch_devices, not on the event.
+	Batch *BatchEvent `json:"-"`
 }
 
 // Update states of a device.
@@ -438,6 +441,13 @@ func (s *Store) bound(ev *Event) *Event {
 	}
 	c.ImageDigests = ds
 	c.MAC = strings.ToUpper(c.MAC)
+	if ev.Batch != nil {
+		b := *ev.Batch
+		for _, f := range []*string{&b.Name, &b.Chip, &b.Revision, &b.RunningVersion, &b.ImageVersion} {
+			*f = s.cut(*f, MaxString)
+		}
+		c.Batch = &b
+	}
 	return &c
 }
 

@@ -293,6 +293,11 @@ func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 	if ev.MAC == "" {
 		return id, nil // a listing carries no identity: nothing to attach it to
 	}
+	if decided {
+		if err := s.foldBatch(tx, ev, false); err != nil {
+			return 0, err
+		}
+	}
 	d, found, err := loadDevice(tx, ev.MAC)
 	if err != nil {
 		return 0, err
@@ -396,6 +401,9 @@ func (s *Store) finish(tx wtx, ev *Event) error {
 	if ev.MAC == "" {
 		return nil
 	}
+	if err := s.foldBatch(tx, ev, true); err != nil {
+		return err
+	}
 	d, found, err := loadDevice(tx, ev.MAC)
 	if err != nil || !found || d.pendingEvent != ev.ID {
 		return err
@@ -436,6 +444,10 @@ func (s *Store) recoverUnfinished(db *sql.DB) (int64, error) {
 			prev_digest = pending_prev, sent_at = last_seen, downloads = downloads + 1, reason = ?,
 			pending_event = 0, pending_image = '', pending_digests = '', pending_prev = ''
 			WHERE pending_event != 0`, StateCut, interrupted); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`UPDATE batch_devices SET result = ?, reason = ?, ended = last_seen WHERE result = ?`,
+			ResultCutOff, interrupted, ResultInProgress); err != nil {
 			return err
 		}
 		res, err := tx.Exec(`UPDATE events SET finished = 1, reason = ? WHERE finished = 0`, interrupted)

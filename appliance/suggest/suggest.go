@@ -2,6 +2,11 @@
 // mean" of a misspelt command or a policy rule's image name.
 package suggest
 
+import (
+	"path"
+	"strings"
+)
+
 // Distance is the Levenshtein distance between a and b: the fewest
 // single-byte insertions, deletions and substitutions from one to the
 // other.
@@ -23,4 +28,33 @@ func Distance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// Closest is the file path nearest to name: the same name in another case,
+// or the one fewest edits away (at most a third of the name).
+func Closest(name string, images []string) string {
+	best, bestD := "", len(name)/3+1
+	for _, im := range images {
+		if strings.EqualFold(im, name) {
+			return im
+		}
+		if d := Distance(strings.ToLower(name), strings.ToLower(im)); d < bestD {
+			best, bestD = im, d
+		}
+		if base := path.Base(im); strings.EqualFold(base, name) || strings.EqualFold(strings.TrimSuffix(base, ".bin"), name) || strings.EqualFold(strings.TrimSuffix(im, ".bin"), name) {
+			return im
+		}
+	}
+	if best != "" {
+		return best
+	}
+	// "lab/sensor.bin" for "lab/sensor-esp8266-1m.bin": the same folder,
+	// and one name starts with the other.
+	stem := strings.ToLower(strings.TrimSuffix(name, ".bin"))
+	for _, im := range images {
+		if path.Dir(im) == path.Dir(name) && strings.HasPrefix(strings.ToLower(im), stem) {
+			return im
+		}
+	}
+	return ""
 }

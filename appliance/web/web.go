@@ -25,7 +25,7 @@ import (
 	"otabox/appliance/store"
 )
 
-//go:embed assets/status.html
+//go:embed assets/status.html assets/station.html
 var assets embed.FS
 
 // Sources are the live views the page shows.
@@ -59,11 +59,12 @@ type PolicyView struct {
 
 // Handler serves /, /api/*, /metrics and /healthz.
 type Handler struct {
-	src   Sources
-	page  *template.Template
-	mux   *http.ServeMux
-	guard *guard
-	h     http.Handler
+	src         Sources
+	page        *template.Template
+	stationPage *template.Template
+	mux         *http.ServeMux
+	guard       *guard
+	h           http.Handler
 }
 
 // New returns the handler.
@@ -94,7 +95,11 @@ func New(src Sources) (*Handler, error) {
 	if src.Logger == nil {
 		src.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{src: src, page: page, mux: http.NewServeMux(), guard: newGuard(src.Password, src.Logger)}
+	station, err := parseStation()
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	h := &Handler{src: src, page: page, stationPage: station, mux: http.NewServeMux(), guard: newGuard(src.Password, src.Logger)}
 	h.h = logged(src.Logger, h.mux)
 	h.mux.HandleFunc("GET /favicon.ico", favicon)
 	h.mux.HandleFunc("GET /{$}", h.protect(h.status))
@@ -102,6 +107,11 @@ func New(src Sources) (*Handler, error) {
 	h.mux.HandleFunc("GET /api/devices", h.protect(h.apiDevices))
 	h.mux.HandleFunc("GET /api/events", h.protect(h.apiEvents))
 	h.mux.HandleFunc("GET /api/downloads", h.protect(h.apiDownloads))
+	h.mux.HandleFunc("GET /station", h.protect(h.station))
+	h.mux.HandleFunc("GET /api/batches", h.protect(h.apiBatches))
+	h.mux.HandleFunc("GET /api/batches/{name}", h.protect(h.apiBatch))
+	h.mux.HandleFunc("GET /api/batches/{name}/{file}", h.protect(h.apiBatch))
+	h.mux.HandleFunc("GET /api/batches/{name}/labels/{png}", h.protect(h.label))
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	if src.Metrics != nil {
 		h.mux.Handle("GET /metrics", src.Metrics)
