@@ -86,6 +86,14 @@ type Device struct {
 	// built with a public.key next to it): Update.end() then checks the
 	// signature with it instead of x-MD5, and refuses an unsigned image.
 	SigningKey *espimage.Key
+	// Version is the currentVersion the sketch passes to the updater,
+	// sent as x-ESP8266-version / x-ESP32-version; "" sends none.
+	Version string
+	// CutAfter makes the next download stop after this many body bytes,
+	// as a board does when its power or Wi-Fi drops: it stops reading
+	// and its connection goes away. Its socket then takes no more than an
+	// ESP8266's TCP window, so the server cannot have sent it the rest.
+	CutAfter int64
 }
 
 // New returns a device of the given core with plausible defaults: 4 MB of
@@ -188,6 +196,9 @@ func (d *Device) UpdateRequest(host, target string) []byte {
 		h("x-ESP8266-chip-size", strconv.FormatInt(d.ChipSize, 10))
 		h("x-ESP8266-sdk-version", "2.2.2-dev(38a443e)")
 		h("x-ESP8266-mode", "sketch")
+		if d.Version != "" {
+			h("x-ESP8266-version", d.Version)
+		}
 		if d.Core.atLeast("2.6") {
 			h("Content-Length", "0")
 		}
@@ -216,6 +227,9 @@ func (d *Device) UpdateRequest(host, target string) []byte {
 		h("x-ESP32-chip-size", strconv.FormatInt(d.ChipSize, 10))
 		h("x-ESP32-sdk-version", "v4.4.7-dirty")
 		h("x-ESP32-mode", "sketch")
+		if d.Version != "" {
+			h("x-ESP32-version", d.Version)
+		}
 	}
 	b.WriteString("\r\n")
 	return []byte(b.String())

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -54,6 +55,9 @@ func (d *Device) Update(addr, target string) UpdateResult {
 		return UpdateResult{Error: "HTTP error: connection failed"}
 	}
 	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok && d.CutAfter > 0 {
+		tc.SetReadBuffer(5840) // lwIP's TCP_WND on the ESP8266
+	}
 	host := d.HostHeader
 	if host == "" {
 		host = addr
@@ -141,6 +145,11 @@ func (d *Device) Update(addr, target string) UpdateResult {
 		}
 	}
 	body := make([]byte, length)
+	if d.CutAfter > 0 && d.CutAfter < length {
+		n, _ := io.ReadFull(r, body[:d.CutAfter])
+		d.CutAfter = 0
+		return fail(fmt.Sprintf("power lost after %d of %d bytes", n, length))
+	}
 	if n, err := io.ReadFull(r, body); err != nil {
 		return fail(fmt.Sprintf("Update error: Stream Read Timeout (%d of %d bytes)", n, length))
 	}

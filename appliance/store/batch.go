@@ -30,7 +30,7 @@ type Batch struct {
 }
 
 // IsOpen reports whether the batch still gives devices its image.
-func (b *Batch) IsOpen() bool { return b.Closed.IsZero() }
+func (b Batch) IsOpen() bool { return b.Closed.IsZero() }
 
 // Results of a device in a batch.
 const (

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/makiuchi-d/gozxing"
+	"github.com/makiuchi-d/gozxing/qrcode"
+
+	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+)
+
+// benchCatalog is a factory's catalog: the production image and the
+// provisioning sketch the boards arrive with.
+func benchCatalog(t *testing.T) (dir string, prod, sketch []byte) {
+	t.Helper()
+	dir = t.TempDir()
+	var err error
+	if prod, err = imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 300 << 10, Project: "sensor", Version: "2.0.0", Seed: 21}); err != nil {
+		t.Fatal(err)
+	}
+	if sketch, err = imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 40 << 10, Project: "provision", Version: "0.1.0", Seed: 22}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "prod.bin"), prod, 0o644)
+	os.WriteFile(filepath.Join(dir, "provision.bin"), sketch, 0o644)
+	return dir, prod, sketch
+}
+
+// otaboxCmd runs an otabox command to its end and returns its stdout.
+func otaboxCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(otabox, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("otabox %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), err
+}
+
+// board is one board of the tray and what it does on the bench.
+type board struct {
+	dev      *emu.Device
+	fate     string // what the board does: the result the record must show
+	attempts int
+}
+
+// tray makes n boards: every tenth board's fate is fixed by its index, so
+// that a tray of 50 holds five of each trouble. 3: an ESP32 on an ESP8266
+// tray (refused); 5: loses power mid-download and is taken off the bench
+// (cut-off); 7: loses power mid-download, then comes back and finishes
+// (confirmed on its second attempt); 9: flashed but never reboots
+// (waiting). The rest provision and confirm.
+func tray(sketch []byte, n int) []*board {
+	var out []*board
+	for i := 0; i < n; i++ {
+		mac := macN("5C:CF:7F", 0x100+i)
+		b := &board{dev: emu.NewProvisioner(emu.ESP8266v31, mac), fate: "confirmed", attempts: 1}
+		b.dev.Running, b.dev.Source = sketch, net.IPv4(127, 30, byte(i/200), byte(1+i%200))
+		switch i % 10 {
+		case 3:
+			b.dev = emu.NewProvisioner(emu.ESP32v30, macN("24:0A:C4", 0x100+i))
+			b.dev.Source = net.IPv4(127, 30, byte(i/200), byte(1+i%200))
+			b.fate, b.attempts = "refused", 0
+		case 5:
+			b.dev.CutAfter, b.fate = 64<<10, "cut-off"
+		case 7:
+			b.dev.CutAfter, b.attempts = 64<<10, 2
+		case 9:
+			b.fate = "waiting"
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// run does what the board does with the provisioning sketch.
+func (b *board) run(t *testing.T, addr string) {
+	reboot := b.fate != "waiting"
+	p := b.dev.Provision(addr, "/update", reboot)
+	if b.attempts == 2 { // power back: the sketch starts over
+		if p.Update.Outcome != emu.Failed {
+			t.Errorf("%s: the cut download ended %v", b.dev.STAMAC, p.Update)
+		}
+		p = b.dev.Provision(addr, "/update", true)
+	}
+	switch b.fate {
+	case "confirmed":
+		if p.Update.Outcome != emu.OK || p.CheckIn == nil || p.CheckIn.Outcome != emu.NoUpdates {
+			t.Errorf("%s: update %v, check-in %v", b.dev.STAMAC, p.Update, p.CheckIn)
+		}
+	case "refused":
+		if p.Update.Status != http.StatusForbidden {
+			t.Errorf("%s: %v, want 403", b.dev.STAMAC, p.Update)
+		}
+	case "cut-off":
+		if p.Update.Outcome != emu.Failed || !strings.HasPrefix(p.Update.Error, "power lost") {
+			t.Errorf("%s: %v", b.dev.STAMAC, p.Update)
+		}
+	case "waiting":
+		if p.Update.Outcome != emu.OK || p.CheckIn != nil {
+			t.Errorf("%s: %v", b.dev.STAMAC, p.Update)
+		}
+	}
+}
+
+// runTray runs boards, at most 10 at a time.
+func runTray(t *testing.T, addr string, boards []*board) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, 10)
+	for _, b := range boards {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			b.run(t, addr)
+		}()
+	}
+	wg.Wait()
+}
+
+func mac(b *board) string { return b.dev.STAMAC }
+
+// TestFactoryBatchOf50 is the factory bench end to end: a batch opened
+// from the command line, 50 provisioning boards (10 at a time; some cut
+// off mid-download, some refused, some never come back), otabox killed
+// and restarted in the middle; then the report (CLI and API), the station
+// page and the labels must each say what every board did.
+func TestFactoryBatchOf50(t *testing.T) {
+	dir, prod, sketch := benchCatalog(t)
+	data := t.TempDir()
+	out, err := otaboxCmd(t, "batch", "start", "tray-1", "--image", "prod.bin", "--expect", "50", "--catalog", dir, "--data-dir", data,
+		"--customer", "ACME", "--order", "PO-7", "--note", "first article")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "batch tray-1 open: every device asking /update get prod.bin 2.0.0") {
+		t.Errorf("batch start says %q", out)
+	}
+	r := startData(t, data, "--catalog", dir)
+	boards := tray(sketch, 50)
+	runTray(t, r.addr, boards[:25])
+
+	// kill -9 between two waves, and start again on the same record.
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	r.cmd.Wait()
+	r = startData(t, data, "--catalog", dir)
+	runTray(t, r.addr, boards[25:])
+
+	// A board moved to another tray position (another address) checks in
+	// again: still one board.
+	moved := boards[0].dev
+	moved.Source = net.IPv4(127, 31, 0, 1)
+	if res := moved.Update(r.addr, "/update"); res.Outcome != emu.NoUpdates {
+		t.Errorf("moved board: %v", res)
+	}
+
+	prodMD5 := func(d *emu.Device) string {
+		img, _ := espimage.Parse(prod)
+		return img.Digests.RunningMD5[d.FlashMode&3]
+	}
+	want := map[string]*board{}
+	count := map[string]int{}
+	for _, b := range boards {
+		want[mac(b)] = b
+		count[b.fate]++
+	}
+
+	t.Run("report csv", func(t *testing.T) {
+		out, err := otaboxCmd(t, "report", "tray-1", "--format", "csv", "--data-dir", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		col := map[string]int{}
+		for i, h := range rows[0] {
+			col[h] = i
+		}
+		if len(rows) != 51 {
+			t.Fatalf("%d rows, want 50 boards", len(rows)-1)
+		}
+		for _, row := range rows[1:] {
+			get := func(k string) string { return row[col[k]] }
+			b := want[get("mac")]
+			if b == nil {
+				t.Errorf("report row for a board that was not on the tray: %v", row)
+				continue
+			}
+			if get("result") != b.fate || get("attempts") != strconv.Itoa(b.attempts) {
+				t.Errorf("%s: result %s after %s attempts, the board was %s after %d", get("mac"), get("result"), get("attempts"), b.fate, b.attempts)
+			}
+			if get("customer") != "ACME" || get("order") != "PO-7" || get("note") != "first article" || get("batch") != "tray-1" {
+				t.Errorf("%s: operator fields %v", get("mac"), row)
+			}
+			switch b.fate {
+			case "confirmed":
+				if get("after_image") != "prod.bin" || get("after_version") != "2.0.0" || get("after_md5") != prodMD5(b.dev) ||
+					get("bytes") != strconv.Itoa(len(prod)) || get("before_image") != "provision.bin" || get("before_version") != "0.1.0" ||
+					get("chip") != "ESP8266EX" || get("flash_size") != "4194304" || get("duration_s") == "" {
+					t.Errorf("confirmed board %s: %v", get("mac"), row)
+				}
+			case "refused":
+				if !strings.Contains(get("reason"), "prod.bin is an ESP8266 image, the device is an ESP32") || get("chip") != "ESP32-D0WD-V3" || get("revision") != "3" {
+					t.Errorf("refused board %s: %v", get("mac"), row)
+				}
+			case "cut-off":
+				if n, _ := strconv.Atoi(get("bytes")); n <= 0 || n >= len(prod) || !strings.Contains(get("reason"), "cut off") {
+					t.Errorf("cut-off board %s: %v", get("mac"), row)
+				}
+			case "waiting":
+				if get("bytes") != strconv.Itoa(len(prod)) || get("after_md5") != "" {
+					t.Errorf("waiting board %s: %v", get("mac"), row)
+				}
+			}
+		}
+		if moved := rows[1:]; len(moved) == 0 {
+			t.Fatal("no rows")
+		}
+	})
+
+	t.Run("api report json", func(t *testing.T) {
+		var rep struct {
+			Batch struct {
+				Seen      int            `json:"seen"`
+				Confirmed int            `json:"confirmed"`
+				Results   map[string]int `json:"results"`
+				Expect    int            `json:"expect"`
+			} `json:"batch"`
+			Devices []struct {
+				MAC, IP, Result string
+			} `json:"devices"`
+		}
+		if err := json.Unmarshal([]byte(getBody(t, "http://"+r.addr+"/api/batches/tray-1/report.json")), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Batch.Seen != 50 || rep.Batch.Expect != 50 || rep.Batch.Confirmed != count["confirmed"] {
+			t.Errorf("summary %+v, want 50 seen, %d confirmed", rep.Batch, count["confirmed"])
+		}
+		for fate, n := range count {
+			if rep.Batch.Results[fate] != n {
+				t.Errorf("%s: %d in the summary, %d boards did that", fate, rep.Batch.Results[fate], n)
+			}
+		}
+		for _, d := range rep.Devices {
+			if d.MAC == mac(boards[0]) && d.IP != "127.31.0.1" {
+				t.Errorf("the moved board's address %s, want its new one", d.IP)
+			}
+		}
+	})
+
+	t.Run("station page", func(t *testing.T) {
+		page := getBody(t, "http://"+r.addr+"/station?batch=tray-1&fragment=1")
+		if !strings.Contains(page, fmt.Sprintf(`id="progress">%d / 50<`, count["confirmed"])) {
+			t.Errorf("station progress is not %d / 50:\n%.600s", count["confirmed"], page)
+		}
+		for fate, n := range count {
+			if got := strings.Count(page, `data-result="`+fate+`"`); got != n {
+				t.Errorf("%d %s tiles, %d boards did that", got, fate, n)
+			}
+		}
+		first := page[strings.Index(page, `data-result="`)+13:]
+		if r := first[:strings.IndexByte(first, '"')]; r != "cut-off" && r != "refused" {
+			t.Errorf("the first tile is %s: boards needing attention sort first", r)
+		}
+	})
+
+	t.Run("labels decode", func(t *testing.T) {
+		for _, b := range []*board{boards[0], boards[3]} {
+			resp, err := http.Get("http://" + r.addr + "/api/batches/tray-1/labels/" + mac(b) + ".png")
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := png.Decode(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			bmp, _ := gozxing.NewBinaryBitmapFromImage(img)
+			res, err := qrcode.NewQRCodeReader().Decode(bmp, nil)
+			if err != nil {
+				t.Fatalf("%s: label does not decode: %v", mac(b), err)
+			}
+			for _, want := range []string{"MAC: " + mac(b), "BATCH: tray-1", "IMAGE: prod.bin", "RESULT: " + b.fate} {
+				if !strings.Contains(res.GetText(), want) {
+					t.Errorf("%s: label says %q, lacks %q", mac(b), res.GetText(), want)
+				}
+			}
+		}
+		sheet, err := otaboxCmd(t, "report", "tray-1", "--format", "labels", "--data-dir", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(sheet, `<div class="label"`); n != 50 {
+			t.Errorf("label sheet has %d labels, want 50", n)
+		}
+	})
+
+	t.Run("close", func(t *testing.T) {
+		out, err := otaboxCmd(t, "batch", "close", "tray-1", "--data-dir", data)
+		if err != nil || !strings.Contains(out, "batch tray-1 closed") {
+			t.Fatalf("%q %v", out, err)
+		}
+		// A fresh board on the bench now gets the usual answer: nothing
+		// newer for the provisioning sketch's project.
+		late := emu.NewProvisioner(emu.ESP8266v31, "5C:CF:7F:00:0F:FF")
+		late.Running, late.Source = sketch, net.IPv4(127, 32, 0, 1)
+		if res := late.Update(r.addr, "/update"); res.Outcome != emu.NoUpdates {
+			t.Errorf("after close: %v, want no update", res)
+		}
+		list, err := otaboxCmd(t, "batch", "list", "--data-dir", data)
+		if err != nil || !strings.Contains(list, "tray-1") || !strings.Contains(list, "closed") {
+			t.Errorf("batch list: %q %v", list, err)
+		}
+		if _, err := otaboxCmd(t, "batch", "start", "tray-1", "--image", "prod.bin", "--catalog", dir, "--data-dir", data); err == nil || !strings.Contains(err.Error(), "a batch name is used once") {
+			t.Errorf("reopening a closed batch: %v", err)
+		}
+	})
+}
