@@ -151,3 +151,127 @@ func statusPageAt(t *testing.T, chromium, addr string, width int) {
 	}
 	t.Logf("progress %.0f%% -> %.0f%%; screenshot %s (%d bytes)", first, second, shot, len(png))
 }
+
+// TestStationPageInBrowser loads /station in headless Chromium at a
+// phone's width and a bench monitor's while a tray is half done: the
+// refused board's tile comes first and gives the reason, the board being
+// flashed has a progress bar that moves, the one waiting for its reboot
+// is grey, and the header counts 1 / 4 confirmed. Screenshots land in the
+// artifacts folder.
+func TestStationPageInBrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		skipOrFail(t, "needs Debian's chromium (apt-get install chromium)")
+	}
+	dir, _, sketch := benchCatalog(t)
+	data := t.TempDir()
+	if _, err := otaboxCmd(t, "batch", "start", "tray-s", "--image", "prod.bin", "--expect", "4", "--catalog", dir, "--data-dir", data); err != nil {
+		t.Fatal(err)
+	}
+	r := startData(t, data, "--catalog", dir)
+	boards := tray(sketch, 10)
+	for _, i := range []int{0, 3, 9} { // confirmed, refused, waiting
+		boards[i].run(t, r.addr)
+	}
+	// Board 1 is being flashed, slowly: a socket that takes 20 KB/s.
+	slow := boards[1].dev
+	conn, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(8192)
+	conn.Write(slow.UpdateRequest(r.addr, "/update"))
+	br := bufio.NewReaderSize(conn, 4096)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("slow board: %v %v", resp, err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if _, err := br.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	for _, width := range []int{390, 1280} {
+		t.Run(strconv.Itoa(width)+"px", func(t *testing.T) { stationAt(t, chromium, r.addr, width, boards) })
+	}
+}
+
+func stationAt(t *testing.T, chromium, addr string, width int, boards []*board) {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(width, 900),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	tile := func(b *board) string { return `.tile[data-mac="` + mac(b) + `"]` }
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(int64(width), 900),
+		chromedp.Navigate("http://"+addr+"/station"),
+		chromedp.WaitVisible(chromedp.CSS(tile(boards[1])+" .bar")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	barWidth := func() float64 {
+		w, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(function(){var b=document.querySelector('`+tile(boards[1])+` .bar > div');return b?b.style.width:'';})()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ := strconv.ParseFloat(strings.TrimSuffix(w, "%"), 64)
+		return f
+	}
+	first, second := barWidth(), 0.0
+	for i := 0; i < 12 && second <= first; i++ {
+		time.Sleep(500 * time.Millisecond)
+		second = barWidth()
+	}
+	if second <= first {
+		t.Errorf("the flashing board's bar did not move: %.0f%% then %.0f%%", first, second)
+	}
+	firstTile, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('.tile').getAttribute('data-mac')`))
+	if err != nil || firstTile != mac(boards[3]) {
+		t.Errorf("first tile %q (%v), want the refused board %s", firstTile, err, mac(boards[3]))
+	}
+	refused, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(tile(boards[3]))))
+	if !strings.Contains(refused, "REFUSED") || !strings.Contains(refused, "the device is an ESP32") {
+		t.Errorf("refused tile says %q", refused)
+	}
+	colours, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[`+strings.Join([]string{
+		`'` + mac(boards[0]) + `'`, `'` + mac(boards[1]) + `'`, `'` + mac(boards[3]) + `'`, `'` + mac(boards[9]) + `'`,
+	}, ",")+`].map(function(m){return getComputedStyle(document.querySelector('.tile[data-mac="'+m+'"]')).backgroundColor}).join(' ')`))
+	if want := "rgb(26, 127, 55) rgb(11, 107, 203) rgb(198, 40, 40) rgb(110, 119, 129)"; err != nil || colours != want {
+		t.Errorf("tile colours (confirmed, flashing, refused, waiting) %q, want %q (%v)", colours, want, err)
+	}
+	progress, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#progress`)))
+	if progress != "1 / 4" {
+		t.Errorf("progress %q, want 1 / 4", progress)
+	}
+	overflow, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.documentElement.scrollWidth - window.innerWidth`))
+	if err != nil || overflow > 0 {
+		t.Errorf("at %d px the station scrolls sideways by %.0f px (%v)", width, overflow, err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(artifactsDir(t), fmt.Sprintf("station-%dpx.png", width))
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bar %.0f%% -> %.0f%%; screenshot %s", first, second, shot)
+}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
@@ -333,6 +334,101 @@ func TestFactoryBatchOf50(t *testing.T) {
 		}
 		if _, err := otaboxCmd(t, "batch", "start", "tray-1", "--image", "prod.bin", "--catalog", dir, "--data-dir", data); err == nil || !strings.Contains(err.Error(), "a batch name is used once") {
 			t.Errorf("reopening a closed batch: %v", err)
+		}
+	})
+}
+
+// TestBatchesFailClosed: a batch does exactly what the operator wrote or
+// says why it does not. A policy file's batch line opens the batch, for
+// its group only; a batch line without a fleet record refuses the start;
+// an image the catalog lacks is refused by `batch start` with a
+// suggestion, and a batch whose image left the served catalog answers
+// 304 with the reason, on the station page too; a second batch over the
+// same devices, or a name used before, is refused.
+func TestBatchesFailClosed(t *testing.T) {
+	dir, _, sketch := benchCatalog(t)
+	policy := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(policy, []byte("group bench 5C:CF:7F:00:01:*\nbatch tray-p image prod.bin expect 2 group bench\n"), 0o644)
+
+	t.Run("policy batch covers its group only", func(t *testing.T) {
+		data := t.TempDir()
+		r := startData(t, data, "--catalog", dir, "--policy", policy)
+		if log := r.log.all.String() + readFor(r.log, time.Second); !strings.Contains(log, "batch opened by the policy") {
+			t.Error("no log line says the policy opened the batch")
+		}
+		in := emu.NewProvisioner(emu.ESP8266v31, "5C:CF:7F:00:01:10")
+		in.Running, in.Source = sketch, net.IPv4(127, 33, 0, 1)
+		if p := in.Provision(r.addr, "/update", true); p.Update.Outcome != emu.OK || p.CheckIn == nil || p.CheckIn.Outcome != emu.NoUpdates {
+			t.Errorf("board of group bench: %v %v", p.Update, p.CheckIn)
+		}
+		out := emu.NewProvisioner(emu.ESP8266v31, "5C:CF:7F:00:02:10")
+		out.Running, out.Source = sketch, net.IPv4(127, 33, 0, 2)
+		if res := out.Update(r.addr, "/update"); res.Outcome != emu.NoUpdates {
+			t.Errorf("board outside the group: %v, want the usual no update", res)
+		}
+		rep, err := otaboxCmd(t, "report", "tray-p", "--data-dir", data)
+		if err != nil || strings.Count(rep, "\n") != 2 || !strings.Contains(rep, "5C:CF:7F:00:01:10") {
+			t.Errorf("report %q %v: want the one board of the group", rep, err)
+		}
+	})
+
+	t.Run("policy batch without a record", func(t *testing.T) {
+		out, err := exec.Command(otabox, "serve", "--mdns=false", "--bind", "127.0.0.1", "--port", "0", "--catalog", dir, "--policy", policy, "--data-dir", "").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "batch needs the fleet record") {
+			t.Errorf("started without a record for its batch: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("image not in the catalog", func(t *testing.T) {
+		data := t.TempDir()
+		_, err := otaboxCmd(t, "batch", "start", "tray-x", "--image", "prod-2.bin", "--catalog", dir, "--data-dir", data)
+		if err == nil || !strings.Contains(err.Error(), `"prod-2.bin" is not a firmware image in the catalog`) || !strings.Contains(err.Error(), `did you mean "prod.bin"?`) {
+			t.Errorf("batch start with a missing image: %v", err)
+		}
+		// Opened against a catalog that has it, served from one that
+		// does not: devices are told why, and so is the operator.
+		if _, err := otaboxCmd(t, "batch", "start", "tray-x", "--image", "prod.bin", "--catalog", dir, "--data-dir", data); err != nil {
+			t.Fatal(err)
+		}
+		other := t.TempDir()
+		os.WriteFile(filepath.Join(other, "provision.bin"), sketch, 0o644)
+		r := startData(t, data, "--catalog", other)
+		b := emu.NewProvisioner(emu.ESP8266v31, "5C:CF:7F:00:03:10")
+		b.Running, b.Source = sketch, net.IPv4(127, 33, 0, 3)
+		res := b.Update(r.addr, "/update")
+		if res.Status != http.StatusNotModified {
+			t.Errorf("batch image missing: %v, want 304", res)
+		}
+		if log := readFor(r.log, time.Second); !strings.Contains(log, "batch tray-x gives prod.bin, which is not in the catalog") {
+			t.Errorf("the log does not say why:\n%s", log)
+		}
+		if page := getBody(t, "http://"+r.addr+"/station"); !strings.Contains(page, "prod.bin is not in the catalog: boards are answered 304") {
+			t.Error("the station page does not say the batch image is missing")
+		}
+		rep, _ := otaboxCmd(t, "report", "tray-x", "--data-dir", data)
+		if !strings.Contains(rep, `,held,"batch tray-x gives prod.bin, which is not in the catalog"`) {
+			t.Errorf("report %q", rep)
+		}
+	})
+
+	t.Run("overlap and reuse", func(t *testing.T) {
+		data := t.TempDir()
+		if _, err := otaboxCmd(t, "batch", "start", "a", "--image", "prod.bin", "--catalog", dir, "--data-dir", data); err != nil {
+			t.Fatal(err)
+		}
+		_, err := otaboxCmd(t, "batch", "start", "b", "--image", "prod.bin", "--group", "bench", "--catalog", dir, "--data-dir", data)
+		if err == nil || !strings.Contains(err.Error(), "batch a is open and covers every device") {
+			t.Errorf("overlapping batch: %v", err)
+		}
+		_, err = otaboxCmd(t, "batch", "start", "a", "--image", "prod.bin", "--catalog", dir, "--data-dir", data)
+		if err == nil || !strings.Contains(err.Error(), "a batch name is used once") {
+			t.Errorf("name reused: %v", err)
+		}
+		if _, err := otaboxCmd(t, "batch", "close", "a", "--data-dir", data); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := otaboxCmd(t, "batch", "close", "a", "--data-dir", data); err == nil || !strings.Contains(err.Error(), "already closed") {
+			t.Errorf("closing twice: %v", err)
 		}
 	})
 }

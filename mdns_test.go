@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -371,5 +372,71 @@ func TestMDNSUnavailable(t *testing.T) {
 				t.Errorf("devices not served: %q\n%s", got, log.String())
 			}
 		})
+	}
+}
+
+// TestFactoryBenchOverMDNS: five boards, each on its own link of a
+// namespace LAN, find otabox the way the provisioning sketch does
+// (MDNS.queryService("acupdate", "tcp")), take the batch image and confirm
+// it after the reboot.
+func TestFactoryBenchOverMDNS(t *testing.T) {
+	l := newLAN(t)
+	var clients []string
+	for i := 0; i < 5; i++ {
+		clients = append(clients, l.addClient())
+	}
+	dir, prod, sketch := benchCatalog(t)
+	data := t.TempDir()
+	if _, err := otaboxCmd(t, "batch", "start", "tray-m", "--image", "prod.bin", "--expect", "5", "--catalog", dir, "--data-dir", data); err != nil {
+		t.Fatal(err)
+	}
+	srv := exec.Command("ip", "netns", "exec", l.server, otabox, "serve", "--catalog", dir, "--data-dir", data, "--port", "8000", "--mdns-name", "otabox-bench")
+	log := &syncLog{}
+	srv.Stderr = log
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	for i := 0; strings.Count(log.String(), "mdns: advertising") < len(clients); i++ {
+		if i > 200 {
+			t.Fatalf("otabox did not advertise on every link:\n%s", log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	for i, ns := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inNamespace(t, ns, func() {
+				ifi, err := lanIface()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				svc, err := emu.QueryService(ifi, time.Second, time.Second, time.Now().Add(15*time.Second))
+				if err != nil {
+					t.Errorf("%s: %v", ns, err)
+					return
+				}
+				if want := fmt.Sprintf("10.99.%d.1:8000", i+1); svc.Addr() != want || svc.Host != "otabox-bench.local." {
+					t.Errorf("%s found %s (%s), want %s", ns, svc.Addr(), svc.Host, want)
+				}
+				b := emu.NewProvisioner(emu.ESP8266v31, macN("5C:CF:7F", 0x900+i))
+				b.Running = sketch
+				p := b.Provision(svc.Addr(), "/update", true)
+				if p.Update.Outcome != emu.OK || p.CheckIn == nil || p.CheckIn.Outcome != emu.NoUpdates || !bytes.Equal(p.Update.Image, prod) {
+					t.Errorf("%s: update %v, check-in %v", ns, p.Update, p.CheckIn)
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	out, err := otaboxCmd(t, "report", "tray-m", "--format", "csv", "--data-dir", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, ",confirmed,"); n != 5 {
+		t.Errorf("%d boards confirmed in the report, want 5:\n%s", n, out)
 	}
 }

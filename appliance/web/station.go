@@ -79,8 +79,11 @@ func (h *Handler) station(w http.ResponseWriter, r *http.Request) {
 		data["Summary"] = sum
 		data["Of"] = max(sum.Expect, sum.Seen)
 		data["Median"] = "–"
-		if sum.MedianTime > 0 {
-			data["Median"] = sum.MedianTime.String()
+		switch {
+		case sum.MedianTime >= time.Second:
+			data["Median"] = sum.MedianTime.Round(time.Second).String()
+		case sum.Confirmed > 0:
+			data["Median"] = "under 1s"
 		}
 		data["Tiles"] = h.tiles(devs)
 		data["Warnings"] = h.batchWarnings(b)
