@@ -75,6 +75,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("ESP32-http-Update", "0", "", "", "spiffs")
 	f.Fuzz(func(t *testing.T, ua, free, mac, md5, mode string) {
 		h := http.Header{}
+		h.Set("x-ESP32-version", "provision chip="+mode+" rev="+free)
 		h.Set("User-Agent", ua)
 		for _, fam := range []string{"ESP8266", "ESP32"} {
 			h.Set("x-"+fam+"-free-space", free)
@@ -92,6 +93,12 @@ func FuzzParse(f *testing.F) {
 		for _, r := range fa.Mode + fa.SDKVersion + fa.Version {
 			if r < 0x20 || r > 0x7E {
 				t.Fatalf("unprintable %q", fa.Mode)
+			}
+		}
+		chip, rev := fa.Reported()
+		for _, v := range []string{chip, rev} {
+			if len(v) > 32 || strings.Trim(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+				t.Fatalf("reported %q", v)
 			}
 		}
 	})

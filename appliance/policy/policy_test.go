@@ -111,10 +111,11 @@ func hex2(n int) string {
 
 func FuzzParse(f *testing.F) {
 	f.Add("allow 5C:CF:7F:*\ngroup g 5C:*\npin g x.bin\nrollout x.bin 10%\nmax-downloads 2\n")
+	f.Add("group g 5C:*\nbatch tray-1 image x.bin expect 50 group g\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		p, err := Parse([]byte(src))
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "line ") && !strings.Contains(err.Error(), "token too long") {
+			if !strings.HasPrefix(err.Error(), "policy line ") && !strings.Contains(err.Error(), "token too long") {
 				t.Fatalf("error without a line: %v", err)
 			}
 			return
@@ -122,6 +123,14 @@ func FuzzParse(f *testing.F) {
 		p.Allowed("5C:CF:7F:00:00:01")
 		p.Pin("5C:CF:7F:00:00:01")
 		p.InRollout("x.bin", "5C:CF:7F:00:00:01")
+		for _, b := range p.Batches {
+			if !batchName(b.Name) || b.Image == "" || b.Expect < 0 {
+				t.Fatalf("batch line parsed to %+v", b)
+			}
+			if def, _ := p.InGroup(b.Group, "5C:CF:7F:00:00:01"); b.Group != "" && !def {
+				t.Fatalf("batch %s names group %q, which is not defined", b.Name, b.Group)
+			}
+		}
 	})
 }
 
