@@ -147,6 +147,8 @@ func mac(b *board) string { return b.dev.STAMAC }
 func TestFactoryBatchOf50(t *testing.T) {
 	dir, prod, sketch := benchCatalog(t)
 	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	// Opened while the server runs: it applies from the next check-in.
 	out, err := otaboxCmd(t, "batch", "start", "tray-1", "--image", "prod.bin", "--expect", "50", "--catalog", dir, "--data-dir", data,
 		"--customer", "ACME", "--order", "PO-7", "--note", "first article")
 	if err != nil {
@@ -155,7 +157,6 @@ func TestFactoryBatchOf50(t *testing.T) {
 	if !strings.Contains(out, "batch tray-1 open: every device asking /update get prod.bin 2.0.0") {
 		t.Errorf("batch start says %q", out)
 	}
-	r := startData(t, data, "--catalog", dir)
 	boards := tray(sketch, 50)
 	runTray(t, r.addr, boards[:25])
 
@@ -266,6 +267,29 @@ func TestFactoryBatchOf50(t *testing.T) {
 			if d.MAC == mac(boards[0]) && d.IP != "127.31.0.1" {
 				t.Errorf("the moved board's address %s, want its new one", d.IP)
 			}
+		}
+	})
+
+	t.Run("api report csv, html and label sheet", func(t *testing.T) {
+		resp, err := http.Get("http://" + r.addr + "/api/batches/tray-1/report.csv")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(resp.Body).ReadAll()
+		resp.Body.Close()
+		if err != nil || len(rows) != 51 || resp.Header.Get("Content-Type") != "text/csv; charset=utf-8" {
+			t.Errorf("report.csv: %d rows, %q, %v", len(rows), resp.Header.Get("Content-Type"), err)
+		}
+		page := getBody(t, "http://"+r.addr+"/api/batches/tray-1/report.html")
+		if !strings.Contains(page, "size: A4") || strings.Count(page, "<tr data-mac=") != 50 || !strings.Contains(page, "PO-7") {
+			t.Error("report.html is not the A4 report of 50 boards")
+		}
+		sheet := getBody(t, "http://"+r.addr+"/api/batches/tray-1/labels")
+		if n := strings.Count(sheet, `<div class="label"`); n != 50 {
+			t.Errorf("label sheet has %d labels, want 50", n)
+		}
+		if resp, _ := http.Get("http://" + r.addr + "/api/batches/tray-9/report.csv"); resp == nil || resp.StatusCode != http.StatusNotFound {
+			t.Errorf("a batch that does not exist: %v", resp)
 		}
 	})
 
@@ -431,4 +455,35 @@ func TestBatchesFailClosed(t *testing.T) {
 			t.Errorf("closing twice: %v", err)
 		}
 	})
+}
+
+// TestBenchPagesNeedThePassword: with --admin-password the station page,
+// the batch API, the reports and the labels ask for it, as the status
+// page does.
+func TestBenchPagesNeedThePassword(t *testing.T) {
+	pwfile := filepath.Join(t.TempDir(), "admin")
+	os.WriteFile(pwfile, []byte("s3cret\n"), 0o600)
+	dir, _, _ := benchCatalog(t)
+	data := t.TempDir()
+	if _, err := otaboxCmd(t, "batch", "start", "tray-a", "--image", "prod.bin", "--catalog", dir, "--data-dir", data); err != nil {
+		t.Fatal(err)
+	}
+	r := startData(t, data, "--catalog", dir, "--admin-password-file", pwfile)
+	for _, p := range []string{"/station", "/station?fragment=1", "/api/batches", "/api/batches/tray-a", "/api/batches/tray-a/report.csv",
+		"/api/batches/tray-a/report.html", "/api/batches/tray-a/labels", "/api/batches/tray-a/labels/5C:CF:7F:00:00:01.png"} {
+		for _, pw := range []string{"", "s3cret"} {
+			req, _ := http.NewRequest("GET", "http://"+r.addr+p, nil)
+			if pw != "" {
+				req.SetBasicAuth("", pw)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if locked := resp.StatusCode == http.StatusUnauthorized; locked != (pw == "") {
+				t.Errorf("GET %s with password %q: %d", p, pw, resp.StatusCode)
+			}
+		}
+	}
 }

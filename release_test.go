@@ -208,6 +208,15 @@ func TestReleaseBakesFirmware(t *testing.T) {
 	if strings.Join(paths, " ") != "site/meter.bin" {
 		t.Errorf("the release lists %v, want exactly site/meter.bin:\n%s", paths, list)
 	}
+	// The factory bench's first step: a batch of the baked image, checked
+	// against the embedded catalog (no --catalog).
+	data := t.TempDir()
+	if out, err := exec.Command(filepath.Join(root, "otabox"), "batch", "start", "tray-1", "--image", "site/meter.bin", "--data-dir", data).CombinedOutput(); err != nil || !strings.Contains(string(out), "batch tray-1 open") {
+		t.Errorf("batch start on the baked image: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(filepath.Join(root, "otabox"), "batch", "start", "tray-2", "--image", "meter.bin", "--data-dir", data).CombinedOutput(); err == nil || !strings.Contains(string(out), `did you mean "site/meter.bin"?`) {
+		t.Errorf("batch start on an image the binary lacks: %v\n%s", err, out)
+	}
 	if _, err := os.Stat(".bake"); err == nil {
 		t.Error("a .bake copy was left in the tree")
 	}

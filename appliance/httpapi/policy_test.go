@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"otabox/appliance/catalog"
+	"otabox/appliance/decide"
+	"otabox/appliance/device"
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
@@ -135,4 +137,54 @@ max-downloads 1
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+// TestBatchComesFirst: a batch gives its image over a pin and over the
+// device's own project, 304 once the device runs it; the allow list
+// still refuses; a batch image the catalog lacks is 304 with the reason.
+func TestBatchComesFirst(t *testing.T) {
+	cat, err := catalog.Load(testFS(), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := &decide.Batch{Name: "tray-1", Image: "fw8266-v2.bin"}
+	h := httpapi.New(cat, httpapi.Options{UpdatePath: "/update", Batch: func(*device.Facts) *decide.Batch { return batch }})
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := httpapi.Server(h, nil)
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	addr := l.Addr().String()
+	pol, err := policy.Parse([]byte("allow 5C:CF:7F:*\ngroup lab 5C:CF:7F:AA:*\npin lab lab/fw8266-1m.bin\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetPolicy(pol)
+	cat2 := testFS()
+	cat2["fw8266-v2.bin"] = file(img8266v2)
+	full, err := catalog.Load(cat2, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := func(mac string) *emu.Device {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.FreeSpace, d.Running, d.FlashMode = mac, 4<<20, img8266, 2
+		return d
+	}
+	reason := func(r emu.UpdateResult) string { return r.Headers["x-otabox-reason"] }
+
+	res := dev("5C:CF:7F:AA:00:01").Update(addr, "/update")
+	if res.Status != 304 || reason(res) != "batch tray-1 gives fw8266-v2.bin, which is not in the catalog" {
+		t.Errorf("batch image missing: %v %q", res, reason(res))
+	}
+	h.SetCatalog(full)
+	d := dev("5C:CF:7F:AA:00:01") // pinned to lab/fw8266-1m.bin
+	if res := d.Update(addr, "/update"); res.Outcome != emu.OK || string(res.Image) != string(img8266v2) {
+		t.Errorf("pinned device in a batch: %v %q", res, reason(res))
+	}
+	if res := d.Update(addr, "/update"); res.Status != 304 || !strings.Contains(reason(res), "already runs fw8266-v2.bin") {
+		t.Errorf("running the batch image: %v %q", res, reason(res))
+	}
+	if res := dev("24:0A:C4:00:00:01").Update(addr, "/update"); res.Status != 403 || !strings.Contains(reason(res), "allow list") {
+		t.Errorf("a batch does not override the allow list: %v %q", res, reason(res))
+	}
 }
