@@ -83,7 +83,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 }
 
-func statusPageAt(t *testing.T, chromium, addr string, width int) {
+// browser starts headless Chromium at width × 900 for one test, with
+// nothing that would reach beyond loopback; it ends with the test.
+func browser(t *testing.T, chromium string, width int) context.Context {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.NoSandbox,
@@ -95,12 +97,15 @@ func statusPageAt(t *testing.T, chromium, addr string, width int) {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(width, 900),
 	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancel(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+func statusPageAt(t *testing.T, chromium, addr string, width int) {
+	ctx := browser(t, chromium, width)
 
 	barWidth := func() float64 {
 		w, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(function(){var b=document.querySelector('#downloads tr[data-id] .bar > div');return b?b.style.width:'';})()`))
@@ -207,18 +212,7 @@ func TestStationPageInBrowser(t *testing.T) {
 }
 
 func stationAt(t *testing.T, chromium, addr string, width int, boards []*board) {
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(width, 900),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	ctx := browser(t, chromium, width)
 	tile := func(b *board) string { return `.tile[data-mac="` + mac(b) + `"]` }
 	if err := chromedp.Do(ctx,
 		chromedp.EmulateViewport(int64(width), 900),

@@ -197,20 +197,7 @@ func openWriter(dir string) (*sql.DB, error) {
 			return nil, fmt.Errorf("no fleet record in %s: %w", dir, err)
 		}
 	}
-	db, err := sql.Open("sqlite", dsn(path, false))
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", path, err)
-	}
-	var v int
-	if err := db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store %s: %w", path, err)
-	}
-	if v != SchemaVersion {
-		db.Close()
-		return nil, fmt.Errorf("store %s has schema version %d; this otabox writes %d (start the server once to migrate it)", path, v, SchemaVersion)
-	}
-	return db, nil
+	return openExisting(path, false)
 }
 
 // StartBatch opens a batch in the store in dir (`otabox batch start`).

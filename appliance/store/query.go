@@ -81,7 +81,21 @@ func OpenReader(dir string) (*Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no fleet record in %s: %w", dir, err)
 	}
-	db, err := sql.Open("sqlite", dsn(path, true))
+	db, err := openExisting(path, true)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, log: slog.New(slog.DiscardHandler), done: make(chan struct{}), stop: make(chan struct{})}
+	close(s.done)
+	s.db.Store(db)
+	s.opts.Now = time.Now
+	return s, nil
+}
+
+// openExisting opens the database at path from outside the server,
+// refusing one at another schema version than this build's.
+func openExisting(path string, readOnly bool) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", dsn(path, readOnly))
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
@@ -92,13 +106,9 @@ func OpenReader(dir string) (*Store, error) {
 	}
 	if v != SchemaVersion {
 		db.Close()
-		return nil, fmt.Errorf("store %s has schema version %d; this otabox reads %d (start the server once to migrate it)", path, v, SchemaVersion)
+		return nil, fmt.Errorf("store %s has schema version %d; this otabox uses %d (start the server once to migrate it)", path, v, SchemaVersion)
 	}
-	s := &Store{dir: dir, log: slog.New(slog.DiscardHandler), done: make(chan struct{}), stop: make(chan struct{})}
-	close(s.done)
-	s.db.Store(db)
-	s.opts.Now = time.Now
-	return s, nil
+	return db, nil
 }
 
 // DeviceFilter selects devices; the zero value is every device, most
