@@ -394,6 +394,17 @@ func TestBatchesFailClosed(t *testing.T) {
 		if err != nil || strings.Count(rep, "\n") != 2 || !strings.Contains(rep, "5C:CF:7F:00:01:10") {
 			t.Errorf("report %q %v: want the one board of the group", rep, err)
 		}
+		// Closed, then the policy reloaded: the line does not reopen it.
+		if _, err := otaboxCmd(t, "batch", "close", "tray-p", "--data-dir", data); err != nil {
+			t.Fatal(err)
+		}
+		r.cmd.Process.Signal(syscall.SIGHUP)
+		waitLog(t, r, "batch tray-p was closed at")
+		next := emu.NewProvisioner(emu.ESP8266v31, "5C:CF:7F:00:01:11")
+		next.Running, next.Source = sketch, net.IPv4(127, 33, 0, 4)
+		if res := next.Update(r.addr, "/update"); res.Outcome != emu.NoUpdates {
+			t.Errorf("a board of the group after the batch closed: %v, want the usual no update", res)
+		}
 	})
 
 	t.Run("policy batch without a record", func(t *testing.T) {
