@@ -47,8 +47,11 @@ func NewProvisioner(core Core, mac string) *Device {
 // apMAC is the soft-AP MAC the cores derive from the station MAC (the
 // ESP8266 and ESP32 set the locally administered bit of its first byte).
 func apMAC(sta string) string {
+	if len(sta) != 17 {
+		return sta
+	}
 	b, err := strconv.ParseUint(sta[:2], 16, 8)
-	if err != nil || len(sta) != 17 {
+	if err != nil {
 		return sta
 	}
 	return fmt.Sprintf("%02X", b|2) + sta[2:]
