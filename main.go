@@ -27,6 +27,7 @@ import (
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
 	"otabox/appliance/httpapi"
+	"otabox/appliance/policy"
 	"otabox/appliance/report"
 	"otabox/appliance/store"
 	"otabox/appliance/suggest"
@@ -387,7 +388,7 @@ func batchStart(c *cli.Context) error {
 		return cli.Exit("otabox batch start: name the batch (e.g. tray-7)", 2)
 	}
 	name := c.Args().First()
-	if err := store.CheckBatchName(name); err != nil {
+	if err := policy.CheckBatchName(name); err != nil {
 		return cli.Exit("otabox batch start: "+err.Error(), 2)
 	}
 	src, err := source(c)

@@ -351,8 +351,8 @@ func parseBatch(f []string, line int) (BatchRule, error) {
 		return br, errors.New("batch takes a name, image PATH, and optionally expect N and group G")
 	}
 	br.Name = f[1]
-	if !batchName(br.Name) {
-		return br, fmt.Errorf("batch name %q: use 1-64 letters, digits, '.', '_' or '-'", br.Name)
+	if err := CheckBatchName(br.Name); err != nil {
+		return br, err
 	}
 	img, err := imagePath(f[3])
 	if err != nil {
@@ -379,19 +379,20 @@ func parseBatch(f []string, line int) (BatchRule, error) {
 	return br, nil
 }
 
-// batchName is the store's rule for batch names (a URL path segment).
-func batchName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
+// CheckBatchName refuses a batch name that cannot appear as is in a URL
+// path segment or a file name: 1-64 letters, digits, '.', '_' or '-',
+// starting with a letter or digit. Policy lines, `otabox batch start` and
+// the fleet record all apply it.
+func CheckBatchName(name string) error {
+	ok := len(name) > 0 && len(name) <= 64
+	for i := 0; i < len(name) && ok; i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
-		if !ok {
-			return false
-		}
+	if !ok {
+		return fmt.Errorf("batch name %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	}
-	return true
+	return nil
 }
 
 // InGroup reports whether the policy defines group and whether mac is in

@@ -124,7 +124,7 @@ func FuzzParse(f *testing.F) {
 		p.Pin("5C:CF:7F:00:00:01")
 		p.InRollout("x.bin", "5C:CF:7F:00:00:01")
 		for _, b := range p.Batches {
-			if !batchName(b.Name) || b.Image == "" || b.Expect < 0 {
+			if CheckBatchName(b.Name) != nil || b.Image == "" || b.Expect < 0 {
 				t.Fatalf("batch line parsed to %+v", b)
 			}
 			if def, _ := p.InGroup(b.Group, "5C:CF:7F:00:00:01"); b.Group != "" && !def {

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
+
+	"otabox/appliance/policy"
 )
 
 // Batch is one tray of boards on a factory bench: while it is open,
@@ -64,7 +65,7 @@ type BatchDevice struct {
 	LastSeen      time.Time `json:"last_seen"`
 	Started       time.Time `json:"started,omitzero"`
 	Ended         time.Time `json:"ended,omitzero"`
-	DurationS     int64     `json:"duration_s"` // Duration, in seconds, as reports show it
+	DurationS     int64     `json:"duration_s"` // Duration in seconds, set by the report that shows it
 	Attempts      int       `json:"attempts"`
 	Result        string    `json:"result"`
 	Reason        string    `json:"reason,omitempty"`
@@ -86,18 +87,6 @@ type BatchEvent struct {
 	Chip, Revision string // as the provisioning sketch reports them (x-*-version)
 	RunningVersion string // the catalog version of what the device runs
 	ImageVersion   string // the version of the image served or considered
-}
-
-// batchName is what a batch may be called: it appears in URLs and file
-// names.
-var batchName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
-// CheckBatchName refuses a name that cannot appear in a URL path as is.
-func CheckBatchName(name string) error {
-	if !batchName.MatchString(name) {
-		return fmt.Errorf("batch name %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
-	}
-	return nil
 }
 
 const batchCols = `name, image, grp, expect, note, customer, ord, source, opened, closed`
@@ -122,7 +111,7 @@ var ErrBatchExists = errors.New("batch exists")
 // covers the same devices (the same group, or either covers all): a
 // device must never be in two open batches.
 func startBatch(ctx context.Context, db *sql.DB, b Batch, now time.Time) error {
-	if err := CheckBatchName(b.Name); err != nil {
+	if err := policy.CheckBatchName(b.Name); err != nil {
 		return err
 	}
 	if b.Image == "" {
@@ -322,7 +311,6 @@ func scanBatchDevice(sc scanner) (*BatchDevice, error) {
 	if ended > 0 {
 		d.Ended = time.UnixMilli(ended).UTC()
 	}
-	d.DurationS = int64(d.Duration().Seconds())
 	return &d, nil
 }
 
