@@ -32,6 +32,26 @@ func artifactsDir(t *testing.T) string {
 	return dir
 }
 
+// readSlowly reads up to chunk bytes from br every period, as a slow
+// device does, until the returned stop is called or the reads fail.
+func readSlowly(br *bufio.Reader, chunk int, period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		buf := make([]byte, chunk)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(period):
+			}
+			if _, err := br.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 // TestStatusPageInBrowser loads the status page in headless Chromium at a
 // phone's width (390 px) and a desktop's (1280 px) while a slow download
 // runs: no sideways scrolling, the device's row shows its download live,
@@ -63,21 +83,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("slow download: %v %v", resp, err)
 	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // 320 KB/s: 12 MB take about 40 s, far longer than the test looks
-		buf := make([]byte, 32<<10)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			if _, err := br.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
+	// 320 KB/s: 12 MB take about 40 s, far longer than the test looks.
+	defer readSlowly(br, 32<<10, 100*time.Millisecond)()
 	for _, width := range []int{390, 1280} {
 		t.Run(strconv.Itoa(width)+"px", func(t *testing.T) { statusPageAt(t, chromium, r.addr, width) })
 	}
@@ -191,21 +198,7 @@ func TestStationPageInBrowser(t *testing.T) {
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("slow board: %v %v", resp, err)
 	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			if _, err := br.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
+	defer readSlowly(br, 4096, 200*time.Millisecond)()
 	for _, width := range []int{390, 1280} {
 		t.Run(strconv.Itoa(width)+"px", func(t *testing.T) { stationAt(t, chromium, r.addr, width, boards) })
 	}

@@ -29,6 +29,16 @@ func macIn(pct int, in bool, salt int) string {
 	}
 }
 
+// dev is an ESP8266 (core 3.1) running img8266, with room for any test image.
+func dev(mac string) *emu.Device {
+	d := emu.New(emu.ESP8266v31)
+	d.STAMAC, d.FreeSpace, d.Running, d.FlashMode = mac, 4<<20, img8266, 2
+	return d
+}
+
+// reason is the one-line reason otabox sent with its answer.
+func reason(r emu.UpdateResult) string { return r.Headers["x-otabox-reason"] }
+
 // TestPolicyEndToEnd runs each rule with device-exact requests.
 func TestPolicyEndToEnd(t *testing.T) {
 	fsys := testFS()
@@ -57,12 +67,6 @@ max-downloads 1
 		t.Fatal(err)
 	}
 	h.SetPolicy(pol)
-	dev := func(mac string) *emu.Device {
-		d := emu.New(emu.ESP8266v31)
-		d.STAMAC, d.FreeSpace, d.Running, d.FlashMode = mac, 4<<20, img8266, 2
-		return d
-	}
-	reason := func(r emu.UpdateResult) string { return r.Headers["x-otabox-reason"] }
 
 	t.Run("allowlist", func(t *testing.T) {
 		res := dev("24:0A:C4:00:00:01").Update(addr, "/fw8266.bin")
@@ -165,12 +169,6 @@ func TestBatchComesFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := func(mac string) *emu.Device {
-		d := emu.New(emu.ESP8266v31)
-		d.STAMAC, d.FreeSpace, d.Running, d.FlashMode = mac, 4<<20, img8266, 2
-		return d
-	}
-	reason := func(r emu.UpdateResult) string { return r.Headers["x-otabox-reason"] }
 
 	res := dev("5C:CF:7F:AA:00:01").Update(addr, "/update")
 	if res.Status != 304 || reason(res) != "batch tray-1 gives fw8266-v2.bin, which is not in the catalog" {
