@@ -14,13 +14,13 @@ export CGO_ENABLED = 0
 
 # The build-time description of firmware/ that lets start-up skip hashing.
 manifest:
-	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json
+	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
 
 build:
 ifneq ($(FIRMWARE),)
 	tools/bake.sh "$(FIRMWARE)" $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o "$(CURDIR)/otabox" .
 else
-	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json
+	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o otabox .
 endif
 

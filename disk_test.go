@@ -5,6 +5,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -169,5 +171,105 @@ func TestRestartListsWithoutRehashing(t *testing.T) {
 	d := emu.New(emu.ESP8266v31)
 	if res := d.Update(second.addr, "/fw123.bin"); res.Outcome != emu.OK {
 		t.Errorf("a file published from the record: %v", res)
+	}
+}
+
+// TestGzipCompressedOnceAndKept: --gzip on a disk catalog compresses each
+// ESP8266 image once; the compressed form is kept in the data dir, so a
+// restart serves the same bytes without compressing again, and the kept
+// copy of an image that leaves the folder is deleted.
+func TestGzipCompressedOnceAndKept(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	images := map[string][]byte{}
+	for i, fam := range []espimage.Family{espimage.ESP8266, espimage.ESP8266, espimage.ESP32} {
+		b, _ := imagegen.Build(imagegen.Spec{Family: fam, Size: 64 << 10, Seed: uint64(40 + i)})
+		name := fmt.Sprintf("fw%d.bin", i)
+		images[name] = b
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	kept := func() int {
+		m, _ := filepath.Glob(filepath.Join(data, "gzip", "*.gz"))
+		return len(m)
+	}
+	// update has a core 3.1 device list the catalog (so otabox knows it
+	// inflates) and download fw0.bin: the compressed file, whole.
+	update := func(r *running) emu.UpdateResult {
+		t.Helper()
+		d := emu.New(emu.ESP8266v31)
+		if res := d.Catalog(r.addr, "."); res.Err != "" {
+			t.Fatal(res.Err)
+		}
+		res := d.Update(r.addr, "/fw0.bin")
+		if res.Outcome != emu.OK || res.Image[0] != 0x1f {
+			t.Fatalf("update: %v, first byte %#x", res, res.Image[0])
+		}
+		if got := inflate(t, res.Image); !bytes.Equal(got, images["fw0.bin"]) {
+			t.Fatal("the compressed download does not inflate to fw0.bin")
+		}
+		return res
+	}
+
+	first := startData(t, data, "--catalog", dir, "--gzip", "*")
+	waitLog(t, first, "catalog loaded")
+	if n := strings.Count(first.log.all.String(), "compressed for --gzip"); n != 2 || kept() != 2 {
+		t.Fatalf("first start: %d images compressed, %d kept; want 2 and 2", n, kept())
+	}
+	want := update(first)
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	first.cmd.Wait()
+
+	second := startData(t, data, "--catalog", dir, "--gzip", "*")
+	waitLog(t, second, "catalog loaded")
+	if strings.Contains(second.log.all.String(), "compressed for --gzip") {
+		t.Errorf("the restart compressed again:\n%s", second.log.all.String())
+	}
+	if got := update(second); got.MD5 != want.MD5 || !bytes.Equal(got.Image, want.Image) {
+		t.Errorf("after the restart: x-MD5 %s, want %s", got.MD5, want.MD5)
+	}
+	os.Remove(filepath.Join(dir, "fw1.bin"))
+	waitLog(t, second, "deleted the compressed images of files that left the catalog")
+	if kept() != 1 {
+		t.Errorf("%d compressed images kept after fw1.bin left, want 1", kept())
+	}
+}
+
+func inflate(t *testing.T, gz []byte) []byte {
+	t.Helper()
+	r, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEmbeddedGzipCompressedAtBuildTime: the embedded firmware's ESP8266
+// images were compressed by the build (firmware.gzip, beside the
+// manifest): otabox --gzip starts without compressing anything and
+// serves a core 2.7+ device those bytes.
+func TestEmbeddedGzipCompressedAtBuildTime(t *testing.T) {
+	r := start(t, "--gzip", "*")
+	waitLog(t, r, "catalog loaded")
+	if strings.Contains(r.log.all.String(), "compressed for --gzip") {
+		t.Fatalf("start-up compressed an embedded image:\n%s", r.log.all.String())
+	}
+	raw, err := os.ReadFile("firmware/blink-esp8266.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Catalog(r.addr, "."); res.Err != "" {
+		t.Fatal(res.Err)
+	}
+	res := d.Update(r.addr, "/blink-esp8266.bin")
+	if res.Outcome != emu.OK || len(res.Image) >= len(raw) || !bytes.Equal(inflate(t, res.Image), raw) {
+		t.Fatalf("update: %v, %d of %d bytes", res, len(res.Image), len(raw))
+	}
+	sum := md5.Sum(res.Image)
+	if res.MD5 != hex.EncodeToString(sum[:]) {
+		t.Errorf("x-MD5 %s is not the compressed bytes' %x", res.MD5, sum)
 	}
 }

@@ -7,12 +7,16 @@ import "embed"
 // with `make build FIRMWARE=dir`) to bake in your own images.
 //
 //go:generate go run ./tools/mksamples -out firmware
-//go:generate go run ./tools/mkmanifest -in firmware -out firmware.manifest.json
 //go:embed all:firmware
 var firmware embed.FS
 
 // manifest describes firmware/ as the build saw it (tools/mkmanifest), so
-// that start-up hashes nothing.
+// that start-up hashes nothing; firmwareGzip holds its ESP8266 images
+// compressed for --gzip, so that start-up compresses nothing either.
 //
+//go:generate go run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
 //go:embed firmware.manifest.json
 var manifest []byte
+
+//go:embed firmware.gzip
+var firmwareGzip []byte

@@ -552,7 +552,7 @@ func source(c *cli.Context) (appliance.Source, error) {
 	if err != nil {
 		return appliance.Source{}, err
 	}
-	m, err := catalog.ParseManifest(manifest)
+	m, err := catalog.ParseManifest(manifest, firmwareGzip)
 	if err != nil {
 		return appliance.Source{}, fmt.Errorf("embedded %w", err)
 	}

@@ -197,10 +197,6 @@ func New(cfg Config) (*Appliance, error) {
 		cfg.Grace = 30 * time.Second
 	}
 	start := time.Now()
-	gz := cfg.gzip()
-	if cfg.Firmware.Manifest != nil {
-		gz = nil // compressing would read every file: done after start-up (verify)
-	}
 	var st *store.Store
 	var err error
 	if cfg.DataDir != "" {
@@ -211,7 +207,7 @@ func New(cfg Config) (*Appliance, error) {
 			st = nil
 		}
 	}
-	l := load{gzip: gz, keys: cfg.VerifyKeys}
+	l := load{gzip: cfg.gzip(), keys: cfg.VerifyKeys}
 	if cfg.Firmware.Dir != "" {
 		// A disk catalog: files the store does not already describe are
 		// read smallest first, startBudget of them before the port opens
@@ -498,21 +494,17 @@ func (a *Appliance) Serve(ctx context.Context) error {
 // verify checks, in the background, that the embedded firmware is what the
 // build-time manifest says. If not (firmware/ changed without `make
 // build`), it reloads the catalog the slow way and serves that instead.
-// It also compresses the images --gzip names, which start-up skipped.
 func (a *Appliance) verify() {
 	start := time.Now()
 	src := a.cfg.Firmware
-	prev := a.cat
-	if stale := a.cat.Verify(src.FS, src.Manifest); len(stale) > 0 {
-		a.log.Error("catalog: embedded firmware differs from the build manifest; re-reading it (build with make build to avoid this)", "files", fmt.Sprint(stale))
-		src.Manifest, prev = nil, nil
-	} else {
+	stale := a.cat.Verify(src.FS, src.Manifest)
+	if len(stale) == 0 {
 		a.log.Debug("catalog: embedded firmware matches the build manifest", "files", len(a.cat.Files()), "took", time.Since(start).Round(time.Millisecond))
-		if a.cfg.gzip() == nil {
-			return
-		}
+		return
 	}
-	cat, err := loadCatalog(src, a.log, load{prev: prev, gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys})
+	a.log.Error("catalog: embedded firmware differs from the build manifest; re-reading it (build with make build to avoid this)", "files", fmt.Sprint(stale))
+	src.Manifest = nil
+	cat, err := loadCatalog(src, a.log, load{gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys})
 	if err != nil {
 		a.log.Error("catalog: reload failed; still serving the manifest's view", "err", err)
 		return

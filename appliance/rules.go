@@ -143,6 +143,30 @@ func (a *Appliance) publish(cat *catalog.Catalog) {
 	for _, r := range a.h.Policy().Missing(images(cat)) {
 		a.log.Warn(fmt.Sprintf("policy %s:%d: %s names %q, which left the catalog; the rule fails closed until it returns or the policy changes", a.cfg.Policy, r.Line, r.Rule, r.Image))
 	}
+	a.pruneGzip(cat)
+}
+
+// pruneGzip deletes the kept compressed images of files no longer in a
+// whole disk catalog (none pending), so that a folder whose images are
+// replaced every day keeps one compressed copy of each, not of every
+// version it ever held.
+func (a *Appliance) pruneGzip(cat *catalog.Catalog) {
+	if a.store == nil || a.cfg.Firmware.Dir == "" || a.cfg.gzip() == nil {
+		return
+	}
+	if n, _ := cat.PendingCount(); n > 0 {
+		return
+	}
+	keep := map[string]bool{}
+	for _, e := range cat.Files() {
+		keep[e.SHA256] = true
+	}
+	n, err := a.store.PruneGzip(keep)
+	if err != nil {
+		a.log.Warn("catalog: could not delete compressed images of files that left the catalog", "err", err)
+	} else if n > 0 {
+		a.log.Info("catalog: deleted the compressed images of files that left the catalog", "images", n)
+	}
 }
 
 // policyView is the policy's state for the status page.

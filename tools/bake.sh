@@ -21,5 +21,5 @@ if [ -n "$fw" ]; then
 	cp -R "$fw"/. "$bake/firmware/"
 fi
 cd "$bake"
-${GO:-go} run ./tools/mkmanifest -in firmware -out firmware.manifest.json
+${GO:-go} run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
 "$@"

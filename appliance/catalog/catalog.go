@@ -72,14 +72,36 @@ type Entry struct {
 }
 
 // Variant is another form of an entry's bytes, served as the file itself.
+// Its bytes are in memory (compressed at this load, or embedded by the
+// build) or in a file a DigestCache keeps (compressed at an earlier start).
 type Variant struct {
 	Size        int64
 	MD5, SHA256 string
 	content     []byte
+	path        string // the kept file, when content is nil
 }
 
-// Bytes returns the variant's bytes. Do not modify.
+// Bytes returns the variant's bytes when they are in memory; nil when they
+// are read from a file (see Open). Do not modify.
 func (v *Variant) Bytes() []byte { return v.content }
+
+// Open returns the variant's bytes for one download. A kept file is
+// opened per download (its name is its source's digest and it is only
+// ever replaced whole), and refused if its size is not the announced one.
+func (v *Variant) Open() (io.ReadCloser, error) {
+	if v.path == "" {
+		return io.NopCloser(bytes.NewReader(v.content)), nil
+	}
+	f, err := os.Open(v.path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != v.Size {
+		f.Close()
+		return nil, fmt.Errorf("%s is not the %d bytes announced", v.path, v.Size)
+	}
+	return f, nil
+}
 
 // Content returns a reader over the entry's bytes. It shares the catalog's
 // copy (or the embedded data); nothing is copied per call.
@@ -207,9 +229,26 @@ type Described struct {
 // DigestCache keeps Described by path and stamp. keys identifies the
 // --verify-key set the file was checked under ("" for none): a file
 // verified under other keys is read again.
+//
+// It also keeps --gzip's compressed images by their source's SHA-256, so
+// that each image is compressed once, not at every start.
 type DigestCache interface {
 	Lookup(path string, st Stamp, keys string) (Described, bool)
 	Remember(path string, st Stamp, keys string, d Described)
+	LookupGzip(source string) (GzipForm, bool)
+	KeepGzip(source string, f GzipForm, gz []byte) (GzipForm, error)
+}
+
+// GzipEncoder names the encoder behind a kept compressed image: change it
+// when deflate's output changes, and every image is compressed again.
+const GzipEncoder = "otabox-deflate/1"
+
+// GzipForm is a compressed image a DigestCache keeps: the digests of the
+// compressed bytes and the file that holds them.
+type GzipForm struct {
+	Size        int64
+	MD5, SHA256 string
+	Path        string
 }
 
 // Dir returns the folder at p, a path already cleaned by Clean.
@@ -358,11 +397,8 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 // add publishes a loaded file in its folder and the indexes.
 func (c *Catalog) add(e *Entry, opts Options, skip func(p, why string)) {
 	p := e.Path
-	if opts.Gzip != nil && e.Gzip == nil && opts.Gzip(p) && e.Image != nil && e.Image.Family == espimage.ESP8266 && !e.Image.Compressed && e.Image.Signature == nil {
-		// A signed image is never compressed here: the device checks
-		// the signature over the bytes it receives, which must be the
-		// ones that were signed (compress first, then sign).
-		e = withGzip(e)
+	if e.Gzip == nil && opts.gzips(e) {
+		e = withGzip(e, opts)
 	}
 	if cost := entryCost(e); cost > JSONBudget {
 		skip(p, fmt.Sprintf("its catalog entry needs %d bytes of the device's %d-byte JSON buffer (name too long)", cost, JSONBudget))
@@ -446,6 +482,9 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 				return nil, err.Error(), 0
 			}
 			e.MD5, e.SHA256, e.Image = f.MD5, f.SHA256, f.Image
+			if opts.gzips(e) {
+				e.Gzip = m.variant(f) // compressed at build time
+			}
 			if f.Image != nil {
 				if why := unservable(f.Image); why != "" {
 					return nil, why, 0

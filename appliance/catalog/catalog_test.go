@@ -2,6 +2,7 @@ package catalog_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"crypto/rsa"
 	"io"
@@ -176,7 +177,7 @@ func TestManifest(t *testing.T) {
 		t.Fatalf("manifest %+v", m)
 	}
 	b, _ := m.MarshalIndent()
-	m2, err := catalog.ParseManifest(b)
+	m2, err := catalog.ParseManifest(b, m.GzipBlob())
 	if err != nil || !m.Equal(m2) || m2.Files["a.bin"].Image.Version != "1" {
 		t.Fatalf("round trip: %v", err)
 	}
@@ -243,4 +244,72 @@ func TestGzipNeverCompressesSignedImages(t *testing.T) {
 	if plain == nil || sig == nil || plain.Gzip == nil || sig.Gzip != nil || sig.Image.Signature == nil {
 		t.Fatalf("plain %+v, signed %+v", plain, sig)
 	}
+}
+
+// TestGzipCompressedAtBuildTime: the manifest carries every unsigned
+// ESP8266 image compressed (not ESP32 ones), and a load from it serves
+// --gzip from the embedded blob in place: no compression at start-up. A
+// blob that does not match (another build's) is not trusted: the image
+// is compressed at load instead.
+func TestGzipCompressedAtBuildTime(t *testing.T) {
+	esp := img(t, imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10})
+	fsys := fstest.MapFS{"a.bin": {Data: esp}, "b.bin": {Data: img(t, imagegen.Spec{Family: espimage.ESP32, Size: 32 << 10})}}
+	m, err := catalog.NewManifest(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := m.GzipBlob()
+	if m.Files["a.bin"].Gzip == nil || m.Files["b.bin"].Gzip != nil || int64(len(blob)) != m.Files["a.bin"].Gzip.Size {
+		t.Fatalf("manifest gzip: a %+v, b %+v, blob %d bytes", m.Files["a.bin"].Gzip, m.Files["b.bin"].Gzip, len(blob))
+	}
+	desc, _ := m.MarshalIndent()
+	all := func(string) bool { return true }
+	for _, tc := range []struct {
+		name    string
+		blob    []byte
+		gzip    func(string) bool
+		inPlace bool
+	}{
+		{"from the blob", blob, all, true},
+		{"--gzip off", blob, nil, false},
+		{"blob of another build", blob[:len(blob)/2], all, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mm, err := catalog.ParseManifest(desc, tc.blob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cat, err := catalog.Load(fsys, catalog.Options{Embedded: true, Manifest: mm, Gzip: tc.gzip})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, _ := cat.File("a.bin")
+			if tc.gzip == nil {
+				if e.Gzip != nil {
+					t.Fatal("compressed form served with --gzip off")
+				}
+				return
+			}
+			gz := e.Gzip.Bytes()
+			if inPlace := len(gz) > 0 && &gz[0] == &tc.blob[0]; inPlace != tc.inPlace {
+				t.Fatalf("served from the embedded blob: %v, want %v", inPlace, tc.inPlace)
+			}
+			if got := inflate(t, gz); !bytes.Equal(got, esp) {
+				t.Fatal("the compressed form does not inflate to the image")
+			}
+		})
+	}
+}
+
+func inflate(t *testing.T, gz []byte) []byte {
+	t.Helper()
+	r, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

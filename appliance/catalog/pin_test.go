@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,12 @@ func (c *mapCache) Remember(p string, st catalog.Stamp, keys string, d catalog.D
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m[c.key(p, st, keys)] = d
+}
+
+func (c *mapCache) LookupGzip(string) (catalog.GzipForm, bool) { return catalog.GzipForm{}, false }
+
+func (c *mapCache) KeepGzip(string, catalog.GzipForm, []byte) (catalog.GzipForm, error) {
+	return catalog.GzipForm{}, errors.New("this cache keeps no compressed images")
 }
 
 // TestCacheAndBudget: with a Budget, files are read smallest first and

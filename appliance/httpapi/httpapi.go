@@ -536,6 +536,15 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 		// length and digests are the compressed bytes' (spec §2.4).
 		size, md5, sha, data = e.Gzip.Size, e.Gzip.MD5, e.Gzip.SHA256, e.Gzip.Bytes()
 		x.reason = "gzip-compressed for a core 2.7+ device, " + strconv.FormatInt(e.Size-e.Gzip.Size, 10) + " bytes saved"
+		if data == nil { // kept in the data dir's gzip/
+			var err error
+			if src, err = e.Gzip.Open(); err != nil {
+				x.Header().Set("Retry-After", "2")
+				h.fail(x, http.StatusServiceUnavailable, e.Path+": its compressed form cannot be read ("+err.Error()+"); retry")
+				return
+			}
+			defer src.Close()
+		}
 	case data == nil:
 		if e.Changed() {
 			// Modified in place since it was hashed: the watcher re-reads

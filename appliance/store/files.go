@@ -3,6 +3,11 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	"otabox/appliance/catalog"
@@ -105,4 +110,143 @@ func (s *Store) flushFiles() {
 	if err != nil {
 		s.log.Warn("store: could not remember file digests; they are read again at the next start", "err", err)
 	}
+}
+
+// gzipDir holds the compressed images, each named for its source's SHA-256.
+const gzipDir = "gzip"
+
+// LookupGzip returns the compressed form of the image whose SHA-256 is
+// source, when one was kept by this encoder and its file is whole.
+// A form with no Path says compressing it gains nothing.
+func (s *Store) LookupGzip(source string) (catalog.GzipForm, bool) {
+	db := s.db.Load()
+	if db == nil || !isDigest(source) {
+		return catalog.GzipForm{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var f catalog.GzipForm
+	err := db.QueryRowContext(ctx, `SELECT size, md5, sha256 FROM gzip WHERE source = ? AND encoder = ?`,
+		source, catalog.GzipEncoder).Scan(&f.Size, &f.MD5, &f.SHA256)
+	if err != nil {
+		return catalog.GzipForm{}, false
+	}
+	if f.Size > 0 {
+		f.Path = s.gzipPath(source)
+		if fi, err := os.Stat(f.Path); err != nil || fi.Size() != f.Size {
+			return catalog.GzipForm{}, false // gone or damaged: compressed again
+		}
+	}
+	db.ExecContext(ctx, `UPDATE gzip SET seen = ? WHERE source = ?`, s.opts.Now().Unix(), source)
+	return f, true
+}
+
+// KeepGzip keeps gz, described by f, as the compressed form of source
+// (gz nil: compressing gains nothing) and returns f with its Path: the
+// file is written whole (temporary file, fsync, rename) before its row,
+// so a row never names a partial file.
+func (s *Store) KeepGzip(source string, f catalog.GzipForm, gz []byte) (catalog.GzipForm, error) {
+	db := s.db.Load()
+	if db == nil {
+		return catalog.GzipForm{}, ErrUnavailable
+	}
+	if !isDigest(source) {
+		return catalog.GzipForm{}, fmt.Errorf("store: %q is not a SHA-256", source)
+	}
+	f.Path = ""
+	if gz == nil {
+		f = catalog.GzipForm{}
+	} else {
+		f.Size, f.Path = int64(len(gz)), s.gzipPath(source)
+		if err := writeFileAtomic(f.Path, gz); err != nil {
+			return catalog.GzipForm{}, fmt.Errorf("store: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, `INSERT OR REPLACE INTO gzip (source, encoder, size, md5, sha256, seen) VALUES (?, ?, ?, ?, ?, ?)`,
+		source, catalog.GzipEncoder, f.Size, f.MD5, f.SHA256, s.opts.Now().Unix()); err != nil {
+		return catalog.GzipForm{}, fmt.Errorf("store: %w", err)
+	}
+	return f, nil
+}
+
+// PruneGzip deletes the compressed images of sources that are not in
+// keep (the SHA-256s of the images the catalog now serves), rows and
+// files, so that a folder whose images are replaced every day does not
+// grow the data dir by a compressed copy of each one. It returns how many
+// it deleted.
+func (s *Store) PruneGzip(keep map[string]bool) (int, error) {
+	db := s.db.Load()
+	if db == nil {
+		return 0, ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := db.QueryContext(ctx, `SELECT source FROM gzip`)
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	var gone []string
+	for rows.Next() {
+		var src string
+		if rows.Scan(&src) == nil && !keep[src] {
+			gone = append(gone, src)
+		}
+	}
+	rows.Close()
+	n := 0
+	for _, src := range gone {
+		if _, err := db.ExecContext(ctx, `DELETE FROM gzip WHERE source = ?`, src); err != nil {
+			return n, fmt.Errorf("store: %w", err)
+		}
+		if err := os.Remove(s.gzipPath(src)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("store: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (s *Store) gzipPath(source string) string {
+	return filepath.Join(s.dir, gzipDir, source+".gz")
+}
+
+// isDigest admits only lower-case hex SHA-256s, so a source can never
+// name a path outside gzip/.
+func isDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// writeFileAtomic writes b to path whole or not at all.
+func writeFileAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
+	if _, err = tmp.Write(b); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -123,6 +123,16 @@ var migrations = []string{
 		reason         TEXT NOT NULL DEFAULT '',
 		PRIMARY KEY (batch, mac)
 	) WITHOUT ROWID;`,
+	// 4: --gzip's compressed images, by their source's SHA-256; the bytes
+	// are in gzip/<source>.gz beside the database.
+	`CREATE TABLE gzip (
+		source   TEXT PRIMARY KEY,         -- SHA-256 of the image compressed
+		encoder  TEXT NOT NULL,            -- what compressed it (catalog.GzipEncoder)
+		size     INTEGER NOT NULL,         -- 0: compressing gains nothing, no file
+		md5      TEXT NOT NULL DEFAULT '',
+		sha256   TEXT NOT NULL DEFAULT '',
+		seen     INTEGER NOT NULL          -- unix seconds it was last published
+	) WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema this build writes.

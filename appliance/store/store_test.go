@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"otabox/appliance/catalog"
 )
 
 type logBuf struct {
@@ -480,5 +482,54 @@ func TestFiftyThousandDevices(t *testing.T) {
 	devs, total, _ := s.Devices(context.Background(), DeviceFilter{Limit: 10})
 	if total != n || len(devs) != 10 {
 		t.Errorf("listing: %d of %d", len(devs), total)
+	}
+}
+
+// TestGzipKept: a compressed image is kept whole under its source's
+// SHA-256 and found again; a file damaged on disk is not trusted (the
+// catalog compresses again); a source that is not a SHA-256 can never
+// name a path; pruning deletes rows and files of sources not kept.
+func TestGzipKept(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	src := func(c byte) string { return strings.Repeat(string(c), 64) }
+	gz := bytes.Repeat([]byte{0x1f, 0x8b}, 500)
+	f, err := s.KeepGzip(src('a'), catalog.GzipForm{Size: 1000, MD5: "m", SHA256: "s"}, gz)
+	if err != nil || f.Path != filepath.Join(dir, "gzip", src('a')+".gz") {
+		t.Fatalf("KeepGzip = %+v, %v", f, err)
+	}
+	if b, _ := os.ReadFile(f.Path); !bytes.Equal(b, gz) {
+		t.Fatal("kept file differs")
+	}
+	if got, ok := s.LookupGzip(src('a')); !ok || got != f {
+		t.Fatalf("LookupGzip = %+v, %v; want %+v", got, ok, f)
+	}
+	// Incompressible: remembered, with no file.
+	if f, err := s.KeepGzip(src('b'), catalog.GzipForm{}, nil); err != nil || f.Path != "" {
+		t.Fatalf("incompressible: %+v %v", f, err)
+	}
+	if got, ok := s.LookupGzip(src('b')); !ok || got.Path != "" {
+		t.Fatalf("incompressible lookup: %+v %v", got, ok)
+	}
+	for _, bad := range []string{"../../etc/passwd", src('A'), src('a')[:63]} {
+		if _, err := s.KeepGzip(bad, catalog.GzipForm{Size: 1}, []byte{1}); err == nil {
+			t.Errorf("KeepGzip(%q) accepted", bad)
+		}
+		if _, ok := s.LookupGzip(bad); ok {
+			t.Errorf("LookupGzip(%q) found", bad)
+		}
+	}
+	os.WriteFile(f.Path, gz[:10], 0o640) // truncated behind otabox's back
+	if _, ok := s.LookupGzip(src('a')); ok {
+		t.Error("a truncated kept file was trusted")
+	}
+	if n, err := s.PruneGzip(map[string]bool{src('b'): true}); n != 1 || err != nil {
+		t.Fatalf("PruneGzip = %d, %v", n, err)
+	}
+	if _, err := os.Stat(f.Path); !os.IsNotExist(err) {
+		t.Errorf("pruned file still there: %v", err)
+	}
+	if _, ok := s.LookupGzip(src('b')); !ok {
+		t.Error("the kept source was pruned")
 	}
 }

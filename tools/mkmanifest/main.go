@@ -1,8 +1,10 @@
 // Command mkmanifest describes a firmware folder at build time (sizes,
 // digests, parsed images) so that otabox starts without reading the
-// firmware it embeds. The Makefile runs it before every build.
+// firmware it embeds, and compresses its ESP8266 images for --gzip into a
+// blob embedded beside the manifest, so that it starts without
+// compressing them either. The Makefile runs it before every build.
 //
-//	go run ./tools/mkmanifest -in firmware -out firmware.manifest.json
+//	go run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
 package main
 
 import (
@@ -18,12 +20,14 @@ import (
 func main() {
 	in := flag.String("in", "firmware", "firmware folder")
 	out := flag.String("out", "firmware.manifest.json", "manifest to write")
+	gz := flag.String("gzip", "firmware.gzip", "compressed images to write")
 	flag.Parse()
-	b, err := manifest(*in)
+	b, blob, err := manifest(*in)
 	if err == nil {
-		if old, _ := os.ReadFile(*out); !bytes.Equal(old, b) { // leave the mtime alone when nothing changed
-			err = os.WriteFile(*out, b, 0o644)
-		}
+		err = writeIfChanged(*out, b)
+	}
+	if err == nil {
+		err = writeIfChanged(*gz, blob)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkmanifest:", err)
@@ -31,10 +35,18 @@ func main() {
 	}
 }
 
-func manifest(dir string) ([]byte, error) {
+// writeIfChanged leaves the file (and its mtime) alone when nothing changed.
+func writeIfChanged(name string, b []byte) error {
+	if old, err := os.ReadFile(name); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
+	return os.WriteFile(name, b, 0o644)
+}
+
+func manifest(dir string) (desc, gzip []byte, err error) {
 	m, err := catalog.NewManifest(os.DirFS(dir))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Every file the build leaves out, with the reason serve would give.
 	var skipped []string
@@ -45,5 +57,6 @@ func manifest(dir string) ([]byte, error) {
 	for _, p := range skipped {
 		fmt.Fprintf(os.Stderr, "mkmanifest: left out %s: %s\n", p, m.Skipped[p])
 	}
-	return m.MarshalIndent()
+	desc, err = m.MarshalIndent()
+	return desc, m.GzipBlob(), err
 }

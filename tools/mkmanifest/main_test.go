@@ -6,15 +6,17 @@ import (
 	"testing"
 )
 
-// TestManifestUpToDate: the committed manifest describes firmware/ as it
-// is, so a plain `go build` embeds a true one.
+// TestManifestUpToDate: the committed manifest and gzip blob describe
+// firmware/ as it is, so a plain `go build` embeds true ones.
 func TestManifestUpToDate(t *testing.T) {
-	want, err := manifest("../../firmware")
+	desc, gzip, err := manifest("../../firmware")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile("../../firmware.manifest.json")
-	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("firmware.manifest.json is stale (run make build or go generate): %v", err)
+	for name, want := range map[string][]byte{"firmware.manifest.json": desc, "firmware.gzip": gzip} {
+		got, err := os.ReadFile("../../" + name)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s is stale (run make build or go generate): %v", name, err)
+		}
 	}
 }
