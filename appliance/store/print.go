@@ -83,10 +83,11 @@ func WriteEvents(w io.Writer, evs []Event, format string) error {
 		return enc.Encode(evs)
 	case FormatCSV:
 		cw := csv.NewWriter(w)
-		cw.Write([]string{"id", "time", "client", "mac", "method", "endpoint", "target", "status", "decision", "reason", "image", "running", "bytes", "size", "completed"})
+		cw.Write([]string{"id", "time", "client", "mac", "method", "endpoint", "target", "status", "decision", "reason", "image", "running", "bytes", "size", "completed", "repeats"})
 		for _, e := range evs {
 			cw.Write([]string{strconv.FormatInt(e.ID, 10), e.Time.Format(time.RFC3339Nano), e.Client, e.MAC, e.Method, e.Endpoint, e.Target,
-				strconv.Itoa(e.Status), e.Decision, e.Reason, e.Image, e.Running, strconv.FormatInt(e.Bytes, 10), strconv.FormatInt(e.Size, 10), strconv.FormatBool(e.Completed)})
+				strconv.Itoa(e.Status), e.Decision, e.Reason, e.Image, e.Running, strconv.FormatInt(e.Bytes, 10), strconv.FormatInt(e.Size, 10), strconv.FormatBool(e.Completed),
+				strconv.FormatInt(e.Repeats, 10)})
 		}
 		cw.Flush()
 		return cw.Error()
@@ -98,7 +99,11 @@ func WriteEvents(w io.Writer, evs []Event, format string) error {
 		if e.Decision == "serve" {
 			bytes = fmt.Sprintf("%d/%d", e.Bytes, e.Size)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%d\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Client, e.Method, oneLine(e.Target), e.Status, e.Decision, bytes, oneLine(e.Reason))
+		decision := e.Decision
+		if e.Repeats > 1 {
+			decision += fmt.Sprintf(" ×%d", e.Repeats) // identical listings within 100 ms
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%d\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Client, e.Method, oneLine(e.Target), e.Status, decision, bytes, oneLine(e.Reason))
 	}
 	return tw.Flush()
 }

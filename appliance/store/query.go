@@ -252,7 +252,7 @@ type EventFilter struct {
 }
 
 const eventCols = `id, time, client, mac, family, method, endpoint, target, decision, status, reason, image, digest, running,
-	sdk, free_space, chip_size, bytes, size, completed, finished, took_ms`
+	sdk, free_space, chip_size, bytes, size, completed, finished, took_ms, repeats`
 
 // Events returns the events f selects.
 func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
@@ -290,7 +290,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 		var t int64
 		var completed, finished int
 		if err := rows.Scan(&e.ID, &t, &e.Client, &e.MAC, &e.Family, &e.Method, &e.Endpoint, &e.Target, &e.Decision, &e.Status, &e.Reason,
-			&e.Image, &e.Digest, &e.Running, &e.SDK, &e.FreeSpace, &e.ChipSize, &e.Bytes, &e.Size, &completed, &finished, &e.Took); err != nil {
+			&e.Image, &e.Digest, &e.Running, &e.SDK, &e.FreeSpace, &e.ChipSize, &e.Bytes, &e.Size, &completed, &finished, &e.Took, &e.Repeats); err != nil {
 			return nil, err
 		}
 		e.Time, e.Completed, e.Finished = time.UnixMilli(t).UTC(), completed == 1, finished == 1

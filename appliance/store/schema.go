@@ -133,6 +133,9 @@ var migrations = []string{
 		sha256   TEXT NOT NULL DEFAULT '',
 		seen     INTEGER NOT NULL          -- unix seconds it was last published
 	) WITHOUT ROWID;`,
+	// 5: identical catalog listings of one commit are one row with their
+	// count: a listing flood costs a row per 100 ms, not one per request.
+	`ALTER TABLE events ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;`,
 }
 
 // SchemaVersion is the schema this build writes.

@@ -533,3 +533,56 @@ func TestGzipKept(t *testing.T) {
 		t.Error("the kept source was pruned")
 	}
 }
+
+// TestRepeatedListingsFold: a flood of identical catalog listings from
+// one client is kept as a few rows whose repeats add up to every request;
+// listings that differ in anything but time stay rows of their own, and
+// so does every listing that carries a MAC.
+func TestRepeatedListingsFold(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	listing := func(client, target string, status int, mac string) *Event {
+		return &Event{Time: time.Now(), Client: client, MAC: mac, Method: "GET", Endpoint: "catalog", Target: target, Decision: "list", Status: status}
+	}
+	const flood = 5000
+	for i := 0; i < flood; i++ {
+		s.Record(listing("10.0.0.7", "/_catalog?op=list&path=.", 200, ""))
+	}
+	s.Record(listing("10.0.0.8", "/_catalog?op=list&path=.", 200, ""))
+	s.Record(listing("10.0.0.7", "/_catalog?op=list&path=lab", 200, ""))
+	s.Record(listing("10.0.0.7", "/_catalog?op=list&path=nope", 404, ""))
+	s.Record(listing("10.0.0.7", "/_catalog?op=list&path=.", 200, "5C:CF:7F:00:00:01"))
+	s.Record(listing("10.0.0.7", "/_catalog?op=list&path=.", 200, "5C:CF:7F:00:00:01"))
+	const total = flood + 5
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Health().Written < total && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	evs, err := s.Events(context.Background(), EventFilter{Limit: total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum, floodRows int64
+	others := map[string]int64{}
+	for _, e := range evs {
+		sum += e.Repeats
+		if e.Client == "10.0.0.7" && e.Target == "/_catalog?op=list&path=." && e.MAC == "" {
+			floodRows++
+		} else {
+			others[e.Client+" "+e.Target+" "+e.MAC] += e.Repeats
+		}
+	}
+	if sum != total || s.Health().Dropped != 0 {
+		t.Fatalf("rows stand for %d requests, want %d (dropped %d)", sum, total, s.Health().Dropped)
+	}
+	if floodRows == 0 || floodRows > flood/100 {
+		t.Errorf("%d identical listings kept as %d rows", flood, floodRows)
+	}
+	if len(others) != 4 || others["10.0.0.7 /_catalog?op=list&path=. 5C:CF:7F:00:00:01"] != 2 {
+		t.Errorf("listings that differ: %v", others)
+	}
+	for _, e := range evs {
+		if e.MAC != "" && e.Repeats != 1 {
+			t.Errorf("a listing with a MAC was folded: %+v", e)
+		}
+	}
+}

@@ -112,7 +112,8 @@ func (s *Store) writer() {
 
 // commit applies batch in one transaction. When it cannot be written,
 // every record in it is dropped and counted; the next batch tries again.
-func (s *Store) commit(batch []*op) {
+func (s *Store) commit(requests []*op) {
+	batch := foldListings(requests)
 	ids := make([]int64, len(batch))
 	err := s.inTx(func(tx wtx) error {
 		for i := 0; i < len(batch); i++ {
@@ -138,7 +139,7 @@ func (s *Store) commit(batch []*op) {
 		return nil
 	})
 	if err != nil {
-		s.drop(len(batch), err)
+		s.drop(len(requests), err)
 		for _, o := range batch {
 			if o.id != nil {
 				o.id <- -1
@@ -146,7 +147,7 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
-	s.written.Add(int64(len(batch)))
+	s.written.Add(int64(len(requests)))
 	s.clearFault()
 	for i, o := range batch {
 		if o.id != nil {
@@ -251,23 +252,62 @@ func listingRun(ops []*op) int {
 }
 
 const eventInsertCols = `time, client, mac, family, method, endpoint, target, decision, status, reason,
-		image, digest, running, sdk, free_space, chip_size, bytes, size, completed, finished, took_ms`
+		image, digest, running, sdk, free_space, chip_size, bytes, size, completed, finished, took_ms, repeats`
+
+// eventRow is one row's placeholders, in eventInsertCols order.
+const eventRow = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 // listingInsert is the INSERT of listingRows events at once.
-var listingInsert = func() string {
-	row := "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-	return "INSERT INTO events (" + eventInsertCols + ") VALUES " + strings.TrimSuffix(strings.Repeat(row+",", listingRows), ",")
-}()
+var listingInsert = "INSERT INTO events (" + eventInsertCols + ") VALUES " + strings.TrimSuffix(strings.Repeat(eventRow+",", listingRows), ",")
 
 // insertListings writes listingRows listings in one statement.
 func (s *Store) insertListings(tx wtx, evs []*Event) error {
-	args := make([]any, 0, 21*len(evs))
+	args := make([]any, 0, 22*len(evs))
 	for _, ev := range evs {
 		args = append(args, ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
-			ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), 1, ev.Took)
+			ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), 1, ev.Took, max(ev.Repeats, 1))
 	}
 	_, err := tx.Exec(listingInsert, args...)
 	return err
+}
+
+// listingKey is what makes two listings the same request for the record:
+// everything but the time they came and how long they took.
+type listingKey struct {
+	client, family, method, endpoint, target, decision, reason, image, digest, running, sdk string
+	status                                                                                  int
+	free, chip, bytes, size                                                                 int64
+	completed                                                                               bool
+}
+
+// foldListings returns batch with the listings without a MAC that repeat
+// an earlier one of the batch counted into it (Repeats) instead of kept:
+// a catalog flood from one client becomes one row per commit. Nothing
+// else is touched, and the order of what stays is kept.
+func foldListings(batch []*op) []*op {
+	var seen map[listingKey]*Event
+	out := make([]*op, 0, len(batch))
+	for _, o := range batch {
+		ev := o.ev
+		if o.kind != opListing || ev.MAC != "" {
+			out = append(out, o)
+			continue
+		}
+		k := listingKey{ev.Client, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Reason, ev.Image, ev.Digest, ev.Running, ev.SDK,
+			ev.Status, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, ev.Completed}
+		if first, ok := seen[k]; ok {
+			first.Repeats++
+			first.Took = max(first.Took, ev.Took)
+			continue
+		}
+		if seen == nil {
+			seen = map[listingKey]*Event{}
+		}
+		ev.Repeats = 1 // ev is the record's own copy (see bound)
+		seen[k] = ev
+		out = append(out, o)
+	}
+	return out
 }
 
 func b2i(b bool) int {
@@ -280,9 +320,9 @@ func b2i(b bool) int {
 // insert writes one event and folds it into its device.
 func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 	finished := !(decided && ev.Decision == "serve")
-	res, err := tx.Exec(`INSERT INTO events (`+eventInsertCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	res, err := tx.Exec(`INSERT INTO events (`+eventInsertCols+`) VALUES `+eventRow,
 		ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
-		ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), b2i(finished), ev.Took)
+		ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), b2i(finished), ev.Took, max(ev.Repeats, 1))
 	if err != nil {
 		return 0, err
 	}
