@@ -401,7 +401,7 @@ func (a *Appliance) Catalog() *catalog.Catalog { return a.h.Catalog() }
 // downloads finish for up to the grace period.
 func (a *Appliance) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- a.srv.Serve(a.ln) }()
+	go func() { errc <- a.srv.Serve(httpapi.Quick(a.ln, a.srv)) }()
 	a.log.Info("serving", "addr", a.ln.Addr().String(), "catalog", a.cat.Source)
 	if a.cfg.Firmware.Manifest != nil {
 		go a.verify()

@@ -144,17 +144,8 @@ func (l *Limiter) warn(key string, now time.Time) bool {
 
 // ConnState tracks which connections are idle or still sending a head.
 func (l *Limiter) ConnState(c net.Conn, st http.ConnState) {
-	var lc *limitedConn
-	for i := 0; c != nil && i < 8 && lc == nil; i++ {
-		if x, ok := c.(*limitedConn); ok {
-			lc = x
-		} else if w, ok := c.(netConner); ok {
-			c = w.NetConn()
-		} else {
-			break
-		}
-	}
-	if lc == nil {
+	lc, ok := find[*limitedConn](c)
+	if !ok {
 		return
 	}
 	l.mu.Lock()

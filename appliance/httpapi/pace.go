@@ -33,22 +33,15 @@ func deliveryFor(ctx context.Context) delivery {
 	if c == nil {
 		return delivery{}
 	}
-	var nc net.Conn = c
-	for i := 0; nc != nil && i < 8; i++ {
-		if tc, ok := nc.(*net.TCPConn); ok {
-			raw, err := tc.SyscallConn()
-			if err != nil {
-				return delivery{}
-			}
-			return delivery{raw: raw}
-		}
-		w, ok := nc.(netConner)
-		if !ok {
-			break
-		}
-		nc = w.NetConn()
+	tc, ok := find[*net.TCPConn](c)
+	if !ok {
+		return delivery{}
 	}
-	return delivery{}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return delivery{}
+	}
+	return delivery{raw: raw}
 }
 
 // unacked is how many bytes written to the connection the peer has not

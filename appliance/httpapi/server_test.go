@@ -72,7 +72,7 @@ func start(t *testing.T, fsys fs.FS) (string, *catalog.Catalog) {
 	}
 	h := httpapi.New(cat, httpapi.Options{UpdatePath: "/update"})
 	srv := httpapi.Server(h, nil)
-	go srv.Serve(httpapi.FixTargets(l))
+	go srv.Serve(httpapi.Quick(httpapi.FixTargets(l), srv))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -84,10 +84,27 @@ type connKey struct{}
 
 // connContext makes the connection findable from its requests' contexts.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if fc, ok := c.(*fixConn); ok {
+	if fc, ok := find[*fixConn](c); ok {
 		return context.WithValue(ctx, connKey{}, fc)
 	}
 	return ctx
+}
+
+// find returns the connection of type T that c is or wraps (through
+// NetConn, a few layers deep).
+func find[T net.Conn](c net.Conn) (T, bool) {
+	for i := 0; c != nil && i < 8; i++ {
+		if t, ok := c.(T); ok {
+			return t, true
+		}
+		w, ok := c.(netConner)
+		if !ok {
+			break
+		}
+		c = w.NetConn()
+	}
+	var zero T
+	return zero, false
 }
 
 // NetConn is the connection being rewritten.
