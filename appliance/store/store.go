@@ -358,23 +358,20 @@ func (s *Store) Decided(ev *Event) int64 {
 }
 
 // Finished records how a decided download's response ended (bytes sent,
-// completed or cut off) and returns once that is committed: the device's
-// next check-in is decided on it (a second failure holds an image back).
-// The device does not wait for it; its response is already over.
+// completed or cut off). It returns once the record is queued, not
+// committed: the response is over, and its connection may take the
+// device's next request at once. Until the commit, the device's record
+// says a download is pending, and Hold reports it: a check-in in that
+// moment waits for the end to be written, so it is still judged on how
+// that download ended (a second failure holds an image back). Close
+// commits everything queued.
 func (s *Store) Finished(id int64, ev *Event) {
 	if s == nil || id <= 0 || ev.Decision != "serve" {
 		return
 	}
 	ev = s.bound(ev)
 	ev.ID = id
-	o := &op{kind: opFinished, ev: ev, id: make(chan int64, 1)}
-	if !s.enqueue(o, true) {
-		return
-	}
-	select {
-	case <-o.id:
-	case <-time.After(s.opts.WaitDurable):
-	}
+	s.enqueue(&op{kind: opFinished, ev: ev, id: make(chan int64, 1)}, true)
 }
 
 // Record queues a request that decides nothing (a catalog listing) without
