@@ -193,4 +193,3 @@ func TestQuickConnectionsClosedAtShutdown(t *testing.T) {
 		t.Errorf("after shutdown the connection reads %v, want EOF", err)
 	}
 }
-

@@ -71,7 +71,7 @@ type Event struct {
 	Size      int64     `json:"size"`
 	Completed bool      `json:"completed"`
 	Finished  bool      `json:"finished"` // false while a download runs
-	Took      int64     `json:"took_ms"` // the longest, for folded listings
+	Took      int64     `json:"took_ms"`  // the longest, for folded listings
 	// Repeats is how many identical requests the row stands for: catalog
 	// listings without a MAC that one commit (up to 100 ms) received
 	// from the same client with the same answer are one row. 1 otherwise.
