@@ -160,6 +160,7 @@ type Store struct {
 	dropped   atomic.Int64 // records that could not be written
 	truncated atomic.Int64 // strings cut to the limits
 	written   atomic.Int64
+	listings  gathered // catalog listings without a MAC, waiting for the writer
 	filesMu   sync.Mutex
 	filesQ    []fileRow // remembered files waiting for flushFiles
 	faultMu   sync.Mutex
@@ -210,6 +211,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, queue: make(chan *op, 8192), stop: make(chan struct{}), done: make(chan struct{})}
+	s.listings.kick = make(chan struct{}, 1)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
@@ -374,13 +376,21 @@ func (s *Store) Finished(id int64, ev *Event) {
 	s.enqueue(&op{kind: opFinished, ev: ev, id: make(chan int64, 1)}, true)
 }
 
-// Record queues a request that decides nothing (a catalog listing) without
-// waiting for it.
+// Record keeps a request that decides nothing (a catalog listing) without
+// waiting for it. One without a MAC is gathered (see gathered) and
+// written with the writer's next commit; one with a MAC is queued, to be
+// folded into its device.
 func (s *Store) Record(ev *Event) {
 	if s == nil {
 		return
 	}
-	s.enqueue(&op{kind: opListing, ev: s.bound(ev)}, false)
+	if ev.MAC != "" {
+		s.enqueue(&op{kind: opListing, ev: s.bound(ev)}, false)
+		return
+	}
+	if !s.listings.add(ev, s.bound) {
+		s.drop(1, errors.New("too many distinct catalog listings waiting to be written"))
+	}
 }
 
 // Retry clears a device's hold-back and failure count, so that its next

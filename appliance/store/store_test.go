@@ -586,3 +586,29 @@ func TestRepeatedListingsFold(t *testing.T) {
 		}
 	}
 }
+
+// TestGatheredListingsBounded: at most maxGathered distinct listings wait
+// for the writer; past that a new one is refused (Record drops and counts
+// it) while repeats of those waiting are still counted.
+func TestGatheredListingsBounded(t *testing.T) {
+	var g gathered
+	copyOf := func(ev *Event) *Event { c := *ev; return &c }
+	for i := 0; i < maxGathered; i++ {
+		if !g.add(&Event{Client: "10.0.0.7", Target: fmt.Sprint(i)}, copyOf) {
+			t.Fatalf("listing %d refused", i)
+		}
+	}
+	if g.add(&Event{Client: "10.0.0.7", Target: "one more"}, copyOf) {
+		t.Error("a distinct listing past the bound was kept")
+	}
+	if !g.add(&Event{Client: "10.0.0.7", Target: "7"}, copyOf) {
+		t.Error("a repeat of a waiting listing was refused")
+	}
+	evs, n := g.take()
+	if len(evs) != maxGathered || n != maxGathered+1 || evs[7].Repeats != 2 {
+		t.Errorf("took %d events for %d requests (listing 7: %d)", len(evs), n, evs[7].Repeats)
+	}
+	if evs, n := g.take(); len(evs) != 0 || n != 0 {
+		t.Errorf("after take: %d, %d", len(evs), n)
+	}
+}

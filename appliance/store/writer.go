@@ -39,6 +39,7 @@ func (s *Store) writer() {
 		select {
 		case o := <-s.queue:
 			batch = append(batch, o)
+		case <-s.listings.kick: // listings were gathered: commit them below, after the linger
 		case <-tick.C:
 			if s.db.Load() == nil && s.opts.Now().Sub(lastOpen) >= 5*time.Second {
 				lastOpen = s.opts.Now()
@@ -65,9 +66,7 @@ func (s *Store) writer() {
 				}
 				break
 			}
-			if len(batch) > 0 {
-				s.commit(batch)
-			}
+			s.commit(batch) // and the listings still gathered
 			return
 		}
 	more:
@@ -84,6 +83,7 @@ func (s *Store) writer() {
 		// hundred milliseconds instead of one per handful of requests.
 		// Anything else arriving meanwhile (a decision, a download's end,
 		// which the next decision reads) is committed at once, with them.
+		// (Listings without a MAC gather in s.listings, not the queue.)
 		if onlyListings(batch) {
 			linger := time.NewTimer(lingerFor)
 		gather:
@@ -112,25 +112,29 @@ func (s *Store) writer() {
 
 // commit applies batch in one transaction. When it cannot be written,
 // every record in it is dropped and counted; the next batch tries again.
-func (s *Store) commit(requests []*op) {
-	batch := foldListings(requests)
+func (s *Store) commit(batch []*op) {
+	listings, requests := s.listings.take()
+	requests += int64(len(batch))
+	if requests == 0 {
+		return
+	}
 	ids := make([]int64, len(batch))
 	err := s.inTx(func(tx wtx) error {
-		for i := 0; i < len(batch); i++ {
-			// Runs of listings (no device to fold into) go in as one
-			// multi-row INSERT: a catalog flood costs a fraction per row.
-			if j := listingRun(batch[i:]); j == listingRows {
-				evs := make([]*Event, j)
-				for k := range evs {
-					evs[k] = batch[i+k].ev
-				}
-				if err := s.insertListings(tx, evs); err != nil {
-					return err
-				}
-				i += j - 1
-				continue
+		// The gathered listings (no device to fold into) go in as
+		// multi-row INSERTs: a catalog flood costs a fraction per row.
+		for len(listings) >= listingRows {
+			if err := s.insertListings(tx, listings[:listingRows]); err != nil {
+				return err
 			}
-			id, err := s.apply(tx, batch[i])
+			listings = listings[listingRows:]
+		}
+		for _, ev := range listings {
+			if _, err := s.insert(tx, ev, false); err != nil {
+				return err
+			}
+		}
+		for i, o := range batch {
+			id, err := s.apply(tx, o)
 			if err != nil {
 				return err
 			}
@@ -139,7 +143,7 @@ func (s *Store) commit(requests []*op) {
 		return nil
 	})
 	if err != nil {
-		s.drop(len(requests), err)
+		s.drop(int(requests), err)
 		for _, o := range batch {
 			if o.id != nil {
 				o.id <- -1
@@ -147,7 +151,7 @@ func (s *Store) commit(requests []*op) {
 		}
 		return
 	}
-	s.written.Add(int64(len(requests)))
+	s.written.Add(requests)
 	s.clearFault()
 	for i, o := range batch {
 		if o.id != nil {
@@ -241,16 +245,6 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 // listingRows is how many listings one multi-row INSERT takes.
 const listingRows = 32
 
-// listingRun counts the listings without a MAC at the head of ops, up to
-// listingRows.
-func listingRun(ops []*op) int {
-	n := 0
-	for n < len(ops) && n < listingRows && ops[n].kind == opListing && ops[n].ev.MAC == "" {
-		n++
-	}
-	return n
-}
-
 const eventInsertCols = `time, client, mac, family, method, endpoint, target, decision, status, reason,
 		image, digest, running, sdk, free_space, chip_size, bytes, size, completed, finished, took_ms, repeats`
 
@@ -269,45 +263,6 @@ func (s *Store) insertListings(tx wtx, evs []*Event) error {
 	}
 	_, err := tx.Exec(listingInsert, args...)
 	return err
-}
-
-// listingKey is what makes two listings the same request for the record:
-// everything but the time they came and how long they took.
-type listingKey struct {
-	client, family, method, endpoint, target, decision, reason, image, digest, running, sdk string
-	status                                                                                  int
-	free, chip, bytes, size                                                                 int64
-	completed                                                                               bool
-}
-
-// foldListings returns batch with the listings without a MAC that repeat
-// an earlier one of the batch counted into it (Repeats) instead of kept:
-// a catalog flood from one client becomes one row per commit. Nothing
-// else is touched, and the order of what stays is kept.
-func foldListings(batch []*op) []*op {
-	var seen map[listingKey]*Event
-	out := make([]*op, 0, len(batch))
-	for _, o := range batch {
-		ev := o.ev
-		if o.kind != opListing || ev.MAC != "" {
-			out = append(out, o)
-			continue
-		}
-		k := listingKey{ev.Client, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Reason, ev.Image, ev.Digest, ev.Running, ev.SDK,
-			ev.Status, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, ev.Completed}
-		if first, ok := seen[k]; ok {
-			first.Repeats++
-			first.Took = max(first.Took, ev.Took)
-			continue
-		}
-		if seen == nil {
-			seen = map[listingKey]*Event{}
-		}
-		ev.Repeats = 1 // ev is the record's own copy (see bound)
-		seen[k] = ev
-		out = append(out, o)
-	}
-	return out
 }
 
 func b2i(b bool) int {
