@@ -6,7 +6,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -203,7 +202,7 @@ func TestGzipCompressedOnceAndKept(t *testing.T) {
 		if res.Outcome != emu.OK || res.Image[0] != 0x1f {
 			t.Fatalf("update: %v, first byte %#x", res, res.Image[0])
 		}
-		if got := inflate(t, res.Image); !bytes.Equal(got, images["fw0.bin"]) {
+		if got, err := imagegen.Gunzip(res.Image); err != nil || !bytes.Equal(got, images["fw0.bin"]) {
 			t.Fatal("the compressed download does not inflate to fw0.bin")
 		}
 		return res
@@ -233,19 +232,6 @@ func TestGzipCompressedOnceAndKept(t *testing.T) {
 	}
 }
 
-func inflate(t *testing.T, gz []byte) []byte {
-	t.Helper()
-	r, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestEmbeddedGzipCompressedAtBuildTime: the embedded firmware's ESP8266
 // images were compressed by the build (firmware.gzip, beside the
 // manifest): otabox --gzip starts without compressing anything and
@@ -265,8 +251,9 @@ func TestEmbeddedGzipCompressedAtBuildTime(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	res := d.Update(r.addr, "/blink-esp8266.bin")
-	if res.Outcome != emu.OK || len(res.Image) >= len(raw) || !bytes.Equal(inflate(t, res.Image), raw) {
-		t.Fatalf("update: %v, %d of %d bytes", res, len(res.Image), len(raw))
+	got, err := imagegen.Gunzip(res.Image)
+	if res.Outcome != emu.OK || len(res.Image) >= len(raw) || err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("update: %v, %d of %d bytes, inflated: %v", res, len(res.Image), len(raw), err)
 	}
 	sum := md5.Sum(res.Image)
 	if res.MD5 != hex.EncodeToString(sum[:]) {

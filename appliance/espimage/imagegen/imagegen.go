@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 
 	"otabox/appliance/espimage"
@@ -63,6 +64,24 @@ func Gzip(img []byte) []byte {
 	zw.Write(img)
 	zw.Close()
 	return buf.Bytes()
+}
+
+// Gunzip inflates a gzip member the way the ESP8266 boot loader does:
+// a 32 KB window (any standard inflater's) and the ISIZE trailer, which
+// eboot reads to know how much to write, checked against what came out.
+func Gunzip(gz []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		return nil, err
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, err
+	}
+	if len(gz) < 4 || binary.LittleEndian.Uint32(gz[len(gz)-4:]) != uint32(len(out)) {
+		return nil, fmt.Errorf("imagegen: ISIZE trailer does not match the %d bytes inflated", len(out))
+	}
+	return out, nil
 }
 
 type segment struct {
