@@ -15,7 +15,7 @@ type gathered struct {
 	evs      []*Event
 	seen     map[listingKey]*Event
 	requests int64         // listings the events stand for
-	kick     chan struct{} // told when the first listing arrives
+	kick     chan struct{} // told when the first listing arrives, and when batchMax wait
 }
 
 // listingKey is what makes two listings the same request for the record:
@@ -55,7 +55,7 @@ func (g *gathered) add(ev *Event, bound func(*Event) *Event) bool {
 	g.seen[k] = b
 	g.evs = append(g.evs, b)
 	g.requests++
-	if len(g.evs) == 1 {
+	if len(g.evs) == 1 || len(g.evs) == batchMax { // the first, and enough to commit now
 		select {
 		case g.kick <- struct{}{}:
 		default:

@@ -96,6 +96,8 @@ func (s *Store) writer() {
 					}
 				case <-linger.C:
 					break gather
+				case <-s.listings.kick: // batchMax listings gathered: commit them now
+					break gather
 				case <-s.stop:
 					break gather
 				}
