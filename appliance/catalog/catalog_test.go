@@ -248,8 +248,9 @@ func TestGzipNeverCompressesSignedImages(t *testing.T) {
 // TestGzipCompressedAtBuildTime: the manifest carries every unsigned
 // ESP8266 image compressed (not ESP32 ones), and a load from it serves
 // --gzip from the embedded blob in place: no compression at start-up. A
-// blob that does not match (another build's) is not trusted: the image
-// is compressed at load instead.
+// blob too short for the manifest is not used (the image is compressed at
+// load), and one whose bytes differ (another build's) is found by Verify,
+// which the server runs in the background after start-up.
 func TestGzipCompressedAtBuildTime(t *testing.T) {
 	esp := img(t, imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10})
 	fsys := fstest.MapFS{"a.bin": {Data: esp}, "b.bin": {Data: img(t, imagegen.Spec{Family: espimage.ESP32, Size: 32 << 10})}}
@@ -271,7 +272,7 @@ func TestGzipCompressedAtBuildTime(t *testing.T) {
 	}{
 		{"from the blob", blob, all, true},
 		{"--gzip off", blob, nil, false},
-		{"blob of another build", blob[:len(blob)/2], all, false},
+		{"a blob shorter than the manifest says", blob[:len(blob)/2], all, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mm, err := catalog.ParseManifest(desc, tc.blob)
@@ -296,6 +297,19 @@ func TestGzipCompressedAtBuildTime(t *testing.T) {
 			if got, err := imagegen.Gunzip(gz); err != nil || !bytes.Equal(got, esp) {
 				t.Fatal("the compressed form does not inflate to the image")
 			}
+			if stale := cat.Verify(fsys, mm); len(stale) != 0 {
+				t.Errorf("Verify = %v", stale)
+			}
 		})
+	}
+	other := bytes.Clone(blob)
+	other[len(other)/2] ^= 1
+	mm, _ := catalog.ParseManifest(desc, other)
+	cat, err := catalog.Load(fsys, catalog.Options{Embedded: true, Manifest: mm, Gzip: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stale := cat.Verify(fsys, mm); strings.Join(stale, ",") != "a.bin" {
+		t.Errorf("a blob of another build: Verify = %v", stale)
 	}
 }

@@ -98,7 +98,9 @@ func ParseManifest(b, gzip []byte) (*Manifest, error) {
 
 // Verify re-reads every file that the catalog took from a manifest and
 // reports the paths whose bytes no longer match it (a firmware folder
-// changed without regenerating the manifest). It reads one file at a time.
+// changed without regenerating the manifest), or whose compressed form
+// does not match its digest (a gzip blob not made with this manifest).
+// It reads one file at a time.
 func (c *Catalog) Verify(fsys fs.FS, m *Manifest) (stale []string) {
 	paths := make([]string, 0, len(m.Files))
 	for p := range m.Files {
@@ -106,11 +108,13 @@ func (c *Catalog) Verify(fsys fs.FS, m *Manifest) (stale []string) {
 	}
 	sort.Strings(paths)
 	for _, p := range paths {
-		if _, ok := c.files[p]; !ok {
+		e, ok := c.files[p]
+		if !ok {
 			continue
 		}
 		b, err := fs.ReadFile(fsys, p)
-		if err != nil || md5hex(b) != m.Files[p].MD5 {
+		gz := e.Gzip != nil && e.Gzip.content != nil && md5hex(e.Gzip.content) != e.Gzip.MD5 // the blob of another build
+		if err != nil || md5hex(b) != m.Files[p].MD5 || gz {
 			stale = append(stale, p)
 		}
 	}

@@ -373,7 +373,7 @@ func (s *Store) Finished(id int64, ev *Event) {
 	}
 	ev = s.bound(ev)
 	ev.ID = id
-	s.enqueue(&op{kind: opFinished, ev: ev, id: make(chan int64, 1)}, true)
+	s.enqueue(&op{kind: opFinished, ev: ev}, true) // nobody waits: no id channel
 }
 
 // Record keeps a request that decides nothing (a catalog listing) without
