@@ -262,7 +262,8 @@ func TestShutdownRecordsWhatItCutOff(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	r.cmd.Process.Signal(syscall.SIGTERM)
-	if err := r.cmd.Wait(); err != nil {
+	log, err := waitExit(r)
+	if err != nil {
 		t.Logf("exit: %v", err)
 	}
 	out, err := exec.Command(otabox, "history", d.STAMAC, "--json", "--data-dir", data).Output()
@@ -281,12 +282,20 @@ func TestShutdownRecordsWhatItCutOff(t *testing.T) {
 	if dev := recorded(t, data)[d.STAMAC]; dev.State != "cut-off" {
 		t.Errorf("device %+v", dev)
 	}
-	if strings.Contains(r.log.all.String()+drain(r.log), "interrupted") {
+	if strings.Contains(log, "interrupted") {
 		t.Error("the cut-off was left for the next start to guess")
 	}
 }
 
-// drain returns the log lines not yet read.
+// waitExit reads the process's log to its end (the pipe reaches EOF when
+// the process exits) and only then waits for it: cmd.Wait closes the
+// pipe, and lines not read by then would be lost (it happened under load).
+func waitExit(r *running) (string, error) {
+	log := r.log.all.String() + drain(r.log)
+	return log, r.cmd.Wait()
+}
+
+// drain returns the log lines not yet read, up to the end of the log.
 func drain(lt *logTail) string {
 	var b strings.Builder
 	for l := range lt.lines {
@@ -436,15 +445,15 @@ func TestSecondSignalForcesExit(t *testing.T) {
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(300 * time.Millisecond)
 	r.cmd.Process.Signal(syscall.SIGTERM)
-	exited := make(chan error, 1)
-	go func() { exited <- r.cmd.Wait() }()
+	exited := make(chan string, 1)
+	go func() { log, _ := waitExit(r); exited <- log }()
 	select {
-	case <-exited:
+	case log := <-exited:
+		if !strings.Contains(log, "second signal: forcing exit") {
+			t.Errorf("no word of forcing:\n%s", log)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a second SIGTERM did not force the exit")
-	}
-	if log := r.log.all.String() + drain(r.log); !strings.Contains(log, "second signal: forcing exit") {
-		t.Errorf("no word of forcing:\n%s", log)
 	}
 }
 
