@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -148,6 +147,7 @@ func (q *quickListener) serve(c net.Conn) {
 	}
 	var w quickWriter
 	var head []byte
+	remote := c.RemoteAddr().String()
 	wait := q.srv.ReadHeaderTimeout // the first request; then IdleTimeout between requests
 	for {
 		c.SetReadDeadline(deadline(wait))
@@ -173,7 +173,7 @@ func (q *quickListener) serve(c net.Conn) {
 			return
 		}
 		q.state(c, http.StateActive)
-		req.RemoteAddr = c.RemoteAddr().String()
+		req.RemoteAddr = remote
 		w.reset(req)
 		q.srv.Handler.ServeHTTP(&w, req.WithContext(ctx))
 		c.SetWriteDeadline(deadline(q.srv.ReadHeaderTimeout))
@@ -338,7 +338,7 @@ type quickWriter struct {
 	sent       http.Header // the header as it was at WriteHeader
 	status     int
 	body       []byte
-	out        []byte
+	out        bytes.Buffer // the response, reused by the connection's next one
 	closeAfter bool
 }
 
@@ -382,7 +382,7 @@ func (w *quickWriter) response() []byte {
 	}
 	hd, code := w.sent, w.status
 	exclude := map[string]bool{"Transfer-Encoding": true} // never set by the catalog handler; a length always is
-	var date, length, ctype, conn string
+	var length, ctype, conn string
 	if bodyAllowed(code) {
 		if _, ok := hd["Content-Type"]; !ok && hd.Get("Content-Encoding") == "" && len(w.body) > 0 {
 			ctype = http.DetectContentType(w.body)
@@ -396,34 +396,39 @@ func (w *quickWriter) response() []byte {
 			exclude["Content-Type"] = true
 		}
 	}
-	if _, ok := hd["Date"]; !ok {
-		date = time.Now().UTC().Format(http.TimeFormat)
-	}
+	_, hasDate := hd["Date"]
 	w.closeAfter = w.req.Close || hd.Get("Connection") == "close"
 	if w.closeAfter && !hasCloseToken(hd.Get("Connection")) {
 		exclude["Connection"] = true
 		conn = "close"
 	}
-	out := append(w.out[:0], "HTTP/1.1 "...)
-	out = strconv.AppendInt(out, int64(code), 10)
+	buf := &w.out
+	buf.Reset()
+	var num [20]byte
+	buf.WriteString("HTTP/1.1 ")
+	buf.Write(strconv.AppendInt(num[:0], int64(code), 10))
 	if text := http.StatusText(code); text != "" {
-		out = append(append(out, ' '), text...)
+		buf.WriteString(" " + text)
 	} else {
-		out = append(out, " status code "...)
-		out = strconv.AppendInt(out, int64(code), 10)
+		buf.WriteString(" status code ")
+		buf.Write(strconv.AppendInt(num[:0], int64(code), 10))
 	}
-	out = append(out, "\r\n"...)
-	buf := bytes.NewBuffer(out)
+	buf.WriteString("\r\n")
 	hd.WriteSubset(buf, exclude)
-	for _, kv := range [][2]string{{"Date", date}, {"Content-Length", length}, {"Content-Type", ctype}, {"Connection", conn}} {
+	if !hasDate {
+		var date [len(http.TimeFormat) + 8]byte
+		buf.WriteString("Date: ")
+		buf.Write(time.Now().UTC().AppendFormat(date[:0], http.TimeFormat))
+		buf.WriteString("\r\n")
+	}
+	for _, kv := range [][2]string{{"Content-Length", length}, {"Content-Type", ctype}, {"Connection", conn}} {
 		if kv[1] != "" {
-			io.WriteString(buf, kv[0]+": "+kv[1]+"\r\n")
+			buf.WriteString(kv[0] + ": " + kv[1] + "\r\n")
 		}
 	}
 	buf.WriteString("\r\n")
 	buf.Write(w.body)
-	w.out = buf.Bytes()
-	return w.out
+	return buf.Bytes()
 }
 
 func hasCloseToken(v string) bool {
