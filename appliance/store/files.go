@@ -137,7 +137,6 @@ func (s *Store) LookupGzip(source string) (catalog.GzipForm, bool) {
 			return catalog.GzipForm{}, false // gone or damaged: compressed again
 		}
 	}
-	db.ExecContext(ctx, `UPDATE gzip SET seen = ? WHERE source = ?`, s.opts.Now().Unix(), source)
 	return f, true
 }
 
@@ -153,7 +152,6 @@ func (s *Store) KeepGzip(source string, f catalog.GzipForm, gz []byte) (catalog.
 	if !isDigest(source) {
 		return catalog.GzipForm{}, fmt.Errorf("store: %q is not a SHA-256", source)
 	}
-	f.Path = ""
 	if gz == nil {
 		f = catalog.GzipForm{}
 	} else {

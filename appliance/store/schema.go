@@ -131,7 +131,7 @@ var migrations = []string{
 		size     INTEGER NOT NULL,         -- 0: compressing gains nothing, no file
 		md5      TEXT NOT NULL DEFAULT '',
 		sha256   TEXT NOT NULL DEFAULT '',
-		seen     INTEGER NOT NULL          -- unix seconds it was last published
+		seen     INTEGER NOT NULL          -- unix seconds it was compressed
 	) WITHOUT ROWID;`,
 	// 5: identical catalog listings of one commit are one row with their
 	// count: a listing flood costs a row per 100 ms, not one per request.
