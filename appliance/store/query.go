@@ -359,6 +359,14 @@ func (s *Store) Hold(ctx context.Context, mac string) Hold {
 	if until > 0 {
 		h.Until = time.UnixMilli(until)
 	}
+	if h.Pending {
+		// The download's end may be lingering in the writer: have it
+		// committed now, for the caller's next look.
+		select {
+		case s.flush <- struct{}{}:
+		default:
+		}
+	}
 	return h
 }
 

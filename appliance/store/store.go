@@ -138,6 +138,8 @@ type Options struct {
 	WaitDurable time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// linger replaces lingerFor (tests).
+	linger time.Duration
 }
 
 // Store is the open fleet record. A nil *Store records nothing and reads
@@ -160,7 +162,9 @@ type Store struct {
 	dropped   atomic.Int64 // records that could not be written
 	truncated atomic.Int64 // strings cut to the limits
 	written   atomic.Int64
-	listings  gathered // catalog listings without a MAC, waiting for the writer
+	commits   atomic.Int64
+	listings  gathered      // catalog listings without a MAC, waiting for the writer
+	flush     chan struct{} // asks the writer to commit what lingers now
 	filesMu   sync.Mutex
 	filesQ    []fileRow // remembered files waiting for flushFiles
 	faultMu   sync.Mutex
@@ -210,8 +214,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.linger <= 0 {
+		opts.linger = lingerFor
+	}
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, queue: make(chan *op, 8192), stop: make(chan struct{}), done: make(chan struct{})}
 	s.listings.kick = make(chan struct{}, 1)
+	s.flush = make(chan struct{}, 1)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
@@ -362,11 +370,12 @@ func (s *Store) Decided(ev *Event) int64 {
 // Finished records how a decided download's response ended (bytes sent,
 // completed or cut off). It returns once the record is queued, not
 // committed: the response is over, and its connection may take the
-// device's next request at once. Until the commit, the device's record
-// says a download is pending, and Hold reports it: a check-in in that
-// moment waits for the end to be written, so it is still judged on how
-// that download ended (a second failure holds an image back). Close
-// commits everything queued.
+// device's next request at once. The end lingers with the listings (up
+// to lingerFor) and is committed with the next decision. Until then the
+// device's record says a download is pending, and Hold reports it (and
+// has it committed at once): a check-in in that moment waits for the end
+// to be written, so it is still judged on how that download ended (a
+// second failure holds an image back). Close commits everything queued.
 func (s *Store) Finished(id int64, ev *Event) {
 	if s == nil || id <= 0 || ev.Decision != "serve" {
 		return
@@ -507,6 +516,7 @@ type Health struct {
 	Dropped   int64  `json:"dropped"`         // records not written since start
 	Truncated int64  `json:"truncated"`       // device-supplied values cut to the limits
 	Written   int64  `json:"written"`
+	Commits   int64  `json:"commits"` // transactions committed: one fsync each
 }
 
 // Health reports whether records are being written.
@@ -516,7 +526,7 @@ func (s *Store) Health() Health {
 	}
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
-	return Health{Open: s.db.Load() != nil, Fault: s.fault, Dropped: s.dropped.Load(), Truncated: s.truncated.Load(), Written: s.written.Load()}
+	return Health{Open: s.db.Load() != nil, Fault: s.fault, Dropped: s.dropped.Load(), Truncated: s.truncated.Load(), Written: s.written.Load(), Commits: s.commits.Load()}
 }
 
 // Close writes what is queued and closes the database. Call it after the

@@ -323,6 +323,46 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// TestADownloadCostsOneCommit: a download's end waits for the next
+// decision's commit instead of costing a commit (an fsync) of its own.
+// The next request comes a moment after the end, as over a network (the
+// linger is an hour here, so the moment's length does not matter).
+func TestADownloadCostsOneCommit(t *testing.T) {
+	for _, mac := range []string{"", "AA:00:00:00:00:01"} {
+		t.Run("mac="+mac, func(t *testing.T) {
+			s, _ := open(t, t.TempDir(), Options{linger: time.Hour})
+			const n = 50
+			for range n {
+				s.do(request{mac: mac, decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 100, size: 100})
+				time.Sleep(2 * time.Millisecond)
+			}
+			s.Close() // commits the last end
+			if h := s.Health(); h.Written != 2*n || h.Commits > n+1 {
+				t.Errorf("%d downloads: %d records in %d commits; want %d in at most %d", n, h.Written, h.Commits, 2*n, n+1)
+			}
+		})
+	}
+}
+
+// TestCheckInFlushesADownloadsEnd: a check-in that finds a download's end
+// still lingering has it committed at once, so that it is judged on how
+// that download ended (here the linger is an hour).
+func TestCheckInFlushesADownloadsEnd(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{linger: time.Hour})
+	s.do(request{mac: "A", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 100, size: 100})
+	h := s.Hold(context.Background(), "A")
+	if !h.Pending {
+		t.Fatalf("the download's end was committed without a check-in asking: %+v", h)
+	}
+	for i := 0; h.Pending && i < 500; i++ {
+		time.Sleep(10 * time.Millisecond)
+		h = s.Hold(context.Background(), "A")
+	}
+	if h.Pending || h.State != StateSent {
+		t.Fatalf("after the check-in asked: %+v; want the download's end committed (state %q)", h, StateSent)
+	}
+}
+
 // TestReaderLists: devices and events filtered and paged as the CLI and
 // the API ask for them.
 func TestReaderLists(t *testing.T) {

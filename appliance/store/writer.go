@@ -15,10 +15,15 @@ const (
 	lingerFor = 100 * time.Millisecond
 )
 
-// onlyListings reports whether batch holds catalog listings only.
-func onlyListings(batch []*op) bool {
+// unwaited reports whether nobody waits for o: a catalog listing, or a
+// download's end (its response is over; a check-in that needs it asks
+// for it through flush).
+func unwaited(o *op) bool { return o.kind == opListing || o.kind == opFinished }
+
+// mayLinger reports whether batch holds only records nobody waits for.
+func mayLinger(batch []*op) bool {
 	for _, o := range batch {
-		if o.kind != opListing {
+		if !unwaited(o) {
 			return false
 		}
 	}
@@ -36,10 +41,13 @@ func (s *Store) writer() {
 	sinceRetain, behind := 0, false
 	for {
 		var batch []*op
+		now := false
 		select {
 		case o := <-s.queue:
 			batch = append(batch, o)
 		case <-s.listings.kick: // listings were gathered: commit them below, after the linger
+		case <-s.flush: // a check-in waits for a download's end: commit at once
+			now = true
 		case <-tick.C:
 			if s.db.Load() == nil && s.opts.Now().Sub(lastOpen) >= 5*time.Second {
 				lastOpen = s.opts.Now()
@@ -78,25 +86,29 @@ func (s *Store) writer() {
 				break more
 			}
 		}
-		// Nobody waits on listings, and no decision reads them: let them
-		// gather for a moment, so that a catalog flood costs a commit per
-		// hundred milliseconds instead of one per handful of requests.
-		// Anything else arriving meanwhile (a decision, a download's end,
-		// which the next decision reads) is committed at once, with them.
-		// (Listings without a MAC gather in s.listings, not the queue.)
-		if onlyListings(batch) {
-			linger := time.NewTimer(lingerFor)
+		// Nobody waits on listings or on a download's end: let them gather
+		// for a moment, so that a catalog flood costs a commit per hundred
+		// milliseconds instead of one per handful of requests, and a
+		// download costs one commit (its decision's, which takes the ends
+		// queued before it) instead of two. A decision arriving meanwhile
+		// is committed at once, with them; so are they when a check-in
+		// waits for a download's end (flush). (Listings without a MAC
+		// gather in s.listings, not the queue.)
+		if !now && mayLinger(batch) {
+			linger := time.NewTimer(s.opts.linger)
 		gather:
 			for len(batch) < batchMax {
 				select {
 				case o := <-s.queue:
 					batch = append(batch, o)
-					if o.kind != opListing {
+					if !unwaited(o) {
 						break gather
 					}
 				case <-linger.C:
 					break gather
 				case <-s.listings.kick: // batchMax listings gathered: commit them now
+					break gather
+				case <-s.flush:
 					break gather
 				case <-s.stop:
 					break gather
@@ -154,6 +166,7 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 	s.written.Add(requests)
+	s.commits.Add(1)
 	s.clearFault()
 	for i, o := range batch {
 		if o.id != nil {
