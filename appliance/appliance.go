@@ -472,9 +472,15 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Grace)
 	defer cancel()
 	err := a.srv.Shutdown(sctx)
+	if err == nil {
+		// Shutdown does not wait for the downloads that left net/http
+		// (httpapi's detach): the handler does.
+		err = a.h.Wait(sctx)
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		a.log.Warn("grace period over; cutting off downloads still running", "downloads", a.h.Downloads().Len())
 		err = a.srv.Close()
+		a.h.CutOff()
 	}
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e

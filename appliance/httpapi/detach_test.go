@@ -1,0 +1,212 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"otabox/appliance/catalog"
+	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+	"otabox/appliance/httpapi"
+)
+
+// observed serves h's catalog through Quick, as otabox does, and returns
+// its address, the outcomes Observe was told of, and the connection
+// states net/http went through.
+type observed struct {
+	addr   string
+	h      *httpapi.Handler
+	srv    *http.Server
+	mu     sync.Mutex
+	ends   []*httpapi.Exchange
+	states map[http.ConnState]int
+	ended  chan struct{}
+}
+
+func serveObserved(t *testing.T, cat *catalog.Catalog, opts httpapi.Options) *observed {
+	t.Helper()
+	o := &observed{states: map[http.ConnState]int{}, ended: make(chan struct{}, 64)}
+	opts.Observe = func(x *httpapi.Exchange) {
+		o.mu.Lock()
+		o.ends = append(o.ends, x)
+		o.mu.Unlock()
+		o.ended <- struct{}{}
+	}
+	o.h = httpapi.New(cat, opts)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.srv = httpapi.Server(o.h, nil)
+	o.srv.ConnState = func(_ net.Conn, st http.ConnState) {
+		o.mu.Lock()
+		o.states[st]++
+		o.mu.Unlock()
+	}
+	go o.srv.Serve(httpapi.Quick(httpapi.FixTargets(l), o.srv))
+	t.Cleanup(func() { o.srv.Close(); o.h.CutOff() })
+	o.addr = l.Addr().String()
+	return o
+}
+
+// last waits for the next observed outcome and returns it.
+func (o *observed) last(t *testing.T) *httpapi.Exchange {
+	t.Helper()
+	select {
+	case <-o.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no outcome observed")
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.ends[len(o.ends)-1]
+}
+
+func (o *observed) hijacked() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.states[http.StateHijacked]
+}
+
+// diskCatalog is a catalog of real files (pinned, read chunk by chunk).
+func diskCatalog(t *testing.T, files map[string][]byte) *catalog.Catalog {
+	t.Helper()
+	dir := t.TempDir()
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close(nil) })
+	return cat
+}
+
+// TestDetachedDownloadsAnswerAsNetHTTP: a download whose connection closes
+// after it (every device's) leaves net/http once its header is out; the
+// bytes on the wire, the closing and the recorded outcome are the same as
+// when net/http keeps it to the end. A keep-alive download stays.
+func TestDetachedDownloadsAnswerAsNetHTTP(t *testing.T) {
+	disk := diskCatalog(t, map[string][]byte{
+		"fw8266.bin": mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 300 << 10, Seed: 3}),
+		"fw32.bin":   mustBuild(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Seed: 4}),
+	})
+	mem, err := catalog.Load(testFS(), catalog.Options{Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := func(core emu.Core, path string) string { return string(emu.New(core).UpdateRequest("h", path)) }
+	esp := update(emu.ESP8266v31, "/fw8266.bin")
+	for _, c := range []struct {
+		name string
+		cat  *catalog.Catalog
+	}{{"disk", disk}, {"embedded", mem}} {
+		attached := serveObserved(t, c.cat, httpapi.Options{UpdatePath: "/update", Attached: true})
+		detached := serveObserved(t, c.cat, httpapi.Options{UpdatePath: "/update"})
+		for _, tc := range []struct {
+			name   string
+			req    string
+			leaves bool
+		}{
+			{"ESP8266 3.1", esp, true},
+			{"ESP8266 2.4", update(emu.ESP8266v24, "/fw8266.bin"), true},
+			{"ESP32", update(emu.ESP32v30, "/fw32.bin"), true},
+			{"HTTP/1.1 Connection: close", strings.Replace(esp, " HTTP/1.0\r\n", " HTTP/1.1\r\n", 1), true},
+			{"HTTP/1.1 keep-alive", strings.Replace(strings.Replace(esp, " HTTP/1.0\r\n", " HTTP/1.1\r\n", 1), "Connection: close\r\n", "", 1), false},
+			{"HTTP/1.0 keep-alive", strings.Replace(esp, "Connection: close", "Connection: keep-alive", 1), false},
+			{"HEAD", strings.Replace(esp, "GET ", "HEAD ", 1), false},
+		} {
+			t.Run(c.name+" "+strings.ReplaceAll(tc.name, "/", "∕"), func(t *testing.T) {
+				before := detached.hijacked()
+				want, wantClosed := exchange(t, attached.addr, tc.req, 1)
+				wantEnd := attached.last(t)
+				got, closed := exchange(t, detached.addr, tc.req, 1)
+				gotEnd := detached.last(t)
+				if got != want || closed != wantClosed {
+					t.Errorf("detached:\n%.600q (closed %v)\nnet/http:\n%.600q (closed %v)", got, closed, want, wantClosed)
+				}
+				if left := detached.hijacked() > before; left != tc.leaves {
+					t.Errorf("left net/http: %v, want %v", left, tc.leaves)
+				}
+				if gotEnd.Status != wantEnd.Status || gotEnd.Decision != wantEnd.Decision || gotEnd.Bytes != wantEnd.Bytes ||
+					gotEnd.Size != wantEnd.Size || gotEnd.Completed != wantEnd.Completed || gotEnd.Reason != wantEnd.Reason {
+					t.Errorf("recorded %+v\nnet/http: %+v", gotEnd, wantEnd)
+				}
+				if tc.leaves && (!gotEnd.Completed || gotEnd.Bytes == 0) {
+					t.Errorf("a whole download recorded as %+v", gotEnd)
+				}
+			})
+		}
+	}
+	if attached := serveObserved(t, disk, httpapi.Options{Attached: true}); attached.hijacked() != 0 {
+		t.Error("Attached downloads left net/http")
+	}
+}
+
+// TestDetachedDownloadCutOffAtShutdown: http.Server.Shutdown neither waits
+// for nor closes a download that left net/http; the handler's Wait does
+// the one and CutOff the other, and the download is recorded as cut off.
+func TestDetachedDownloadCutOffAtShutdown(t *testing.T) {
+	img := mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 2 << 20, Seed: 5})
+	o := serveObserved(t, diskCatalog(t, map[string][]byte{"fw.bin": img}), httpapi.Options{})
+	conn, err := net.Dial("tcp", o.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	d := emu.New(emu.ESP8266v31)
+	d.FreeSpace = 4 << 20
+	conn.Write(d.UpdateRequest(o.addr, "/fw.bin"))
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.CopyN(io.Discard, resp.Body, 8192) // then reads no more: a device mid-download
+	for o.hijacked() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := o.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v (it does not wait for a detached download)", err)
+	}
+	if err := o.h.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait: %v, want the grace period to run out with the download running", err)
+	}
+	if n := o.h.CutOff(); n != 1 {
+		t.Errorf("CutOff closed %d connections, want 1", n)
+	}
+	end := o.last(t)
+	if end.Completed || end.Bytes >= int64(len(img)) || !strings.Contains(end.Reason, "cut off") {
+		t.Errorf("a download cut off at shutdown recorded as %+v", end)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := o.h.Wait(wctx); err != nil {
+		t.Errorf("Wait after CutOff: %v", err)
+	}
+	if n := o.h.CutOff(); n != 0 {
+		t.Errorf("after its end was recorded, the handler still holds %d connections", n)
+	}
+}
