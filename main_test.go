@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -342,5 +343,37 @@ func readFor(lt *logTail, d time.Duration) string {
 		case <-deadline:
 			return b.String()
 		}
+	}
+}
+
+// TestMemoryLimitByDefault: otabox runs under a 40 MiB soft memory limit
+// unless told otherwise; GOMEMLIMIT replaces the default, --memory-limit
+// (or OTABOX_MEMORY_LIMIT) replaces both, and 0 means none. Read back
+// from the runtime through /metrics.
+func TestMemoryLimitByDefault(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+		want float64
+	}{
+		{"default", "", nil, 40 << 20},
+		{"GOMEMLIMIT", "GOMEMLIMIT=64MiB", nil, 64 << 20},
+		{"flag over GOMEMLIMIT", "GOMEMLIMIT=64MiB", []string{"--memory-limit", "100"}, 100 << 20},
+		{"from its variable", "OTABOX_MEMORY_LIMIT=48", nil, 48 << 20},
+		{"none", "", []string{"--memory-limit", "0"}, math.MaxInt64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOMEMLIMIT", "")
+			os.Unsetenv("GOMEMLIMIT")
+			if k, v, ok := strings.Cut(tc.env, "="); ok {
+				t.Setenv(k, v)
+			}
+			r := start(t, tc.args...)
+			got := metricValue(getBody(t, "http://"+r.addr+"/metrics"), "go_gc_gomemlimit_bytes")
+			if got != tc.want {
+				t.Errorf("memory limit %.0f, want %.0f", got, tc.want)
+			}
+		})
 	}
 }
