@@ -340,8 +340,29 @@ type Hold struct {
 }
 
 // Hold returns mac's update history for the hold-back decision (zero when
-// the device is unknown or the record cannot be read).
+// the device is unknown or the record cannot be read). The query runs on
+// one of the store's lookup goroutines (see lookups).
 func (s *Store) Hold(ctx context.Context, mac string) Hold {
+	if s == nil || ctx.Err() != nil {
+		return Hold{}
+	}
+	res := make(chan Hold, 1)
+	select {
+	case s.lookups <- func() { res <- s.hold(ctx, mac) }:
+	case <-ctx.Done():
+		return Hold{}
+	case <-s.stop:
+		return Hold{}
+	}
+	select {
+	case h := <-res:
+		return h
+	case <-ctx.Done():
+		return Hold{}
+	}
+}
+
+func (s *Store) hold(ctx context.Context, mac string) Hold {
 	db, _ := s.reader()
 	if db == nil || mac == "" {
 		return Hold{}

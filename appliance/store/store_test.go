@@ -363,6 +363,35 @@ func TestCheckInFlushesADownloadsEnd(t *testing.T) {
 	}
 }
 
+// TestHoldRunsOnTheLookupGoroutines: Hold's query runs on the store's own
+// goroutines and answers like a direct query; a cancelled request or a
+// closed store answers zero instead of waiting for one.
+func TestHoldRunsOnTheLookupGoroutines(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	s.do(request{mac: "A", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 100, size: 100})
+	device(t, s, "A")
+	var wg sync.WaitGroup
+	for range 64 { // more at once than there are lookup goroutines
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if h, d := s.Hold(context.Background(), "A"), s.hold(context.Background(), "A"); h.State != StateSent || h.State != d.State || h.PrevDigest != d.PrevDigest {
+				t.Errorf("Hold %+v, the query itself %+v", h, d)
+			}
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if h := s.Hold(ctx, "A"); h.State != "" {
+		t.Errorf("a cancelled request got %+v", h)
+	}
+	s.Close()
+	if h := s.Hold(context.Background(), "A"); h.State != "" {
+		t.Errorf("a closed store answered %+v", h)
+	}
+}
+
 // TestReaderLists: devices and events filtered and paged as the CLI and
 // the API ask for them.
 func TestReaderLists(t *testing.T) {
