@@ -3,6 +3,7 @@ package httpapi
 import (
 	"io"
 	"net/http"
+	"runtime/debug"
 
 	"otabox/appliance/catalog"
 )
@@ -33,10 +34,17 @@ func (h *Handler) detach(x *exchange, r *http.Request) bool {
 	if h.cutOff {
 		return false // shutting down: stay where Close reaches it
 	}
+	// Hijack sends the header at once; an ESP32 fails the update when
+	// the body's first byte is not there 100 ms after it (spec §2.3), so
+	// the kernel holds the header until the first body bytes are written
+	// (exchange.Write uncorks), as net/http sends them together.
+	x.dv.cork(true)
 	c, _, err := http.NewResponseController(x.w).Hijack()
 	if err != nil {
+		x.dv.cork(false)
 		return false
 	}
+	x.corked = true
 	// The response holds net/http's connection and, through it, its
 	// buffered reader and writer: let them go (the header is written).
 	x.conn, x.w = c, nil
@@ -46,16 +54,24 @@ func (h *Handler) detach(x *exchange, r *http.Request) bool {
 
 // stream sends a detached download's body and ends its exchange as
 // ServeHTTP would have: release, log, observe. The connection is closed
-// last, as net/http closes it after its handler.
+// last, as net/http closes it after its handler; a panic is logged and
+// ends only this download, as net/http recovers a handler's.
 func (h *Handler) stream(x *exchange, data []byte, src io.Reader, e *catalog.Entry) {
 	defer h.inflight.Done()
+	defer func() {
+		v := recover()
+		x.release()
+		h.detachedMu.Lock()
+		delete(h.detached, x.conn)
+		h.detachedMu.Unlock()
+		x.conn.Close()
+		if v != nil {
+			h.log.Error("panic serving a download", "client", x.r.RemoteAddr, "target", x.r.RequestURI, "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
 	h.send(x, data, src, e)
 	x.release()
 	h.observe(x)
-	h.detachedMu.Lock()
-	delete(h.detached, x.conn)
-	h.detachedMu.Unlock()
-	x.conn.Close()
 }
 
 // CutOff closes the connections of the downloads that left net/http, as

@@ -210,3 +210,32 @@ func TestDetachedDownloadCutOffAtShutdown(t *testing.T) {
 		t.Errorf("after its end was recorded, the handler still holds %d connections", n)
 	}
 }
+
+// TestDetachedHeaderGoesWithTheFirstBodyBytes: Hijack writes the header
+// at once, but an ESP32 fails the update when the image's first byte is
+// not there 100 ms after the header (spec §2.3); the first segment the
+// device receives holds both, as when net/http sends them.
+func TestDetachedHeaderGoesWithTheFirstBodyBytes(t *testing.T) {
+	o := serveObserved(t, diskCatalog(t, map[string][]byte{
+		"fw32.bin": mustBuild(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Seed: 6}),
+	}), httpapi.Options{})
+	for i := range 20 {
+		conn, err := net.Dial("tcp", o.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		conn.Write(emu.New(emu.ESP32v30).UpdateRequest(o.addr, "/fw32.bin"))
+		buf := make([]byte, 64<<10)
+		n, err := conn.Read(buf)
+		conn.Close()
+		head, body, ok := strings.Cut(string(buf[:n]), "\r\n\r\n")
+		if err != nil || !ok || !strings.Contains(head, " 200 OK") || len(body) == 0 || body[0] != 0xE9 {
+			t.Fatalf("download %d: the first read held %d bytes (%v), the body's first byte not among them: %.200q", i, n, err, buf[:n])
+		}
+		o.last(t)
+	}
+	if o.hijacked() != 20 {
+		t.Errorf("%d of 20 downloads left net/http", o.hijacked())
+	}
+}

@@ -213,6 +213,7 @@ type exchange struct {
 	src      io.Closer // the open image file, closed by release
 	conn     net.Conn  // the connection, once the download has left net/http (detach)
 	eof      bool      // a detached download's device closed the connection (await)
+	corked   bool      // the header waits in the kernel for the first body bytes (detach)
 
 	lastDelivered atomic.Int64 // delivered(), as last measured
 }
@@ -240,6 +241,10 @@ func (x *exchange) Write(p []byte) (int, error) {
 	var err error
 	if x.conn != nil {
 		n, err = x.conn.Write(p)
+		if x.corked { // the header goes out with these bytes (detach)
+			x.dv.cork(false)
+			x.corked = false
+		}
 	} else {
 		n, err = x.w.Write(p)
 	}
@@ -913,9 +918,13 @@ func (x *exchange) setWriteDeadline(t time.Time) error {
 }
 
 // flush sends what net/http holds back; a detached download writes
-// straight to its connection.
+// straight to its connection, and releases a header still held (detach).
 func (x *exchange) flush() error {
 	if x.conn != nil {
+		if x.corked { // an empty body: the header goes alone
+			x.dv.cork(false)
+			x.corked = false
+		}
 		return nil
 	}
 	return http.NewResponseController(x.w).Flush()

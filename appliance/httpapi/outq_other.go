@@ -8,3 +8,5 @@ import "errors"
 func outq(uintptr) (int, error) { return 0, errors.New("no SIOCOUTQ here") }
 
 func sndbuf(uintptr) (int, error) { return 0, errors.New("no SO_SNDBUF here") }
+
+func cork(uintptr, bool) error { return errors.New("no TCP_CORK here") }

@@ -55,6 +55,13 @@ func (d delivery) unacked() (n int, ok bool) {
 	return n, cerr == nil && err == nil
 }
 
+// cork holds the connection's partial frames (on) until released (off).
+func (d delivery) cork(on bool) {
+	if d.raw != nil {
+		d.raw.Control(func(fd uintptr) { cork(fd, on) })
+	}
+}
+
 // room is how many more bytes of payload the send queue takes now.
 func (d delivery) room() (int, bool) {
 	if d.raw == nil {
