@@ -52,6 +52,14 @@ func (h *Handler) detach(x *exchange, r *http.Request) bool {
 	return true
 }
 
+// uncork releases the header held by detach, once.
+func (x *exchange) uncork() {
+	if x.corked {
+		x.dv.cork(false)
+		x.corked = false
+	}
+}
+
 // stream sends a detached download's body and ends its exchange as
 // ServeHTTP would have: release, log, observe. The connection is closed
 // last, as net/http closes it after its handler; a panic is logged and

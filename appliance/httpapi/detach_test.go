@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -77,28 +75,6 @@ func (o *observed) hijacked() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.states[http.StateHijacked]
-}
-
-// diskCatalog is a catalog of real files (pinned, read chunk by chunk).
-func diskCatalog(t *testing.T, files map[string][]byte) *catalog.Catalog {
-	t.Helper()
-	dir := t.TempDir()
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { root.Close() })
-	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close(nil) })
-	return cat
 }
 
 // TestDetachedDownloadsAnswerAsNetHTTP: a download whose connection closes

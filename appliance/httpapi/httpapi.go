@@ -241,10 +241,7 @@ func (x *exchange) Write(p []byte) (int, error) {
 	var err error
 	if x.conn != nil {
 		n, err = x.conn.Write(p)
-		if x.corked { // the header goes out with these bytes (detach)
-			x.dv.cork(false)
-			x.corked = false
-		}
+		x.uncork() // the header goes out with these bytes
 	} else {
 		n, err = x.w.Write(p)
 	}
@@ -921,10 +918,7 @@ func (x *exchange) setWriteDeadline(t time.Time) error {
 // straight to its connection, and releases a header still held (detach).
 func (x *exchange) flush() error {
 	if x.conn != nil {
-		if x.corked { // an empty body: the header goes alone
-			x.dv.cork(false)
-			x.corked = false
-		}
+		x.uncork() // an empty body: the header goes alone
 		return nil
 	}
 	return http.NewResponseController(x.w).Flush()

@@ -81,6 +81,28 @@ func start(t *testing.T, fsys fs.FS) (string, *catalog.Catalog) {
 	return l.Addr().String(), cat
 }
 
+// diskCatalog is a catalog of real files (pinned, read chunk by chunk).
+func diskCatalog(t *testing.T, files map[string][]byte) *catalog.Catalog {
+	t.Helper()
+	dir := t.TempDir()
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close(nil) })
+	return cat
+}
+
 func names(fws []emu.Firmware) string {
 	var n []string
 	for _, f := range fws {
@@ -470,19 +492,8 @@ func TestNotYetHashedIs503(t *testing.T) {
 // (the drain before the last chunk) still completes: the write deadline
 // is renewed after the wait.
 func TestSlowDeviceFinishesLongAfterTheWindow(t *testing.T) {
-	dir := t.TempDir()
 	img := mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 192 << 10, Seed: 9})
-	os.WriteFile(filepath.Join(dir, "fw.bin"), img, 0o644)
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close(nil)
+	cat := diskCatalog(t, map[string][]byte{"fw.bin": img})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
