@@ -69,11 +69,10 @@ func (e *Entry) Changed() bool {
 	if p.closed {
 		return false // retired, not changed: the download's own descriptor reads on
 	}
-	fi, err := p.f.Stat()
+	now, err := fstamp(p)
 	if err != nil {
 		return true
 	}
-	now := StampOf(fi)
 	if now.Size != e.Stamp.Size || !now.ModTime.Equal(e.Stamp.ModTime) || now.Ino != e.Stamp.Ino {
 		return true
 	}

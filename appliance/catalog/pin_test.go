@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -108,6 +109,31 @@ func TestPinnedFileOutlivesItsPath(t *testing.T) {
 	e3 := cat2.Files()[0]
 	os.WriteFile(filepath.Join(dir, e3.Path), want, 0o644) // in place: same inode
 	if !e3.Changed() {
+		t.Error("a rewrite in place is not reported")
+	}
+}
+
+// TestChangedAllocatesNothing: a running download asks Changed twice per
+// chunk; on Linux it reads the pinned file's stamp without an allocation,
+// and tells a rewrite in place as before.
+func TestChangedAllocatesNothing(t *testing.T) {
+	dir, root := diskCatalog(t, 1)
+	cat, err := catalog.Load(root.FS(), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close(nil)
+	e := cat.Files()[0]
+	if n := testing.AllocsPerRun(100, func() { e.Changed() }); n != 0 && runtime.GOOS == "linux" {
+		t.Errorf("Changed allocates %.0f times a call", n)
+	}
+	if e.Changed() {
+		t.Fatal("an untouched file is reported changed")
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, e.Path))
+	b[len(b)-1] ^= 0xff
+	os.WriteFile(filepath.Join(dir, e.Path), b, 0o644)
+	if !e.Changed() {
 		t.Error("a rewrite in place is not reported")
 	}
 }
