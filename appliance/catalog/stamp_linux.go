@@ -8,9 +8,15 @@ import (
 
 func sysStamp(info fs.FileInfo, s *Stamp) {
 	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		s.Ctime = int64(st.Ctim.Sec)*1e9 + int64(st.Ctim.Nsec) // int32 fields on 32-bit ARM
-		s.Ino, s.Dev, s.Nlink = uint64(st.Ino), uint64(st.Dev), uint64(st.Nlink)
+		statStamp(st, s)
 	}
+}
+
+// statStamp adds what only the system's stat gives: change time, inode,
+// device and link count.
+func statStamp(st *syscall.Stat_t, s *Stamp) {
+	s.Ctime = int64(st.Ctim.Sec)*1e9 + int64(st.Ctim.Nsec) // int32 fields on 32-bit ARM
+	s.Ino, s.Dev, s.Nlink = uint64(st.Ino), uint64(st.Dev), uint64(st.Nlink)
 }
 
 // fstamp is the stamp of a pinned file, from fstat into a value on the
@@ -22,10 +28,7 @@ func fstamp(p *pinned) (Stamp, error) {
 	if err := syscall.Fstat(p.fd, &st); err != nil {
 		return Stamp{}, err
 	}
-	return Stamp{
-		Size:    st.Size,
-		ModTime: time.Unix(int64(st.Mtim.Sec), int64(st.Mtim.Nsec)),
-		Ctime:   int64(st.Ctim.Sec)*1e9 + int64(st.Ctim.Nsec),
-		Ino:     uint64(st.Ino), Dev: uint64(st.Dev), Nlink: uint64(st.Nlink),
-	}, nil
+	s := Stamp{Size: st.Size, ModTime: time.Unix(int64(st.Mtim.Sec), int64(st.Mtim.Nsec))}
+	statStamp(&st, &s)
+	return s, nil
 }
