@@ -216,6 +216,10 @@ type exchange struct {
 	corked   bool      // the header waits in the kernel for the first body bytes (detach)
 
 	lastDelivered atomic.Int64 // delivered(), as last measured
+
+	// redecided counts decisions taken again after the file left the
+	// catalog (answer).
+	redecided int
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
@@ -299,10 +303,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveCatalog(x, r, facts, h.cat.Load())
 	case h.opts.UpdatePath != "" && r.URL.Path == h.opts.UpdatePath:
 		x.endpoint = "update"
-		h.serveUpdate(x, r, facts, h.cat.Load())
+		for cat := h.cat.Load(); h.serveUpdate(x, r, facts, cat); cat = h.cat.Load() {
+		}
 	default:
 		x.endpoint = endpointOf(r.URL.Path, h.opts.UpdatePath, facts)
-		h.serveFile(x, r, facts, h.cat.Load())
+		for cat := h.cat.Load(); h.serveFile(x, r, facts, cat); cat = h.cat.Load() {
+		}
 	}
 	if x.conn == nil {
 		x.release()
@@ -485,15 +491,18 @@ func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts
 	}
 }
 
-func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
+// serveFile and serveUpdate answer from one catalog; they report true,
+// having written nothing, when the entry they chose left with that catalog
+// (see answer), and ServeHTTP asks the current one.
+func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) (again bool) {
 	if raw := strings.ToLower(r.URL.EscapedPath()); strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") {
 		h.fail(x, http.StatusBadRequest, "path "+strconv.Quote(r.URL.EscapedPath())+": an encoded / or \\ inside a path element names nothing")
-		return
+		return false
 	}
 	p, err := catalog.Clean(r.URL.Path)
 	if err != nil {
 		h.fail(x, http.StatusBadRequest, "path "+strconv.Quote(r.URL.Path)+": "+err.Error())
-		return
+		return false
 	}
 	e, ok := cat.File(p)
 	if !ok {
@@ -507,12 +516,12 @@ func (h *Handler) serveFile(x *exchange, r *http.Request, facts *device.Facts, c
 		} else {
 			h.fail(x, http.StatusNotFound, "no file "+strconv.Quote(p)+" in the catalog")
 		}
-		return
+		return false
 	}
-	h.answer(x, r, h.decide(x, cat, clientIP(r), decide.Request{Entry: e, Device: facts}, decide.Firmware))
+	return h.answer(x, r, h.decide(x, cat, clientIP(r), decide.Request{Entry: e, Device: facts}, decide.Firmware))
 }
 
-func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) {
+func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts, cat *catalog.Catalog) (again bool) {
 	req := decide.Request{Device: facts}
 	if h.opts.Batch != nil && facts.Client == device.Updater && facts.MAC() != "" {
 		req.Batch = h.opts.Batch(facts)
@@ -520,7 +529,7 @@ func (h *Handler) serveUpdate(x *exchange, r *http.Request, facts *device.Facts,
 	v := h.decide(x, cat, clientIP(r), req, func(req decide.Request) decide.Verdict {
 		return decide.Newest(req, cat.Files())
 	})
-	h.answer(x, r, v)
+	return h.answer(x, r, v)
 }
 
 // decide fills in what the catalog and memory know about the device's
@@ -560,7 +569,11 @@ next:
 	return dst
 }
 
-func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
+// answer writes the verdict. Before anything is written it reports true
+// when the chosen file left the catalog while the request was decided (a
+// reload released it); the caller then decides again on the current
+// catalog, up to maxRedecide times, before the device is told to retry.
+func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again bool) {
 	x.verdict = &v
 	if v.Action == decide.Version {
 		// getAvailableVersion reads these two headers and ignores any body.
@@ -570,11 +583,11 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 		hd["x-MD5"] = []string{v.Entry.MD5}
 		hd["Content-Length"] = []string{"0"}
 		x.WriteHeader(http.StatusOK)
-		return
+		return false
 	}
 	if v.Action != decide.Serve {
 		h.fail(x, v.Status, v.Reason)
-		return
+		return false
 	}
 	e := v.Entry
 	size, md5, sha, data := e.Size, e.MD5, e.SHA256, e.Bytes()
@@ -590,7 +603,7 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 			if src, err = e.Gzip.Open(); err != nil {
 				x.Header().Set("Retry-After", "2")
 				h.fail(x, http.StatusServiceUnavailable, e.Path+": its compressed form cannot be read ("+err.Error()+"); retry")
-				return
+				return false
 			}
 			x.src = src
 		}
@@ -600,13 +613,17 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 			// it; never start a download of bytes nobody announced.
 			x.Header().Set("Retry-After", "2")
 			h.fail(x, http.StatusServiceUnavailable, e.Path+" changed on disk and is being read again; retry")
-			return
+			return false
 		}
 		var err error
 		if src, err = e.Open(); err != nil {
+			if errors.Is(err, catalog.ErrRetired) && x.redecided < maxRedecide {
+				x.redecided++
+				return true
+			}
 			x.Header().Set("Retry-After", "1")
 			h.fail(x, http.StatusServiceUnavailable, e.Path+": "+err.Error()+"; retry")
-			return
+			return false
 		}
 		x.src = src
 	}
@@ -619,7 +636,7 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	if dl == nil {
 		x.Header().Set("Retry-After", "30")
 		h.fail(x, http.StatusServiceUnavailable, fmt.Sprintf("%d downloads are running, the policy allows %d at once; retry later", running, max))
-		return
+		return false
 	}
 	x.dl = dl
 	x.size = size
@@ -632,16 +649,22 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) {
 	hd["x-SHA256"] = []string{sha}
 	x.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodGet {
-		return
+		return false
 	}
 	if h.detach(x, r) {
 		go h.stream(x, data, src, e)
-		return
+		return false
 	}
 	// No Flush before the first body bytes: an ESP32 peeks for 0xE9 100 ms
 	// after the header and fails if it has not arrived (spec §2.3).
 	h.send(x, data, src, e)
+	return false
 }
+
+// maxRedecide bounds how often one request is decided again because its
+// file left the catalog meanwhile: each time needs a catalog published in
+// between, so a third means a folder rewritten faster than it is read.
+const maxRedecide = 3
 
 // send streams the body and notes why a download was cut off.
 func (h *Handler) send(x *exchange, data []byte, src io.Reader, e *catalog.Entry) {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"otabox/appliance/catalog"
+	"otabox/appliance/decide"
+	"otabox/appliance/device"
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
@@ -526,5 +528,65 @@ func TestSlowDeviceFinishesLongAfterTheWindow(t *testing.T) {
 	}
 	if !bytes.Equal(got, img) {
 		t.Errorf("read %d of %d bytes", len(got), len(img))
+	}
+}
+
+// TestFileLeavingMidDecisionIsDecidedAgain: a reload that releases the
+// chosen file between the decision and the first byte sends the device the
+// current catalog's image (decided again), not a 503; a catalog replaced
+// under every decision ends, after a bounded number of tries, in a 503 with
+// Retry-After and the reason.
+func TestFileLeavingMidDecisionIsDecidedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		swaps  int // catalogs published under the request's decisions
+		status int
+	}{
+		{"one reload", 1, 200},
+		{"reloads under every decision", 10, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				h     *httpapi.Handler
+				swaps int
+				last  []byte
+			)
+			hold := func(*device.Facts) decide.Hold {
+				if swaps < tc.swaps {
+					swaps++
+					last = mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 100 << 10, Version: fmt.Sprintf("1.%d.0", swaps), Seed: uint64(20 + swaps)})
+					old := h.Catalog()
+					h.SetCatalog(diskCatalog(t, map[string][]byte{"fw.bin": last}))
+					old.Close(nil) // released: its open file is gone
+				}
+				return decide.Hold{}
+			}
+			h = httpapi.New(diskCatalog(t, map[string][]byte{"fw.bin": img8266}), httpapi.Options{Hold: hold})
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httpapi.Server(h, nil)
+			go srv.Serve(httpapi.FixTargets(l))
+			defer srv.Close()
+
+			res := emu.New(emu.ESP8266v31).Update(l.Addr().String(), "/fw.bin")
+			if res.Status != tc.status {
+				t.Fatalf("status %d, want %d: %s %s", res.Status, tc.status, res, res.Headers["x-otabox-reason"])
+			}
+			switch tc.status {
+			case 200:
+				if res.Outcome != emu.OK || !bytes.Equal(res.Image, last) {
+					t.Errorf("device got %s (%d bytes), want the current catalog's image", res, len(res.Image))
+				}
+			case 503:
+				if why := res.Headers["x-otabox-reason"]; !strings.Contains(why, "left the catalog") || res.Headers["retry-after"] == "" {
+					t.Errorf("reason %q, Retry-After %q", why, res.Headers["retry-after"])
+				}
+				if swaps > 4 {
+					t.Errorf("decided %d times", swaps)
+				}
+			}
+		})
 	}
 }
