@@ -69,6 +69,7 @@ type Entry struct {
 	content io.ReaderAt
 	data    []byte  // the bytes, when held in memory
 	pin     *pinned // a disk file's open descriptor (see Open)
+	copy    string  // otabox's own copy of a disk file's bytes (see OpenCopy)
 }
 
 // Variant is another form of an entry's bytes, served as the file itself.
@@ -232,11 +233,19 @@ type Described struct {
 //
 // It also keeps --gzip's compressed images by their source's SHA-256, so
 // that each image is compressed once, not at every start.
+//
+// And it keeps a copy of each disk file's bytes by their SHA-256, in a
+// file nothing else writes: downloads are sent from it, by reference to
+// its pages (sendfile), and run to the end whatever happens to the
+// catalog's file meanwhile. Copy reports the copy of a given size;
+// KeepCopy writes one whole, of bytes the catalog has just hashed.
 type DigestCache interface {
 	Lookup(path string, st Stamp, keys string) (Described, bool)
 	Remember(path string, st Stamp, keys string, d Described)
 	LookupGzip(source string) (GzipForm, bool)
 	KeepGzip(source string, f GzipForm, gz []byte) (GzipForm, error)
+	Copy(sha256 string, size int64) (string, bool)
+	KeepCopy(sha256 string, b []byte) (string, error)
 }
 
 // GzipEncoder names the encoder behind a kept compressed image: change it
@@ -521,7 +530,13 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 		}
 	}()
 	if e.pin != nil && opts.Cache != nil {
-		if dsc, hit := opts.Cache.Lookup(p, e.Stamp, opts.keysID); hit {
+		dsc, hit := opts.Cache.Lookup(p, e.Stamp, opts.keysID)
+		if hit {
+			// Described, but without its copy (made by an older otabox,
+			// or deleted): read once more to make one.
+			e.copy, hit = opts.Cache.Copy(dsc.SHA256, e.Size)
+		}
+		if hit {
 			if dsc.Image != nil {
 				if why := unservable(dsc.Image); why != "" {
 					return nil, why, 0
@@ -599,6 +614,9 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 	}
 	opts.stats.Read++
 	if e.pin != nil && opts.Cache != nil {
+		if e.copy, err = opts.Cache.KeepCopy(e.SHA256, b); err != nil {
+			opts.Logger.Warn("catalog: could not keep a copy; downloads are read from the file and cut off if it is rewritten in place", "path", p, "err", err)
+		}
 		opts.Cache.Remember(p, e.Stamp, opts.keysID, Described{Type: e.Type, MD5: e.MD5, SHA256: e.SHA256, Image: e.Image, Verified: e.Verified})
 	}
 	stampEntry(e, info, opts)

@@ -55,6 +55,26 @@ func (e *Entry) Open() (io.ReadCloser, error) {
 	return io.NopCloser(io.NewSectionReader(p.f, 0, e.Size)), nil
 }
 
+// OpenCopy opens otabox's own copy of the entry's bytes (see DigestCache)
+// for one download: a file nothing else writes, so it can be sent by
+// reference to its pages and needs no Changed checks. False when the
+// entry has none or it is gone (pruned after a reload); Open then reads
+// the catalog's file.
+func (e *Entry) OpenCopy() (*os.File, bool) {
+	if e.copy == "" {
+		return nil, false
+	}
+	f, err := os.Open(e.copy)
+	if err != nil {
+		return nil, false
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size {
+		f.Close()
+		return nil, false
+	}
+	return f, true
+}
+
 // Changed reports a pinned file modified in place since it was read: its
 // size, modification or change time moved. Bytes read from it now may not
 // be the ones announced, so a download in progress is cut off (the watcher

@@ -1,7 +1,9 @@
 package catalog_test
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -158,6 +160,8 @@ type mapCache struct {
 	mu           sync.Mutex
 	m            map[string]catalog.Described
 	hits, misses int
+	dir          string            // where copies are kept
+	copies       map[string]string // SHA-256 to kept copy
 }
 
 func (c *mapCache) key(p string, st catalog.Stamp, keys string) string {
@@ -182,6 +186,28 @@ func (c *mapCache) Remember(p string, st catalog.Stamp, keys string, d catalog.D
 	c.m[c.key(p, st, keys)] = d
 }
 
+// Copy and KeepCopy keep copies in a folder of the test's.
+func (c *mapCache) Copy(sha string, size int64) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.copies[sha]
+	if fi, err := os.Stat(p); !ok || err != nil || fi.Size() != size {
+		return "", false
+	}
+	return p, true
+}
+
+func (c *mapCache) KeepCopy(sha string, b []byte) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := filepath.Join(c.dir, sha)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		return "", err
+	}
+	c.copies[sha] = p
+	return p, nil
+}
+
 func (c *mapCache) LookupGzip(string) (catalog.GzipForm, bool) { return catalog.GzipForm{}, false }
 
 func (c *mapCache) KeepGzip(string, catalog.GzipForm, []byte) (catalog.GzipForm, error) {
@@ -194,7 +220,7 @@ func (c *mapCache) KeepGzip(string, catalog.GzipForm, []byte) (catalog.GzipForm,
 // same way.
 func TestCacheAndBudget(t *testing.T) {
 	_, root := diskCatalog(t, 40)
-	cache := &mapCache{m: map[string]catalog.Described{}}
+	cache := &mapCache{m: map[string]catalog.Described{}, dir: t.TempDir(), copies: map[string]string{}}
 	first, err := catalog.Load(root.FS(), catalog.Options{Cache: cache, Budget: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -224,5 +250,67 @@ func TestCacheAndBudget(t *testing.T) {
 		if !ok || c.MD5 != e.MD5 || c.Image.Digests.RunningMD5[2] != e.Image.Digests.RunningMD5[2] || c.Date != e.Date {
 			t.Errorf("%s described differently from the cache", e.Path)
 		}
+	}
+}
+
+// TestCopyHoldsTheHashedBytes: a Load with a DigestCache keeps a copy of
+// each file's bytes as hashed; OpenCopy reads them even after the file is
+// rewritten in place (Open's reader would then be Changed). A later Load
+// finds the copies and reads nothing; one whose copy is gone reads that
+// file again, to keep a new one.
+func TestCopyHoldsTheHashedBytes(t *testing.T) {
+	dir, root := diskCatalog(t, 3)
+	cache := &mapCache{m: map[string]catalog.Described{}, dir: t.TempDir(), copies: map[string]string{}}
+	cat, err := catalog.Load(root.FS(), catalog.Options{Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close(nil)
+	e, _ := cat.File("fwaa.bin")
+	want, _ := os.ReadFile(filepath.Join(dir, "fwaa.bin"))
+	f, err := os.OpenFile(filepath.Join(dir, "fwaa.bin"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(make([]byte, len(want)), 0) // in place, same size
+	f.Close()
+	if !e.Changed() {
+		t.Fatal("a rewrite in place was not seen")
+	}
+	c, ok := e.OpenCopy()
+	if !ok {
+		t.Fatal("no copy kept")
+	}
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if !bytes.Equal(got, want) {
+		t.Error("the copy does not hold the bytes hashed")
+	}
+	os.WriteFile(filepath.Join(dir, "fwaa.bin"), want, 0o644) // back as it was (a new stamp: read again)
+
+	again, err := catalog.Load(root.FS(), catalog.Options{Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close(nil)
+	if st := again.Stats(); st.Read != 1 || st.Cached != 2 {
+		t.Errorf("second load: %+v, want the rewritten file read and 2 cached", st)
+	}
+	e, _ = again.File("fwba.bin")
+	os.Remove(cache.copies[e.SHA256])
+	third, err := catalog.Load(root.FS(), catalog.Options{Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close(nil)
+	if st := third.Stats(); st.Read != 1 || st.Cached != 2 {
+		t.Errorf("after a copy was deleted: %+v, want that file read again", st)
+	}
+	if e, _ := third.File("fwba.bin"); e == nil {
+		t.Fatal("fwba.bin left the catalog")
+	} else if c, ok := e.OpenCopy(); !ok {
+		t.Error("no new copy kept")
+	} else {
+		c.Close()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"otabox/appliance/catalog"
@@ -204,6 +205,88 @@ func (s *Store) PruneGzip(keep map[string]bool) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// copyDir holds otabox's own copies of the disk catalog's files, each
+// named for its SHA-256: files nothing else writes, so a download can
+// hand their pages to the socket (sendfile) and a rewrite of the catalog
+// file in place cannot reach it.
+const copyDir = "images"
+
+// Copy returns the copy of the file whose SHA-256 is sha, when one was
+// kept and it has the given size. A copy is only ever written whole
+// (KeepCopy), so its name vouches for its bytes.
+func (s *Store) Copy(sha string, size int64) (string, bool) {
+	if s.db.Load() == nil || !isDigest(sha) {
+		return "", false
+	}
+	p := s.copyPath(sha)
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+		return "", false
+	}
+	return p, true
+}
+
+// KeepCopy keeps b, whose SHA-256 is sha, as a copy (temporary file,
+// fsync, rename: the name never holds a partial file) and returns its
+// path. The caller hashed b itself.
+func (s *Store) KeepCopy(sha string, b []byte) (string, error) {
+	if s.db.Load() == nil {
+		return "", ErrUnavailable
+	}
+	if !isDigest(sha) {
+		return "", fmt.Errorf("store: %q is not a SHA-256", sha)
+	}
+	p := s.copyPath(sha)
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(b)) {
+		return p, nil // the same bytes under another name, or kept before
+	}
+	if err := writeFileAtomic(p, b); err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	return p, nil
+}
+
+// PruneCopies deletes the copies of files whose SHA-256 is not in keep
+// (those the catalog now serves), and temporary files a crash left, so
+// the data dir holds one copy of each served file, not of every version
+// it ever held. A download still reading a deleted copy keeps its bytes
+// (it holds the file open); a request that finds its copy gone reads the
+// catalog file instead. It returns how many copies it deleted.
+func (s *Store) PruneCopies(keep map[string]bool) (int, error) {
+	if s.db.Load() == nil {
+		return 0, ErrUnavailable
+	}
+	dir := filepath.Join(s.dir, copyDir)
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	n := 0
+	for _, de := range des {
+		name := de.Name()
+		sha, isCopy := strings.CutSuffix(name, ".bin")
+		if isCopy && isDigest(sha) && keep[sha] {
+			continue
+		}
+		if !(isCopy && isDigest(sha)) && !strings.HasPrefix(name, ".tmp-") {
+			continue // not ours
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("store: %w", err)
+		}
+		if isCopy {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (s *Store) copyPath(sha string) string {
+	return filepath.Join(s.dir, copyDir, sha+".bin")
 }
 
 func (s *Store) gzipPath(source string) string {

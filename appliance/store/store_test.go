@@ -554,6 +554,54 @@ func TestFiftyThousandDevices(t *testing.T) {
 	}
 }
 
+// TestCopiesKept: a copy is kept whole under its SHA-256 and found again
+// at its size only; a source that is not a SHA-256 can never name a path;
+// pruning deletes the copies not kept and what a crash left half-written,
+// and nothing else in the folder.
+func TestCopiesKept(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	sha := func(c byte) string { return strings.Repeat(string(c), 64) }
+	b := bytes.Repeat([]byte{0xe9, 0x03}, 500)
+	p, err := s.KeepCopy(sha('a'), b)
+	if err != nil || p != filepath.Join(dir, "images", sha('a')+".bin") {
+		t.Fatalf("KeepCopy = %q, %v", p, err)
+	}
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, b) {
+		t.Fatal("kept copy differs")
+	}
+	if got, ok := s.Copy(sha('a'), int64(len(b))); !ok || got != p {
+		t.Fatalf("Copy = %q, %v", got, ok)
+	}
+	if _, ok := s.Copy(sha('a'), int64(len(b))+1); ok {
+		t.Error("a copy of another size was trusted")
+	}
+	if _, ok := s.Copy(sha('c'), 1); ok {
+		t.Error("a copy never kept was found")
+	}
+	for _, bad := range []string{"../../etc/passwd", sha('A'), sha('a')[:63]} {
+		if _, err := s.KeepCopy(bad, b); err == nil {
+			t.Errorf("KeepCopy(%q) accepted", bad)
+		}
+		if _, ok := s.Copy(bad, int64(len(b))); ok {
+			t.Errorf("Copy(%q) found", bad)
+		}
+	}
+	s.KeepCopy(sha('b'), b)
+	leftover := filepath.Join(dir, "images", ".tmp-123")
+	foreign := filepath.Join(dir, "images", "README")
+	os.WriteFile(leftover, b[:10], 0o640)
+	os.WriteFile(foreign, b[:10], 0o640)
+	if n, err := s.PruneCopies(map[string]bool{sha('b'): true}); n != 1 || err != nil {
+		t.Fatalf("PruneCopies = %d, %v", n, err)
+	}
+	for path, want := range map[string]bool{p: false, leftover: false, foreign: true, filepath.Join(dir, "images", sha('b')+".bin"): true} {
+		if _, err := os.Stat(path); (err == nil) != want {
+			t.Errorf("%s: present %v, want %v", filepath.Base(path), err == nil, want)
+		}
+	}
+}
+
 // TestGzipKept: a compressed image is kept whole under its source's
 // SHA-256 and found again; a file damaged on disk is not trusted (the
 // catalog compresses again); a source that is not a SHA-256 can never
