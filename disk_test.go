@@ -7,9 +7,11 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -71,9 +73,11 @@ func (s *slowDownload) finish() []byte {
 
 // TestDownloadsKeepTheirBytes: 20 downloads of a 6 MB image are running
 // when the file is replaced by a rename, deleted, or rewritten in place.
-// After a rename or a removal every one completes with the bytes and the
-// x-MD5 it started with (the entry pins the file); after a rewrite in
-// place none completes with bytes other than those of its x-MD5 (a
+// With the fleet record, every one completes with the bytes and the x-MD5
+// it started with, whatever the change: they are sent from otabox's own
+// copy in the data dir. Without it (--data-dir ""), the entry pins the
+// file: after a rename or a removal every one completes; after a rewrite
+// in place none completes with bytes other than those of its x-MD5 (a
 // download sees the change and is cut off, or had already read the
 // original whole).
 func TestDownloadsKeepTheirBytes(t *testing.T) {
@@ -90,12 +94,24 @@ func TestDownloadsKeepTheirBytes(t *testing.T) {
 	}
 	sum := md5.Sum(old)
 	oldMD5 := hex.EncodeToString(sum[:])
-	for _, change := range []string{"replaced by rename", "deleted", "rewritten in place"} {
-		t.Run(change, func(t *testing.T) {
+	for _, tc := range []struct {
+		change string
+		record bool
+	}{
+		{"replaced by rename", true}, {"deleted", true}, {"rewritten in place", true},
+		{"replaced by rename", false}, {"deleted", false}, {"rewritten in place", false},
+	} {
+		change := tc.change
+		name := change + ", copy in the data dir"
+		args := []string{"--max-conns-per-ip", "32"} // 20 downloads from one test address
+		if !tc.record {
+			name, args = change+", no data dir", append(args, "--data-dir", "")
+		}
+		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			fw := filepath.Join(dir, "fw.bin")
 			os.WriteFile(fw, old, 0o644)
-			r := start(t, "--catalog", dir, "--max-conns-per-ip", "32") // 20 downloads from one test address
+			r := start(t, append([]string{"--catalog", dir}, args...)...)
 			var dls []*slowDownload
 			for i := 0; i < 20; i++ {
 				dls = append(dls, startSlowDownload(t, r.addr, macN("5C:CF:7F", 0x140000+i)))
@@ -131,8 +147,8 @@ func TestDownloadsKeepTheirBytes(t *testing.T) {
 					cut++
 				}
 			}
-			t.Logf("%s: %d of 20 completed with their announced bytes, %d cut off", change, complete, cut)
-			if change != "rewritten in place" && complete != 20 {
+			t.Logf("%s: %d of 20 completed with their announced bytes, %d cut off", name, complete, cut)
+			if (tc.record || change != "rewritten in place") && complete != 20 {
 				t.Errorf("%d of 20 completed; a %s file must not touch running downloads", complete, change)
 			}
 			if cut > 0 {
@@ -171,6 +187,71 @@ func TestRestartListsWithoutRehashing(t *testing.T) {
 	if res := d.Update(second.addr, "/fw123.bin"); res.Outcome != emu.OK {
 		t.Errorf("a file published from the record: %v", res)
 	}
+}
+
+// TestDataDirKeepsOneCopyPerServedFile: the data dir holds a copy of each
+// served disk file, named for its SHA-256 (what downloads are sent from);
+// a restart finds them and copies nothing; a file that leaves the folder,
+// or is replaced, has its old copy deleted.
+func TestDataDirKeepsOneCopyPerServedFile(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	images := map[string][]byte{}
+	for i := 0; i < 3; i++ {
+		b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Seed: uint64(60 + i)})
+		images[fmt.Sprintf("fw%d.bin", i)] = b
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("fw%d.bin", i)), b, 0o644)
+	}
+	// copies returns the data dir's copies by name, checking each holds
+	// the bytes its name says.
+	copies := func() map[string]bool {
+		t.Helper()
+		m, _ := filepath.Glob(filepath.Join(data, "images", "*"))
+		got := map[string]bool{}
+		for _, p := range m {
+			b, _ := os.ReadFile(p)
+			sum := sha256.Sum256(b)
+			if name := filepath.Base(p); name != hex.EncodeToString(sum[:])+".bin" {
+				t.Errorf("copy %s holds bytes of SHA-256 %x", name, sum)
+			}
+			got[filepath.Base(p)] = true
+		}
+		return got
+	}
+	want := func(names ...string) map[string]bool {
+		m := map[string]bool{}
+		for _, n := range names {
+			sum := sha256.Sum256(images[n])
+			m[hex.EncodeToString(sum[:])+".bin"] = true
+		}
+		return m
+	}
+	first := startData(t, data, "--catalog", dir)
+	waitLog(t, first, "read=3 from_record=0")
+	if got := copies(); !maps.Equal(got, want("fw0.bin", "fw1.bin", "fw2.bin")) {
+		t.Fatalf("first start: copies %v", got)
+	}
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	first.cmd.Wait()
+
+	second := startData(t, data, "--catalog", dir)
+	waitLog(t, second, "read=0 from_record=3")
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Update(second.addr, "/fw1.bin"); res.Outcome != emu.OK || !bytes.Equal(res.Image, images["fw1.bin"]) {
+		t.Fatalf("download from a copy after the restart: %v", res)
+	}
+	os.Remove(filepath.Join(dir, "fw0.bin"))
+	b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Seed: 70})
+	images["fw2.bin"] = b
+	os.WriteFile(filepath.Join(dir, ".fw2.tmp"), b, 0o644)
+	os.Rename(filepath.Join(dir, ".fw2.tmp"), filepath.Join(dir, "fw2.bin"))
+	deadline := time.Now().Add(15 * time.Second)
+	for !maps.Equal(copies(), want("fw1.bin", "fw2.bin")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after fw0.bin left and fw2.bin was replaced: copies %v, want %v", copies(), want("fw1.bin", "fw2.bin"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitLog(t, second, "deleted the copies of files that left the catalog")
 }
 
 // TestGzipCompressedOnceAndKept: --gzip on a disk catalog compresses each

@@ -143,15 +143,16 @@ func (a *Appliance) publish(cat *catalog.Catalog) {
 	for _, r := range a.h.Policy().Missing(images(cat)) {
 		a.log.Warn(fmt.Sprintf("policy %s:%d: %s names %q, which left the catalog; the rule fails closed until it returns or the policy changes", a.cfg.Policy, r.Line, r.Rule, r.Image))
 	}
-	a.pruneGzip(cat)
+	a.prune(cat)
 }
 
-// pruneGzip deletes the kept compressed images of files no longer in a
-// whole disk catalog (none pending), so that a folder whose images are
-// replaced every day keeps one compressed copy of each, not of every
-// version it ever held.
-func (a *Appliance) pruneGzip(cat *catalog.Catalog) {
-	if a.store == nil || a.cfg.Firmware.Dir == "" || a.cfg.gzip() == nil {
+// prune deletes what the data dir keeps for files no longer in a whole
+// disk catalog (none pending): their copies and their compressed images,
+// so that a folder whose images are replaced every day keeps one of each,
+// not one of every version it ever held. Compressed images stay while
+// --gzip is off, for when it is on again.
+func (a *Appliance) prune(cat *catalog.Catalog) {
+	if a.store == nil || a.cfg.Firmware.Dir == "" {
 		return
 	}
 	if n, _ := cat.PendingCount(); n > 0 {
@@ -160,6 +161,14 @@ func (a *Appliance) pruneGzip(cat *catalog.Catalog) {
 	keep := map[string]bool{}
 	for _, e := range cat.Files() {
 		keep[e.SHA256] = true
+	}
+	if n, err := a.store.PruneCopies(keep); err != nil {
+		a.log.Warn("catalog: could not delete the copies of files that left the catalog", "err", err)
+	} else if n > 0 {
+		a.log.Info("catalog: deleted the copies of files that left the catalog", "files", n)
+	}
+	if a.cfg.gzip() == nil {
+		return
 	}
 	n, err := a.store.PruneGzip(keep)
 	if err != nil {

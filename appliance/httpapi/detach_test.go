@@ -42,17 +42,18 @@ func serveObserved(t *testing.T, cat *catalog.Catalog, opts httpapi.Options) *ob
 		o.ended <- struct{}{}
 	}
 	o.h = httpapi.New(cat, opts)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, lim, err := httpapi.Listen("127.0.0.1:0", httpapi.Limits{}, nil) // otabox's listener, every wrapper
 	if err != nil {
 		t.Fatal(err)
 	}
 	o.srv = httpapi.Server(o.h, nil)
-	o.srv.ConnState = func(_ net.Conn, st http.ConnState) {
+	o.srv.ConnState = func(c net.Conn, st http.ConnState) {
+		lim.ConnState(c, st)
 		o.mu.Lock()
 		o.states[st]++
 		o.mu.Unlock()
 	}
-	go o.srv.Serve(httpapi.Quick(httpapi.FixTargets(l), o.srv))
+	go o.srv.Serve(httpapi.Quick(l, o.srv))
 	t.Cleanup(func() { o.srv.Close(); o.h.CutOff() })
 	o.addr = l.Addr().String()
 	return o
@@ -86,6 +87,10 @@ func TestDetachedDownloadsAnswerAsNetHTTP(t *testing.T) {
 		"fw8266.bin": mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 300 << 10, Seed: 3}),
 		"fw32.bin":   mustBuild(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Seed: 4}),
 	})
+	kept, _ := keptCatalog(t, map[string][]byte{
+		"fw8266.bin": mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 300 << 10, Seed: 3}),
+		"fw32.bin":   mustBuild(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Seed: 4}),
+	})
 	mem, err := catalog.Load(testFS(), catalog.Options{Source: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +100,7 @@ func TestDetachedDownloadsAnswerAsNetHTTP(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		cat  *catalog.Catalog
-	}{{"disk", disk}, {"embedded", mem}} {
+	}{{"disk", disk}, {"kept copy", kept}, {"embedded", mem}} {
 		attached := serveObserved(t, c.cat, httpapi.Options{UpdatePath: "/update", Attached: true})
 		detached := serveObserved(t, c.cat, httpapi.Options{UpdatePath: "/update"})
 		for _, tc := range []struct {

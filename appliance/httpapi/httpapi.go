@@ -217,6 +217,10 @@ type exchange struct {
 
 	lastDelivered atomic.Int64 // delivered(), as last measured
 
+	// byRef says src is a file only otabox writes (a kept copy, see
+	// catalog.DigestCache): sent by reference to its pages, unchecked.
+	byRef bool
+
 	// redecided counts decisions taken again after the file left the
 	// catalog (answer).
 	redecided int
@@ -249,12 +253,52 @@ func (x *exchange) Write(p []byte) (int, error) {
 	} else {
 		n, err = x.w.Write(p)
 	}
-	x.bytes += int64(n)
-	if x.dl != nil {
-		x.dl.sent.Add(int64(n))
-	}
+	x.count(int64(n))
 	return n, err
 }
+
+// count adds n body bytes written.
+func (x *exchange) count(n int64) {
+	x.bytes += n
+	if x.dl != nil {
+		x.dl.sent.Add(n)
+	}
+}
+
+// readFrom writes r's bytes as body, as Write does, but lets the
+// connection take them by its own ReadFrom: a *net.TCPConn sends a file
+// behind an io.LimitedReader with sendfile, its pages passed to the
+// socket by reference. net/http's response does that after writing the
+// header with the first 512 bytes (so an ESP32 finds 0xE9 with it), and
+// the connection wrappers pass it down (see readFrom).
+func (x *exchange) readFrom(r io.Reader) (int64, error) {
+	var n int64
+	var err error
+	switch rf, ok := x.w.(io.ReaderFrom); {
+	case x.conn != nil:
+		n, err = readFrom(x.conn, r)
+		x.uncork() // the header goes out with these bytes
+	case ok:
+		n, err = rf.ReadFrom(r)
+	default:
+		n, err = io.Copy(writerOnly{x.w}, r)
+	}
+	x.count(n)
+	return n, err
+}
+
+// readFrom copies r to c by c's own ReadFrom when it has one.
+func readFrom(c net.Conn, r io.Reader) (int64, error) {
+	if rf, ok := c.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c}, r)
+}
+
+// writerOnly hides every method but Write, so io.Copy cannot come back to
+// the ReadFrom it is called from.
+type writerOnly struct{ io.Writer }
+
 func (x *exchange) Unwrap() http.ResponseWriter { return x.w }
 
 // ServeHTTP routes without http.ServeMux: ServeMux redirects "//" and "/./"
@@ -598,14 +642,14 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 		// length and digests are the compressed bytes' (spec §2.4).
 		size, md5, sha, data = e.Gzip.Size, e.Gzip.MD5, e.Gzip.SHA256, e.Gzip.Bytes()
 		x.reason = "gzip-compressed for a core 2.7+ device, " + strconv.FormatInt(e.Size-e.Gzip.Size, 10) + " bytes saved"
-		if data == nil { // kept in the data dir's gzip/
+		if data == nil { // kept in the data dir's gzip/, only ever replaced whole
 			var err error
 			if src, err = e.Gzip.Open(); err != nil {
 				x.Header().Set("Retry-After", "2")
 				h.fail(x, http.StatusServiceUnavailable, e.Path+": its compressed form cannot be read ("+err.Error()+"); retry")
 				return false
 			}
-			x.src = src
+			x.src, x.byRef = src, true
 		}
 	case data == nil:
 		if e.Changed() {
@@ -614,6 +658,12 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 			x.Header().Set("Retry-After", "2")
 			h.fail(x, http.StatusServiceUnavailable, e.Path+" changed on disk and is being read again; retry")
 			return false
+		}
+		if f, ok := e.OpenCopy(); ok {
+			// The bytes hashed, in a file only otabox writes: the
+			// download runs to its end whatever happens to e's file.
+			x.src, x.byRef, src = f, true, f
+			break
 		}
 		var err error
 		if src, err = e.Open(); err != nil {
@@ -733,11 +783,13 @@ func chunkFor(d delivery) int {
 }
 
 // sendBody streams an image — straight from data when the catalog holds
-// it in memory, else read from src chunk by chunk — and returns once the device has acknowledged every byte (where the
-// kernel can tell), so that "completed" means the device has it. A device
-// whose delivery averages under MinRate over RateWindow is cut off, and so
-// is one that stops acknowledging, and so is a download of a file that is
-// modified in place meanwhile (rather than send it mixed bytes).
+// it in memory, by reference from a kept copy (x.byRef), else read from
+// src chunk by chunk — and returns once the device has acknowledged every
+// byte (where the kernel can tell), so that "completed" means the device
+// has it. A device whose delivery averages under MinRate over RateWindow
+// is cut off, and so is one that stops acknowledging, and so is a
+// download read from a catalog file that is modified in place meanwhile
+// (rather than send it mixed bytes).
 func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.Entry) error {
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
 	// send writes the next chunk and reports the end.
@@ -747,13 +799,25 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		data = data[n:]
 		return len(data) == 0, err
 	}
-	if src != nil {
-		// Read, check, write: a file is copied chunk by chunk, each read
-		// checked against the file's stamp before it is written, so that
-		// nothing rewritten in place ever reaches the device. (sendfile
-		// would queue references to the page cache, which a write changes
-		// under them until the device has read them: measured, it let
-		// mixed downloads complete over loopback.) Chunks are as large as
+	if src != nil && x.byRef {
+		// A kept copy: sent by reference (sendfile), in pieces as large
+		// as the socket takes at once, like the writes below.
+		send = func() (bool, error) {
+			n := min(int64(chunkFor(x.dv)), x.size-x.bytes)
+			k, err := x.readFrom(&io.LimitedReader{R: src, N: n})
+			if err != nil || k < n {
+				return true, err // short: the truncation is reported below
+			}
+			return x.bytes >= x.size, nil
+		}
+	} else if src != nil {
+		// The catalog's own file (no kept copy): read, check, write, chunk
+		// by chunk, each read checked against the file's stamp before it
+		// is written, so that nothing rewritten in place ever reaches the
+		// device. (sendfile from it would queue references to the page
+		// cache, which a write changes under them until the device has
+		// read them: measured, it let mixed downloads complete over
+		// loopback; hence the copies.) Chunks are as large as
 		// the socket takes at once (chunkFor); the buffer is lent (lend)
 		// and held only for the one write.
 		errChanged := errors.New(e.Path + " was modified on disk during the download")

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -174,6 +175,9 @@ type limitedConn struct {
 
 // NetConn is the connection under the cap.
 func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
+// ReadFrom passes net/http's sendfile path down (see readFrom).
+func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Conn, r) }
 
 func (c *limitedConn) Close() error {
 	c.once.Do(func() { c.l.release(c) })

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -327,6 +328,9 @@ func (c *handedConn) Read(p []byte) (int, error) {
 // NetConn is the connection underneath (HeadOrder and the Limiter find
 // theirs through it).
 func (c *handedConn) NetConn() net.Conn { return c.Conn }
+
+// ReadFrom passes net/http's sendfile path down (see readFrom).
+func (c *handedConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Conn, r) }
 
 // quickWriter is the ResponseWriter of one quick request: it keeps the
 // header and body and renders them as net/http's chunkWriter.writeHeader

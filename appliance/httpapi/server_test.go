@@ -23,6 +23,7 @@ import (
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
 	"otabox/appliance/httpapi"
+	"otabox/appliance/store"
 )
 
 // images used across the tests, built once.
@@ -103,6 +104,40 @@ func diskCatalog(t *testing.T, files map[string][]byte) *catalog.Catalog {
 	}
 	t.Cleanup(func() { cat.Close(nil) })
 	return cat
+}
+
+// keptCatalog is a catalog of real files whose bytes the fleet record
+// keeps a copy of (sent by reference, see catalog.DigestCache), and the
+// record.
+func keptCatalog(t *testing.T, files map[string][]byte) (*catalog.Catalog, *store.Store) {
+	t.Helper()
+	dir := t.TempDir()
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir, Cache: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close(nil) })
+	for _, e := range cat.Files() {
+		if _, ok := st.Copy(e.SHA256, e.Size); !ok {
+			t.Fatalf("%s: no copy kept", e.Path)
+		}
+	}
+	return cat, st
 }
 
 func names(fws []emu.Firmware) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -109,6 +110,10 @@ func find[T net.Conn](c net.Conn) (T, bool) {
 
 // NetConn is the connection being rewritten.
 func (c *fixConn) NetConn() net.Conn { return c.Conn }
+
+// ReadFrom passes net/http's sendfile path down (see readFrom): only
+// what the device sends is rewritten.
+func (c *fixConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Conn, r) }
 
 func (c *fixConn) Read(p []byte) (int, error) {
 	for len(c.out) == 0 {
