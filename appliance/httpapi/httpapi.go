@@ -217,8 +217,9 @@ type exchange struct {
 
 	lastDelivered atomic.Int64 // delivered(), as last measured
 
-	// byRef says src is a file only otabox writes (a kept copy, see
-	// catalog.DigestCache): sent by reference to its pages, unchecked.
+	// byRef says src is a file only otabox writes (a disk file's kept
+	// copy, see catalog.DigestCache, or a kept --gzip form): sent by
+	// reference to its pages, with no check against the catalog's file.
 	byRef bool
 
 	// redecided counts decisions taken again after the file left the
@@ -270,7 +271,7 @@ func (x *exchange) count(n int64) {
 // behind an io.LimitedReader with sendfile, its pages passed to the
 // socket by reference. net/http's response does that after writing the
 // header with the first 512 bytes (so an ESP32 finds 0xE9 with it), and
-// the connection wrappers pass it down (see readFrom).
+// the listener's connection wrappers pass it down to the socket.
 func (x *exchange) readFrom(r io.Reader) (int64, error) {
 	var n int64
 	var err error
