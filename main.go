@@ -49,15 +49,6 @@ var (
 // live memory reaches it and collections run often: raise it there.
 const defaultMemoryLimit = 40
 
-// limitedGCPercent is the collector's GOGC under a memory limit: the heap
-// may grow to five times what is live before the next collection, and
-// the limit, not GOGC, bounds it. otabox's live heap is a few MB, so at
-// Go's 100 a flood of catalog listings ran a collection every few
-// milliseconds: 400 took listings from 0.84-0.90x nginx to 0.92-0.99x in
-// the same rounds (bench/compare.sh's catalog row, alternated), for
-// memory the limit had budgeted anyway. Without a limit Go's 100 stays.
-const limitedGCPercent = 400
-
 func main() {
 	serveFlags := []cli.Flag{
 		&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 8000, Usage: "TCP port devices connect to", EnvVars: []string{"OTABOX_PORT"}},
@@ -73,7 +64,7 @@ func main() {
 		&cli.StringFlag{Name: "device-password-file", Usage: "read the device password from this file's first line", EnvVars: []string{"OTABOX_DEVICE_PASSWORD_FILE"}},
 		&cli.BoolFlag{Name: "device-auth-catalog", Usage: "require the device credentials for /_catalog too (AutoConnectUpdate sends none)", EnvVars: []string{"OTABOX_DEVICE_AUTH_CATALOG"}},
 		&cli.StringFlag{Name: "admin-password-file", Usage: "read the admin password from this file (e.g. $CREDENTIALS_DIRECTORY/admin, systemd's LoadCredential=)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD_FILE"}},
-		&cli.IntFlag{Name: "memory-limit", Value: defaultMemoryLimit, Usage: "soft memory limit in MiB (0: none): the garbage collector works harder (more CPU) to stay under it, and under it lets the heap grow to 5x what is live (GOGC=400); GOMEMLIMIT and GOGC, when set, replace the defaults", EnvVars: []string{"OTABOX_MEMORY_LIMIT"}},
+		&cli.IntFlag{Name: "memory-limit", Value: defaultMemoryLimit, Usage: "soft memory limit in MiB (0: none): the garbage collector works harder (more CPU) to stay under it; GOMEMLIMIT, when set, replaces the default", EnvVars: []string{"OTABOX_MEMORY_LIMIT"}},
 		&cli.StringSliceFlag{Name: "verify-key", Usage: "serve only images whose signature verifies under this PEM public key (repeatable; ESP8266 signing.py RSA, ESP32 Secure Boot v2 RSA-3072/ECDSA)", EnvVars: []string{"OTABOX_VERIFY_KEY"}},
 		&cli.StringSliceFlag{Name: "gzip", Usage: "also serve these ESP8266 images gzip-compressed to cores that inflate them (catalog path patterns; \"*\" for all)", EnvVars: []string{"OTABOX_GZIP"}},
 		&cli.BoolFlag{Name: "mdns", Value: true, Usage: "advertise the server over mDNS as _acupdate._tcp (--mdns=false turns it off)", EnvVars: []string{"OTABOX_MDNS"}},
@@ -297,9 +288,6 @@ func serve(c *cli.Context) error {
 			limit = int64(mb) << 20
 		}
 		debug.SetMemoryLimit(limit)
-	}
-	if debug.SetMemoryLimit(-1) != math.MaxInt64 && os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(limitedGCPercent)
 	}
 	keys, err := readKeys(c.StringSlice("verify-key"))
 	if err != nil {
