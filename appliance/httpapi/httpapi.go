@@ -234,8 +234,8 @@ func (x *exchange) Header() http.Header { return x.w.Header() }
 func (x *exchange) WriteHeader(code int) {
 	if x.status == 0 {
 		x.status = code
-		x.ev = x.exchangeFor(0)
 		if d := x.h.opts.Decided; d != nil && (x.endpoint == "firmware" || x.endpoint == "update") {
+			x.ev = x.exchangeFor(0)
 			x.ev.Committed = true
 			d(x.ev)
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -339,7 +340,8 @@ func (c *handedConn) ReadFrom(r io.Reader) (int64, error) { return readFrom(c.Co
 type quickWriter struct {
 	req        *http.Request
 	header     http.Header
-	sent       http.Header // the header as it was at WriteHeader
+	sent       http.Header     // the header as it was at WriteHeader
+	exclude    map[string]bool // what response leaves out of sent
 	status     int
 	body       []byte
 	out        bytes.Buffer // the response, reused by the connection's next one
@@ -347,7 +349,7 @@ type quickWriter struct {
 }
 
 func (w *quickWriter) reset(req *http.Request) {
-	w.req, w.status, w.body, w.sent = req, 0, w.body[:0], nil
+	w.req, w.status, w.body = req, 0, w.body[:0]
 	if w.header == nil {
 		w.header = http.Header{}
 	} else {
@@ -361,7 +363,14 @@ func (w *quickWriter) WriteHeader(code int) {
 	if w.status != 0 || code < 200 {
 		return // informational responses are not sent on this path
 	}
-	w.status, w.sent = code, w.header.Clone()
+	// A copy, as net/http takes (later changes are not sent), into a map
+	// the connection's requests share: no allocation per listing.
+	if w.sent == nil {
+		w.sent = http.Header{}
+	}
+	clear(w.sent)
+	maps.Copy(w.sent, w.header)
+	w.status = code
 }
 
 func (w *quickWriter) Write(b []byte) (int, error) {
@@ -385,7 +394,12 @@ func (w *quickWriter) response() []byte {
 		w.WriteHeader(http.StatusOK)
 	}
 	hd, code := w.sent, w.status
-	exclude := map[string]bool{"Transfer-Encoding": true} // never set by the catalog handler; a length always is
+	if w.exclude == nil {
+		w.exclude = map[string]bool{}
+	}
+	exclude := w.exclude
+	clear(exclude)
+	exclude["Transfer-Encoding"] = true // never set by the catalog handler; a length always is
 	var length, ctype, conn string
 	if bodyAllowed(code) {
 		if _, ok := hd["Content-Type"]; !ok && hd.Get("Content-Encoding") == "" && len(w.body) > 0 {
