@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -312,5 +313,35 @@ func TestCopyHoldsTheHashedBytes(t *testing.T) {
 		t.Error("no new copy kept")
 	} else {
 		c.Close()
+	}
+}
+
+// TestCopyThatCannotBeWrittenIsWarned: when the cache cannot keep a copy
+// (a full disk, a folder gone), a WARN names the file and the reason, and
+// the file is published anyway, its downloads read from the file itself.
+func TestCopyThatCannotBeWrittenIsWarned(t *testing.T) {
+	dir, root := diskCatalog(t, 1)
+	var logs bytes.Buffer
+	cache := &mapCache{m: map[string]catalog.Described{}, dir: filepath.Join(t.TempDir(), "gone"), copies: map[string]string{}}
+	cat, err := catalog.Load(root.FS(), catalog.Options{Cache: cache, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close(nil)
+	if line := logs.String(); !strings.Contains(line, "level=WARN") || !strings.Contains(line, "could not keep a copy") ||
+		!strings.Contains(line, "path=fwaa.bin") || !strings.Contains(line, "no such file or directory") {
+		t.Errorf("log: %q", line)
+	}
+	e, ok := cat.File("fwaa.bin")
+	if !ok {
+		t.Fatal("the file was not published")
+	}
+	if c, ok := e.OpenCopy(); ok {
+		c.Close()
+		t.Error("a copy that was never written was opened")
+	}
+	want, _ := os.ReadFile(filepath.Join(dir, "fwaa.bin"))
+	if got := readAll(t, e); !bytes.Equal(got, want) {
+		t.Error("the file does not serve its bytes")
 	}
 }

@@ -87,10 +87,10 @@ func TestDetachedDownloadsAnswerAsNetHTTP(t *testing.T) {
 		"fw8266.bin": mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 300 << 10, Seed: 3}),
 		"fw32.bin":   mustBuild(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Seed: 4}),
 	})
-	kept, _ := keptCatalog(t, map[string][]byte{
+	kept, _ := keptCatalog(t, writeDir(t, map[string][]byte{
 		"fw8266.bin": mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 300 << 10, Seed: 3}),
 		"fw32.bin":   mustBuild(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Seed: 4}),
-	})
+	}))
 	mem, err := catalog.Load(testFS(), catalog.Options{Source: "test"})
 	if err != nil {
 		t.Fatal(err)

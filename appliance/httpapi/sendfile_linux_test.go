@@ -38,7 +38,7 @@ func TestKeptCopiesAreSentByReference(t *testing.T) {
 		{"keep-alive in net/http", strings.Replace(strings.Replace(esp, " HTTP/1.0\r\n", " HTTP/1.1\r\n", 1), "Connection: close\r\n", "", 1)},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, "/", "∕"), func(t *testing.T) {
-			cat, st := keptCatalog(t, map[string][]byte{"fw.bin": img})
+			cat, st := keptCatalog(t, writeDir(t, map[string][]byte{"fw.bin": img}))
 			e, _ := cat.File("fw.bin")
 			copyPath, _ := st.Copy(e.SHA256, e.Size)
 			o := serveObserved(t, cat, httpapi.Options{})

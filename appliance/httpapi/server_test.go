@@ -87,12 +87,7 @@ func start(t *testing.T, fsys fs.FS) (string, *catalog.Catalog) {
 // diskCatalog is a catalog of real files (pinned, read chunk by chunk).
 func diskCatalog(t *testing.T, files map[string][]byte) *catalog.Catalog {
 	t.Helper()
-	dir := t.TempDir()
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := writeDir(t, files)
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -106,10 +101,8 @@ func diskCatalog(t *testing.T, files map[string][]byte) *catalog.Catalog {
 	return cat
 }
 
-// keptCatalog is a catalog of real files whose bytes the fleet record
-// keeps a copy of (sent by reference, see catalog.DigestCache), and the
-// record.
-func keptCatalog(t *testing.T, files map[string][]byte) (*catalog.Catalog, *store.Store) {
+// writeDir writes files into a new folder and returns it.
+func writeDir(t *testing.T, files map[string][]byte) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, b := range files {
@@ -117,6 +110,14 @@ func keptCatalog(t *testing.T, files map[string][]byte) (*catalog.Catalog, *stor
 			t.Fatal(err)
 		}
 	}
+	return dir
+}
+
+// keptCatalog is a catalog of dir's files whose bytes the fleet record
+// keeps a copy of (sent by reference, see catalog.DigestCache), and the
+// record.
+func keptCatalog(t *testing.T, dir string) (*catalog.Catalog, *store.Store) {
+	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -621,6 +622,44 @@ func TestFileLeavingMidDecisionIsDecidedAgain(t *testing.T) {
 				if swaps > 4 {
 					t.Errorf("decided %d times", swaps)
 				}
+			}
+		})
+	}
+}
+
+// TestRewrittenInPlaceIsNotOfferedUntilReadAgain: once a catalog file is
+// rewritten in place, a device asking for it gets 503 with Retry-After
+// and the reason until a reload has read it again, whether its downloads
+// are sent from a kept copy (which still holds the old bytes) or from the
+// file itself.
+func TestRewrittenInPlaceIsNotOfferedUntilReadAgain(t *testing.T) {
+	for _, kept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kept copy %v", kept), func(t *testing.T) {
+			dir := writeDir(t, map[string][]byte{"fw.bin": img8266})
+			var cat *catalog.Catalog
+			if kept {
+				cat, _ = keptCatalog(t, dir)
+			} else {
+				root, err := os.OpenRoot(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer root.Close()
+				if cat, err = catalog.Load(root.FS(), catalog.Options{Source: dir}); err != nil {
+					t.Fatal(err)
+				}
+				defer cat.Close(nil)
+			}
+			o := serveObserved(t, cat, httpapi.Options{})
+			f, err := os.OpenFile(filepath.Join(dir, "fw.bin"), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt(img8266v2[:1024], 0) // in place: same inode
+			f.Close()
+			res := emu.New(emu.ESP8266v31).Update(o.addr, "/fw.bin")
+			if res.Status != 503 || res.Headers["retry-after"] == "" || !strings.Contains(res.Headers["x-otabox-reason"], "changed on disk") {
+				t.Errorf("after a rewrite in place: %s, Retry-After %q, reason %q", res, res.Headers["retry-after"], res.Headers["x-otabox-reason"])
 			}
 		})
 	}
