@@ -93,13 +93,19 @@ func (v *Variant) Open() (io.ReadCloser, error) {
 	if v.path == "" {
 		return io.NopCloser(bytes.NewReader(v.content)), nil
 	}
-	f, err := os.Open(v.path)
+	return openKept(v.path, v.Size)
+}
+
+// openKept opens a file a DigestCache keeps for one download, refusing it
+// unless it is a regular file of the announced size.
+func openKept(path string, size int64) (*os.File, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := f.Stat(); err != nil || fi.Size() != v.Size {
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
 		f.Close()
-		return nil, fmt.Errorf("%s is not the %d bytes announced", v.path, v.Size)
+		return nil, fmt.Errorf("%s is not the %d bytes announced", path, size)
 	}
 	return f, nil
 }

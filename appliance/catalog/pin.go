@@ -64,15 +64,8 @@ func (e *Entry) OpenCopy() (*os.File, bool) {
 	if e.copy == "" {
 		return nil, false
 	}
-	f, err := os.Open(e.copy)
-	if err != nil {
-		return nil, false
-	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size {
-		f.Close()
-		return nil, false
-	}
-	return f, true
+	f, err := openKept(e.copy, e.Size)
+	return f, err == nil
 }
 
 // Changed reports a pinned file modified in place since it was read: its

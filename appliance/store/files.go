@@ -134,7 +134,7 @@ func (s *Store) LookupGzip(source string) (catalog.GzipForm, bool) {
 	}
 	if f.Size > 0 {
 		f.Path = s.gzipPath(source)
-		if fi, err := os.Stat(f.Path); err != nil || fi.Size() != f.Size {
+		if !whole(f.Path, f.Size) {
 			return catalog.GzipForm{}, false // gone or damaged: compressed again
 		}
 	}
@@ -220,11 +220,10 @@ func (s *Store) Copy(sha string, size int64) (string, bool) {
 	if s.db.Load() == nil || !isDigest(sha) {
 		return "", false
 	}
-	p := s.copyPath(sha)
-	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
-		return "", false
+	if p := s.copyPath(sha); whole(p, size) {
+		return p, true
 	}
-	return p, true
+	return "", false
 }
 
 // KeepCopy keeps b, whose SHA-256 is sha, as a copy (temporary file,
@@ -238,7 +237,7 @@ func (s *Store) KeepCopy(sha string, b []byte) (string, error) {
 		return "", fmt.Errorf("store: %q is not a SHA-256", sha)
 	}
 	p := s.copyPath(sha)
-	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(b)) {
+	if whole(p, int64(len(b))) {
 		return p, nil // the same bytes under another name, or kept before
 	}
 	if err := writeFileAtomic(p, b); err != nil {
@@ -283,6 +282,13 @@ func (s *Store) PruneCopies(keep map[string]bool) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// whole reports a kept file (written whole, named for its source) that is
+// a regular file of the size recorded for it.
+func whole(path string, size int64) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Size() == size
 }
 
 func (s *Store) copyPath(sha string) string {
