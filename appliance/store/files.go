@@ -74,7 +74,11 @@ func (s *Store) Remember(path string, st catalog.Stamp, keys string, d catalog.D
 
 // flushFiles writes the remembered files in one transaction. A failure
 // costs only the cache: the files are read again at the next start.
+// Flushes run one at a time, so Close's flush returns only after a timed
+// one already writing has committed.
 func (s *Store) flushFiles() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	s.filesMu.Lock()
 	rows := s.filesQ
 	s.filesQ = nil

@@ -168,7 +168,8 @@ type Store struct {
 	flush     chan struct{} // asks the writer to commit what lingers now
 	lookups   chan func()   // queries asked on every request, run by lookup
 	filesMu   sync.Mutex
-	filesQ    []fileRow // remembered files waiting for flushFiles
+	filesQ    []fileRow  // remembered files waiting for flushFiles
+	flushMu   sync.Mutex // held while flushFiles writes
 	faultMu   sync.Mutex
 	fault     string // the last write error, "" when writing works
 	faultAt   time.Time

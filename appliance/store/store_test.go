@@ -602,6 +602,35 @@ func TestCopiesKept(t *testing.T) {
 	}
 }
 
+// TestCloseWritesEveryRememberedFile: Close returns only once every
+// remembered file is written, also when a timed flush is writing at that
+// moment (a restart after SIGTERM would otherwise read every file again).
+func TestCloseWritesEveryRememberedFile(t *testing.T) {
+	const n = 3000
+	for round := 0; round < 8; round++ {
+		dir := t.TempDir()
+		s, _ := open(t, dir, Options{})
+		for i := 0; i < n; i++ {
+			st := catalog.Stamp{Size: int64(i), ModTime: time.Unix(int64(i), 0), Ino: uint64(i)}
+			s.Remember(fmt.Sprintf("fw%04d.bin", i), st, "", catalog.Described{Type: catalog.File, MD5: "m", SHA256: "s"})
+		}
+		// Close while the timed flush writes (it starts fileFlush after
+		// the first Remember).
+		time.Sleep(fileFlush + time.Duration(round)*time.Millisecond)
+		s.Close()
+		db, err := openRW(filepath.Join(dir, FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		err = db.QueryRow(`SELECT count(*) FROM files`).Scan(&got)
+		db.Close()
+		if err != nil || got != n {
+			t.Fatalf("round %d: %d of %d remembered files written when Close returned (%v)", round, got, n, err)
+		}
+	}
+}
+
 // TestGzipKept: a compressed image is kept whole under its source's
 // SHA-256 and found again; a file damaged on disk is not trusted (the
 // catalog compresses again); a source that is not a SHA-256 can never
