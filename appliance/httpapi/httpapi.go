@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -771,16 +772,16 @@ func (h *Handler) giveBack(b *[]byte) {
 	h.small.Put(b)
 }
 
-// chunkFor is the next write's size: what the socket takes now (sendBody
-// waits for at least smallChunk of room: an ESP8266's TCP window is 5,840
-// bytes, so its socket frees a few KB at a time), up to maxChunk, so that
-// the write does not block; sendChunk where the kernel cannot tell.
-func chunkFor(d delivery) int {
-	room, ok := d.room()
-	if !ok {
+// chunkFor is the next write's size, given the room the socket has now
+// (known false: the kernel cannot tell; sendChunk then): at least
+// smallChunk (sendBody waits for that much room: an ESP8266's TCP window
+// is 5,840 bytes, so its socket frees a few KB at a time), at most limit,
+// so that the write does not block.
+func chunkFor(room int, known bool, limit int) int {
+	if !known {
 		return sendChunk
 	}
-	return min(max(room, smallChunk), maxChunk)
+	return min(max(room, smallChunk), limit)
 }
 
 // sendBody streams an image — straight from data when the catalog holds
@@ -793,18 +794,20 @@ func chunkFor(d delivery) int {
 // (rather than send it mixed bytes).
 func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.Entry) error {
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
-	// send writes the next chunk and reports the end.
-	send := func() (bool, error) {
-		n := min(len(data), chunkFor(x.dv))
+	// send writes the next chunk, sized by the socket's room (see
+	// chunkFor), and reports the end.
+	send := func(room int, known bool) (bool, error) {
+		n := min(len(data), chunkFor(room, known, maxChunk))
 		_, err := x.Write(data[:n])
 		data = data[n:]
 		return len(data) == 0, err
 	}
 	if src != nil && x.byRef {
 		// A kept copy: sent by reference (sendfile), in pieces as large
-		// as the socket takes at once, like the writes below.
-		send = func() (bool, error) {
-			n := min(int64(chunkFor(x.dv)), x.size-x.bytes)
+		// as the socket takes at once; no buffer is involved, so a fast
+		// client takes the whole room in one call.
+		send = func(room int, known bool) (bool, error) {
+			n := min(int64(chunkFor(room, known, math.MaxInt)), x.size-x.bytes)
 			k, err := x.readFrom(&io.LimitedReader{R: src, N: n})
 			if err != nil || k < n {
 				return true, err // short: the truncation is reported below
@@ -822,11 +825,11 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		// the socket takes at once (chunkFor); the buffer is lent (lend)
 		// and held only for the one write.
 		errChanged := errors.New(e.Path + " was modified on disk during the download")
-		send = func() (bool, error) {
+		send = func(room int, known bool) (bool, error) {
 			if e.Changed() {
 				return true, errChanged
 			}
-			n := min(int64(chunkFor(x.dv)), x.size-x.bytes)
+			n := min(int64(chunkFor(room, known, maxChunk)), x.size-x.bytes)
 			b := h.lend(n)
 			defer h.giveBack(b)
 			k, err := io.ReadFull(src, (*b)[:min(n, int64(len(*b)))])
@@ -859,9 +862,10 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		// and the wait measures delivery (for --min-rate and the status
 		// page). It polls from 50 µs, doubling, up to the time the
 		// device's own pace needs to make room.
+		var room int
+		var known bool
 		for wait := 50 * time.Microsecond; ; wait = min(2*wait, time.Second) {
-			room, ok := x.dv.room()
-			if !ok || room >= smallChunk {
+			if room, known = x.dv.room(); !known || room >= smallChunk {
 				break
 			}
 			now, d := time.Now(), x.delivered()
@@ -873,7 +877,7 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 			}
 		}
 		var err error
-		if last, err = send(); err != nil {
+		if last, err = send(room, known); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && h.opts.MinRate > 0 {
 				// Blocked for the whole window: net/http has given up on
 				// the connection; say why in the device's terms.
