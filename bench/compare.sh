@@ -3,7 +3,12 @@
 # when given, AutoConnect's reference updateserver.py, side by side in one
 # run, on loopback only. Prints a table with otabox/peer ratios.
 #
-#   bench/compare.sh [--reference path/to/updateserver.py] [--duration 10s] [--slow-clients 500]
+#   bench/compare.sh [--reference path/to/updateserver.py] [--duration 5s] [--rounds 3] [--slow-clients 500]
+#
+# Request rates are measured in alternated rounds (otabox, nginx, ... in
+# turn, --rounds times, --duration each) and reported as medians, with
+# every round's ratio below the table: this machine is shared, and one
+# long run per server measured the hour as much as the server.
 #
 # Installs what it needs (wrk, nginx-light, python3) with apt-get when
 # missing. The project never contains a copy of updateserver.py.
@@ -11,13 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n 65536 2>/dev/null || true   # 1,000 devices need more descriptors than the usual 1,024
 
-REF="" DUR=10s SLOW=500
+REF="" DUR=5s ROUNDS=3 SLOW=500
 while [ $# -gt 0 ]; do
   case "$1" in
     --reference) REF=$(realpath "$2"); shift 2 ;;
     --duration) DUR=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --slow-clients) SLOW=$2; shift 2 ;;
-    *) echo "usage: $0 [--reference updateserver.py] [--duration 10s] [--slow-clients 500]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--reference updateserver.py] [--duration 5s] [--rounds 3] [--slow-clients 500]" >&2; exit 2 ;;
   esac
 done
 
@@ -93,19 +99,42 @@ rps() {
   if grep -q "Non-2xx" <<<"$out"; then echo "ERR:$(grep Non-2xx <<<"$out" | awk '{print $NF}')non2xx"; return; fi
   awk '/Requests\/sec/ {print $2}' <<<"$out"
 }
+# alternate key|url|headers-array ...: ROUNDS rounds, each running every
+# server once in turn, so that what the shared machine does meanwhile falls
+# on all of them alike; R[key] is the median, RUNS[key] every round's figure.
+declare -A R RUNS
+alternate() {
+  local r e key url
+  for r in $(seq "$ROUNDS"); do
+    for e in "$@"; do
+      IFS='|' read -r key url hdrs <<<"$e"
+      local -n h=$hdrs
+      RUNS[$key]+="$(rps "${h[@]}" "$url") "
+      unset -n h
+    done
+  done
+  for e in "$@"; do
+    key=${e%%|*}
+    if grep -q ERR <<<"${RUNS[$key]}"; then R[$key]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep -m1 ERR)
+    else R[$key]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'); fi
+  done
+}
+# per_round a b: each round's a/b, in order.
+per_round() {
+  paste -d' ' <(tr ' ' '\n' <<<"${RUNS[$1]}" | grep .) <(tr ' ' '\n' <<<"${RUNS[$2]}" | grep .) |
+    awk '{ if ($2+0 > 0) printf "%s%.2f", (NR>1 ? " " : ""), $1/$2 }'
+}
 
-declare -A R
-echo "# catalog requests/s, 16 connections, $DUR each" >&2
-R[cat_ota]=$(rps "http://127.0.0.1:$OTA/_catalog?op=list&path=.")
-R[cat_ngx]=$(rps "http://127.0.0.1:$NGX/_catalog?op=list&path=.")
-R[cat_ota0]=$(rps "http://127.0.0.1:$OTA0/_catalog?op=list&path=.")
-[ -n "$REF" ] && R[cat_ref]=$(rps "http://127.0.0.1:$REFP/_catalog?op=list&path=.")
-echo "# 1 MB downloads/s, 16 connections, device headers" >&2
-R[dl_ota]=$(rps "${HDRS[@]}" "http://127.0.0.1:$OTA/fw1m.bin")
-R[dl_ngx]=$(rps "${HDRS[@]}" "http://127.0.0.1:$NGX/fw1m.bin")
-R[dl_ota0]=$(rps "${HDRS[@]}" "http://127.0.0.1:$OTA0/fw1m.bin")
+NOHDRS=()
+REFHDRS=("${HDRS[@]}" -H "x-ESP8266-STA-MAC: 5C:CF:7F:00:00:01" -H "x-ESP8266-AP-MAC: 5E:CF:7F:00:00:01")
+CAT="_catalog?op=list&path=."
+echo "# catalog requests/s, 16 connections, $ROUNDS alternated rounds of $DUR" >&2
+alternate "cat_ota|http://127.0.0.1:$OTA/$CAT|NOHDRS" "cat_ngx|http://127.0.0.1:$NGX/$CAT|NOHDRS" "cat_ota0|http://127.0.0.1:$OTA0/$CAT|NOHDRS" \
+  ${REF:+"cat_ref|http://127.0.0.1:$REFP/$CAT|NOHDRS"}
+echo "# 1 MB downloads/s, 16 connections, device headers, $ROUNDS alternated rounds of $DUR" >&2
 # The reference refuses (403) a download without the MAC headers; it never holds one back.
-[ -n "$REF" ] && R[dl_ref]=$(rps "${HDRS[@]}" -H "x-ESP8266-STA-MAC: 5C:CF:7F:00:00:01" -H "x-ESP8266-AP-MAC: 5E:CF:7F:00:00:01" "http://127.0.0.1:$REFP/fw1m.bin")
+alternate "dl_ota|http://127.0.0.1:$OTA/fw1m.bin|HDRS" "dl_ngx|http://127.0.0.1:$NGX/fw1m.bin|HDRS" "dl_ota0|http://127.0.0.1:$OTA0/fw1m.bin|HDRS" \
+  ${REF:+"dl_ref|http://127.0.0.1:$REFP/fw1m.bin|REFHDRS"}
 
 echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
 best() { sort -n | head -1; }
@@ -170,4 +199,5 @@ printf "|%s|\n" "------------------------------------|--------------|-----------
 printf "| %-34s | %12s | %12s | %9s |\n" "catalog requests/s (16 conns)" "${R[cat_ota]}" "${R[cat_ota0]}" "$(ratio "${R[cat_ota]}" "${R[cat_ota0]}")"
 printf "| %-34s | %12s | %12s | %9s |\n" "1 MB downloads/s (16 conns)" "${R[dl_ota]}" "${R[dl_ota0]}" "$(ratio "${R[dl_ota]}" "${R[dl_ota0]}")"
 echo
-echo "otabox $(git describe --always --dirty 2>/dev/null), $(nproc) cores, $(uname -m); wrk -t2 -c16 -d$DUR; loopback only."
+echo "each round's otabox/nginx: catalog $(per_round cat_ota cat_ngx); 1 MB downloads $(per_round dl_ota dl_ngx); store off $(per_round dl_ota0 dl_ngx)"
+echo "otabox $(git describe --always --dirty 2>/dev/null), $(nproc) cores, $(uname -m); wrk -t2 -c16, $ROUNDS alternated rounds of $DUR (medians); loopback only."
