@@ -163,14 +163,20 @@ func reload(cfg Config, current *catalog.Catalog, rehash bool) (*catalog.Catalog
 	return next, after, unstable
 }
 
+// addedOneByOne is how many added files one publish names at INFO, one
+// line each; past it (a first start of a large folder), one INFO line
+// counts them and the names go to DEBUG, so that the log stays readable.
+const addedOneByOne = 20
+
 // diff logs what changed between two catalogs and reports whether anything did.
 func diff(log *slog.Logger, old, next *catalog.Catalog) bool {
 	changed := false
+	var added []*catalog.Entry
 	for _, e := range next.Files() {
 		o, ok := old.File(e.Path)
 		switch {
 		case !ok:
-			log.Info("catalog: added", "path", e.Path, "type", string(e.Type), "size", e.Size, "md5", e.MD5)
+			added = append(added, e)
 			changed = true
 		case o.MD5 != e.MD5 || o.Size != e.Size || o.Type != e.Type:
 			log.Info("catalog: content changed", "path", e.Path, "size", e.Size, "md5", e.MD5, "was", o.MD5)
@@ -188,6 +194,18 @@ func diff(log *slog.Logger, old, next *catalog.Catalog) bool {
 			log.Warn("catalog: left the catalog", "path", o.Path, "reason", reason)
 			changed = true
 		}
+	}
+	level := slog.LevelInfo
+	if len(added) > addedOneByOne {
+		var bytes int64
+		for _, e := range added {
+			bytes += e.Size
+		}
+		log.Info("catalog: added files", "count", len(added), "bytes", bytes, "first", added[0].Path, "last", added[len(added)-1].Path, "each", "at debug level")
+		level = slog.LevelDebug
+	}
+	for _, e := range added {
+		log.Log(context.Background(), level, "catalog: added", "path", e.Path, "type", string(e.Type), "size", e.Size, "md5", e.MD5)
 	}
 	if !changed && !sameDirs(old, next) {
 		changed = true

@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,4 +148,43 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// TestManyAddedFilesAreOneLogLine: a publish that adds a few files names
+// each at INFO; one that adds more than addedOneByOne (a first start of a
+// large folder) says so in one INFO line and names them at DEBUG.
+func TestManyAddedFilesAreOneLogLine(t *testing.T) {
+	empty, err := catalog.Load(os.DirFS(t.TempDir()), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{3, addedOneByOne, addedOneByOne + 1, 200} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			dir := t.TempDir()
+			for i := 0; i < n; i++ {
+				os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d.txt", i)), []byte{byte(i)}, 0o644)
+			}
+			next, err := catalog.Load(os.DirFS(dir), catalog.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info, debug bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&info, nil))
+			all := slog.New(slog.NewTextHandler(&debug, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			if !diff(log, empty, next) || !diff(all, empty, next) {
+				t.Fatal("adding files is no change")
+			}
+			lines := strings.Count(info.String(), "\n")
+			named := strings.Count(debug.String(), `msg="catalog: added" path=`)
+			if named != n {
+				t.Errorf("%d files named at debug level, want %d", named, n)
+			}
+			switch {
+			case n <= addedOneByOne && (lines != n || !strings.Contains(info.String(), "path=f000.txt")):
+				t.Errorf("%d added: %d INFO lines, want one per file:\n%s", n, lines, info.String())
+			case n > addedOneByOne && (lines != 1 || !strings.Contains(info.String(), fmt.Sprintf("count=%d bytes=%d first=f000.txt last=f%03d.txt", n, n, n-1))):
+				t.Errorf("%d added: want one INFO line counting them, got %d:\n%s", n, lines, info.String())
+			}
+		})
+	}
 }
