@@ -11,6 +11,7 @@ package catalog
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -23,7 +24,10 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"otabox/appliance/espimage"
 )
@@ -324,11 +328,6 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		opts.Logger.Warn("catalog: skipped", "path", p, "reason", why)
 		c.skipped[p] = why
 	}
-	type unread struct {
-		path string
-		d    fs.DirEntry
-		size int64
-	}
 	var later []unread // files to read, when a Budget applies
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if p == "." {
@@ -386,18 +385,24 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 	// Smallest first: the most files ready soonest, the largest last.
 	sort.Slice(later, func(i, j int) bool { return later[i].size < later[j].size })
 	var read int64
+	var todo []unread
 	for _, u := range later {
 		if opts.Budget < 0 || (read > 0 && read >= opts.Budget) {
 			c.pending[u.path] = u.size
 			continue
 		}
 		read += u.size
-		e, why, _ := loadFile(fsys, u.path, u.d, opts, true)
-		if why != "" {
-			skip(u.path, why)
+		todo = append(todo, u)
+	}
+	for i, r := range readAll(fsys, todo, opts) {
+		c.stats.Read += r.stats.Read
+		c.stats.Cached += r.stats.Cached
+		c.stats.Reused += r.stats.Reused
+		if r.why != "" {
+			skip(todo[i].path, r.why)
 			continue
 		}
-		c.add(e, opts, skip)
+		c.add(r.e, opts, skip)
 	}
 	sort.Slice(c.all, func(i, j int) bool { return c.all[i].Path < c.all[j].Path })
 	for _, d := range c.dirs {
@@ -455,6 +460,56 @@ func keysID(keys []*espimage.Key) string {
 		h.Write(der)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// unread is a file Load has yet to read.
+type unread struct {
+	path string
+	d    fs.DirEntry
+	size int64
+}
+
+// readAhead bounds the bytes of file contents readAll holds at once (a
+// larger file is read alone); readers is how many files it reads at once:
+// more than cores, because a file's copy waits for its fsync.
+const (
+	readAhead = 32 << 20
+	readers   = 8
+)
+
+// loaded is what loadFile made of one file.
+type loaded struct {
+	e     *Entry
+	why   string
+	stats Stats
+}
+
+// readAll reads files on a few goroutines at once, in the order given: the
+// hashing uses every core, and the fsyncs of the copies (see DigestCache)
+// overlap instead of queueing one behind the other. Each file's result is
+// at its index.
+func readAll(fsys fs.FS, todo []unread, opts Options) []loaded {
+	out := make([]loaded, len(todo))
+	sem := semaphore.NewWeighted(readAhead)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(len(todo), readers) {
+		wg.Go(func() {
+			for i := range work {
+				o := opts
+				o.stats = &out[i].stats
+				out[i].e, out[i].why, _ = loadFile(fsys, todo[i].path, todo[i].d, o, true)
+				sem.Release(min(todo[i].size, readAhead))
+			}
+		})
+	}
+	for i, u := range todo {
+		sem.Acquire(context.Background(), min(u.size, readAhead)) // never fails: no deadline
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return out
 }
 
 // loadFile reads one file into an entry, or says why it stays out. With
