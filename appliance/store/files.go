@@ -43,11 +43,14 @@ func (s *Store) Lookup(path string, st catalog.Stamp, keys string) (catalog.Desc
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	q, err := s.prepared(db, `SELECT type, md5, sha256, image, verified FROM files
+		WHERE path = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND ino = ? AND dev = ? AND keys = ?`)
+	if err != nil {
+		return catalog.Described{}, false
+	}
 	var d catalog.Described
 	var typ, image string
-	err := db.QueryRowContext(ctx, `SELECT type, md5, sha256, image, verified FROM files
-		WHERE path = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND ino = ? AND dev = ? AND keys = ?`,
-		path, st.Size, st.ModTime.UnixNano(), st.Ctime, int64(st.Ino), int64(st.Dev), keys).Scan(&typ, &d.MD5, &d.SHA256, &image, &d.Verified)
+	err = q.QueryRowContext(ctx, path, st.Size, st.ModTime.UnixNano(), st.Ctime, int64(st.Ino), int64(st.Dev), keys).Scan(&typ, &d.MD5, &d.SHA256, &image, &d.Verified)
 	if err != nil {
 		return catalog.Described{}, false
 	}

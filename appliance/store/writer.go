@@ -206,23 +206,27 @@ type wtx struct {
 	tx *sql.Tx
 }
 
-func (w wtx) stmt(query string) (*sql.Stmt, error) {
-	w.s.stmtMu.Lock()
-	defer w.s.stmtMu.Unlock()
-	if w.s.stmtDB != w.db {
-		for _, st := range w.s.stmts {
+func (w wtx) stmt(query string) (*sql.Stmt, error) { return w.s.prepared(w.db, query) }
+
+// prepared returns query prepared on db, once per database: the writer's
+// statements, and the queries asked once per file at start-up.
+func (s *Store) prepared(db *sql.DB, query string) (*sql.Stmt, error) {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if s.stmtDB != db {
+		for _, st := range s.stmts {
 			st.Close()
 		}
-		w.s.stmts, w.s.stmtDB = map[string]*sql.Stmt{}, w.db
+		s.stmts, s.stmtDB = map[string]*sql.Stmt{}, db
 	}
-	if st, ok := w.s.stmts[query]; ok {
+	if st, ok := s.stmts[query]; ok {
 		return st, nil
 	}
-	st, err := w.db.Prepare(query)
+	st, err := db.Prepare(query)
 	if err != nil {
 		return nil, err
 	}
-	w.s.stmts[query] = st
+	s.stmts[query] = st
 	return st, nil
 }
 
