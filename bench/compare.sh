@@ -161,6 +161,17 @@ kill -TERM $p; wait $p || true
 R[disk_rss_ngx]=$(nginx_conf "$work/big" 18194 "$work/nginx-disk.conf" "$work/catalog-big.json"; "$NGINX" -c "$work/nginx-disk.conf" -p "$work" & q=$!; wait_port 18194;
   "$work/loadtool" fetchall 127.0.0.1:18194 "$(cat "$work/nginx-18194.pid"),$(pgrep -d, -P "$(cat "$work/nginx-18194.pid")")"; kill $q; wait $q 2>/dev/null || true)
 
+echo "# a 10,000-file disk catalog (16 KB images): first start, restart" >&2
+"$work/loadtool" mkmany "$work/many" 10000 16
+MANY=(serve --mdns=false -b 127.0.0.1 -p 18196 -d "$work/many" --log error --data-dir "$work/data-many")
+URLM="http://127.0.0.1:18196/_catalog?op=list&path=."
+R[many_all]=$("$work/loadtool" ready 10000 "$URLM" "$work/otabox" "${MANY[@]/data-many/data-many-0}")
+"$work/otabox" "${MANY[@]}" & p=$!
+for _ in $(seq 1 240); do [ "$(count "$URLM")" -ge 10000 ] && break; sleep 0.5; done
+sleep 0.5; kill -TERM $p; wait $p || true
+R[many_again]=$(for _ in 1 2 3; do "$work/loadtool" ready 10000 "$URLM" "$work/otabox" "${MANY[@]}"; done | best)
+rm -rf "$work/many" "$work/data-many" "$work/data-many-0"
+
 echo "# $SLOW clients reading 1 MB at 50 KB/s each (peak RSS of the server)" >&2
 slow() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n "$SLOW" -rate 51200 -limit 90s -pids "$2"; }
 ngx_pids() { echo "$(cat "$work/nginx-$NGX.pid"),$(pgrep -d, -P "$(cat "$work/nginx-$NGX.pid")")"; }
@@ -186,6 +197,8 @@ row "start-up, 200 MB embedded (ms)" "${R[up_ota]}" "${R[up_ngx]}" "${R[up_ref]:
 row "200 MB disk, first start: port (ms)" "${R[disk_port]}" "${R[up_ngx]}"
 row "200 MB disk, first start: all (ms)" "${R[disk_all]}" "${R[up_ngx]}"
 row "200 MB disk, restart: all (ms)" "${R[disk_again]}" "${R[up_ngx]}"
+row "10,000 files, first start: all (ms)" "${R[many_all]}" "${R[up_ngx]}"
+row "10,000 files, restart: all (ms)" "${R[many_again]}" "${R[up_ngx]}"
 row "200 MB disk, all fetched: RSS kB" "$(field "${R[disk_rss]}" rss_kb)" "$(field "${R[disk_rss_ngx]}" rss_kb)"
 for k in completed peak_rss_kb; do
   row "$SLOW slow clients: $k" "$(field "${R[slow_ota]}" $k)" "$(field "${R[slow_ngx]}" $k)" "$(field "${R[slow_ref]:-}" $k)"

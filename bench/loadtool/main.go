@@ -35,7 +35,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadtool mkcatalog|mkbig|startup|slow ...")
+		fmt.Fprintln(os.Stderr, "usage: loadtool mkcatalog|mkbig|mkmany|startup|ready|fetchall|slow ...")
 		os.Exit(2)
 	}
 	var err error
@@ -45,6 +45,10 @@ func main() {
 	case "mkbig":
 		mb, _ := strconv.Atoi(os.Args[3])
 		err = mkbig(os.Args[2], mb)
+	case "mkmany":
+		n, _ := strconv.Atoi(os.Args[3])
+		kb, _ := strconv.Atoi(os.Args[4])
+		err = mkmany(os.Args[2], n, kb)
 	case "startup":
 		err = startup(os.Args[2], 0, os.Args[3:])
 	case "ready":
@@ -97,6 +101,19 @@ func mkbig(dir string, mb int) error {
 	return nil
 }
 
+// mkmany writes n distinct ESP8266 images of kb KB each: a catalog of
+// many small files, for the start-up rows.
+func mkmany(dir string, n, kb int) error {
+	os.MkdirAll(dir, 0o755)
+	for i := 0; i < n; i++ {
+		s := imagegen.Spec{Family: espimage.ESP8266, Size: kb << 10, Project: "many", Version: strconv.Itoa(i), Seed: uint64(100_000 + i)}
+		if err := write(dir, fmt.Sprintf("many-%05d.bin", i), s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // startup runs the command and polls url until it answers 200 (listing at
 // least entries entries, when entries > 0).
 func startup(url string, entries int, argv []string) error {
@@ -109,6 +126,10 @@ func startup(url string, entries int, argv []string) error {
 	}
 	defer func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() }()
 	client := &http.Client{Timeout: time.Second}
+	// Poll every 500 µs, but every 25 ms once the listing is long (10,000
+	// entries are 880 KB to decode): the poller must not take the CPU the
+	// server needs to get ready.
+	pause := 500 * time.Microsecond
 	for time.Since(start) < 60*time.Second {
 		if resp, err := client.Get(url); err == nil {
 			var list []json.RawMessage
@@ -120,8 +141,11 @@ func startup(url string, entries int, argv []string) error {
 				fmt.Printf("%.1f\n", float64(time.Since(start).Microseconds())/1000)
 				return nil
 			}
+			if len(list) > 1000 {
+				pause = 25 * time.Millisecond
+			}
 		}
-		time.Sleep(500 * time.Microsecond)
+		time.Sleep(pause)
 	}
 	return fmt.Errorf("%s did not answer within 60 s", url)
 }
