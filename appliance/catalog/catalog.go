@@ -151,7 +151,7 @@ type Catalog struct {
 	byDigest map[string][]*Entry
 	all      []*Entry // files, sorted by path
 	skipped  map[string]string
-	pending  map[string]int64 // files not read yet (Options.Budget), by size
+	pending  map[string]Stamp // files not read yet (Options.Budget)
 	stats    Stats
 }
 
@@ -169,11 +169,20 @@ func (c *Catalog) Stats() Stats { return c.stats }
 // (Options.Budget): a device asking for it is told to retry shortly.
 func (c *Catalog) Pending(p string) bool { _, ok := c.pending[p]; return ok }
 
+// pendingAt returns the stamp of a file c left unread (c may be nil).
+func (c *Catalog) pendingAt(p string) (Stamp, bool) {
+	if c == nil {
+		return Stamp{}, false
+	}
+	st, ok := c.pending[p]
+	return st, ok
+}
+
 // PendingCount is how many files, and bytes, are still to be read.
 func (c *Catalog) PendingCount() (files int, bytes int64) {
-	for _, n := range c.pending {
+	for _, st := range c.pending {
 		files++
-		bytes += n
+		bytes += st.Size
 	}
 	return files, bytes
 }
@@ -318,7 +327,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		files:    map[string]*Entry{},
 		byDigest: map[string][]*Entry{},
 		skipped:  map[string]string{},
-		pending:  map[string]int64{},
+		pending:  map[string]Stamp{},
 	}
 	opts.stats = &c.stats
 	if _, err := fs.ReadDir(fsys, "."); err != nil {
@@ -367,12 +376,12 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			parent.Entries = append(parent.Entries, &Entry{Path: p, Name: name, Type: Directory})
 			return nil
 		}
-		e, why, size := loadFile(fsys, p, d, opts, opts.Budget == 0)
+		e, why, st := loadFile(fsys, p, d, opts, opts.Budget == 0)
 		switch {
 		case why != "":
 			skip(p, why)
 		case e == nil:
-			later = append(later, unread{p, d, size})
+			later = append(later, unread{p, d, st})
 		default:
 			c.add(e, opts, skip)
 		}
@@ -383,15 +392,15 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
 	}
 	// Smallest first: the most files ready soonest, the largest last.
-	sort.Slice(later, func(i, j int) bool { return later[i].size < later[j].size })
+	sort.Slice(later, func(i, j int) bool { return later[i].st.Size < later[j].st.Size })
 	var read int64
 	var todo []unread
 	for _, u := range later {
 		if opts.Budget < 0 || (read > 0 && read >= opts.Budget) {
-			c.pending[u.path] = u.size
+			c.pending[u.path] = u.st
 			continue
 		}
-		read += u.size
+		read += u.st.Size
 		todo = append(todo, u)
 	}
 	for i, r := range readAll(fsys, todo, opts) {
@@ -466,7 +475,7 @@ func keysID(keys []*espimage.Key) string {
 type unread struct {
 	path string
 	d    fs.DirEntry
-	size int64
+	st   Stamp
 }
 
 // readAhead bounds the bytes of file contents readAll holds at once (a
@@ -499,12 +508,12 @@ func readAll(fsys fs.FS, todo []unread, opts Options) []loaded {
 				o := opts
 				o.stats = &out[i].stats
 				out[i].e, out[i].why, _ = loadFile(fsys, todo[i].path, todo[i].d, o, true)
-				sem.Release(min(todo[i].size, readAhead))
+				sem.Release(min(todo[i].st.Size, readAhead))
 			}
 		})
 	}
 	for i, u := range todo {
-		sem.Acquire(context.Background(), min(u.size, readAhead)) // never fails: no deadline
+		sem.Acquire(context.Background(), min(u.st.Size, readAhead)) // never fails: no deadline
 		work <- i
 	}
 	close(work)
@@ -514,42 +523,47 @@ func readAll(fsys fs.FS, todo []unread, opts Options) []loaded {
 
 // loadFile reads one file into an entry, or says why it stays out. With
 // read false, a file that would have to be read (neither Previous nor the
-// Cache describe it) is left for later: no entry, no reason, its size.
-func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*Entry, string, int64) {
+// Cache describe it) is left for later: no entry, no reason, its stamp.
+func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*Entry, string, Stamp) {
 	info, err := fs.Stat(fsys, p) // follows a symlink (inside the root only, for os.Root)
 	if err != nil {
-		return nil, err.Error(), 0
+		return nil, err.Error(), Stamp{}
 	}
 	if !info.Mode().IsRegular() {
-		return nil, "not a regular file", 0
+		return nil, "not a regular file", Stamp{}
 	}
 	if info.Size() > opts.MaxFileSize {
-		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize), 0
+		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize), Stamp{}
 	}
 	if prev := opts.Previous; prev != nil {
 		old, ok := prev.files[p]
 		if opts.Unstable[p] || (opts.Settle > 0 && !opts.Embedded && time.Since(info.ModTime()) < opts.Settle) {
 			if ok {
-				return old, "", 0
+				return old, "", Stamp{}
 			}
-			return nil, "still being written; it joins the catalog once it stops changing", 0
+			return nil, "still being written; it joins the catalog once it stops changing", Stamp{}
 		}
 		if ok && !opts.Rehash && old.Stamp.Equal(StampOf(info)) {
 			opts.stats.Reused++
-			return old, "", 0
+			return old, "", Stamp{}
 		}
 	} else if opts.Unstable[p] {
-		return nil, "still being written; it joins the catalog once it stops changing", 0
+		return nil, "still being written; it joins the catalog once it stops changing", Stamp{}
+	}
+	if st, ok := opts.Previous.pendingAt(p); ok && !read && st.Equal(StampOf(info)) {
+		// Left unread by the previous load, unchanged since: the Cache
+		// had nothing on it then, and only reading it tells it more.
+		return nil, "", st
 	}
 	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime(), Stamp: StampOf(info)}
 	if m := opts.Manifest; m != nil && opts.Embedded && len(opts.Keys) == 0 {
 		if why, ok := m.Skipped[p]; ok {
-			return nil, why, 0
+			return nil, why, Stamp{}
 		}
 		if f, ok := m.Files[p]; ok && f.Size == info.Size() {
 			// Described at build time: nothing to read or hash now.
 			if e.content, err = readerAt(fsys, p); err != nil {
-				return nil, err.Error(), 0
+				return nil, err.Error(), Stamp{}
 			}
 			e.MD5, e.SHA256, e.Image = f.MD5, f.SHA256, f.Image
 			if opts.gzips(e) {
@@ -557,12 +571,12 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 			}
 			if f.Image != nil {
 				if why := unservable(f.Image); why != "" {
-					return nil, why, 0
+					return nil, why, Stamp{}
 				}
 				e.Type = Bin
 			}
 			stampEntry(e, info, opts)
-			return e, "", 0
+			return e, "", Stamp{}
 		}
 	}
 	if !opts.Embedded {
@@ -570,16 +584,16 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 		// happens to the path.
 		f, err := fsys.Open(p)
 		if err != nil {
-			return nil, err.Error(), 0
+			return nil, err.Error(), Stamp{}
 		}
 		if osf, ok := f.(*os.File); !ok {
 			f.Close()
 		} else if fi, err := osf.Stat(); err != nil || !StampOf(fi).Equal(e.Stamp) {
 			osf.Close()
 			if old, ok := opts.Previous.file(p); ok {
-				return old, "", 0
+				return old, "", Stamp{}
 			}
-			return nil, "changed while it was opened; it joins the catalog once it stops changing", 0
+			return nil, "changed while it was opened; it joins the catalog once it stops changing", Stamp{}
 		} else {
 			e.pin = pin(osf)
 		}
@@ -600,7 +614,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 		if hit {
 			if dsc.Image != nil {
 				if why := unservable(dsc.Image); why != "" {
-					return nil, why, 0
+					return nil, why, Stamp{}
 				}
 			}
 			e.Type, e.MD5, e.SHA256, e.Image, e.Verified = dsc.Type, dsc.MD5, dsc.SHA256, dsc.Image, dsc.Verified
@@ -608,20 +622,20 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 			stampEntry(e, info, opts)
 			opts.stats.Cached++
 			ok = true
-			return e, "", 0
+			return e, "", Stamp{}
 		}
 	}
 	if !read {
-		return nil, "", info.Size()
+		return nil, "", e.Stamp
 	}
 	var b []byte
 	if e.pin != nil {
 		b = make([]byte, info.Size())
 		if _, err = io.ReadFull(io.NewSectionReader(e.pin.f, 0, info.Size()), b); err != nil {
-			return nil, err.Error(), 0
+			return nil, err.Error(), Stamp{}
 		}
 	} else if b, err = fs.ReadFile(fsys, p); err != nil {
-		return nil, err.Error(), 0
+		return nil, err.Error(), Stamp{}
 	}
 	if !opts.Embedded {
 		// A file written while it was read holds bytes of neither version:
@@ -634,9 +648,9 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 		}
 		if changed {
 			if old, ok := opts.Previous.file(p); ok {
-				return old, "", 0
+				return old, "", Stamp{}
 			}
-			return nil, "changed while it was read; it joins the catalog once it stops changing", 0
+			return nil, "changed while it was read; it joins the catalog once it stops changing", Stamp{}
 		}
 	}
 	e.Size, e.content, e.data = int64(len(b)), bytes.NewReader(b), b
@@ -651,20 +665,20 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 	if len(b) == 0 && strings.HasSuffix(d.Name(), ".bin") {
 		// An empty .bin is a copy that has not started (or a writer paused
 		// after truncating): never offer it, as an image or as a file.
-		return nil, "empty file", 0
+		return nil, "empty file", Stamp{}
 	}
 	if looksLikeImage(d.Name(), b) {
 		img, err := espimage.Parse(b)
 		if err != nil {
-			return nil, "malformed firmware image: " + err.Error(), 0
+			return nil, "malformed firmware image: " + err.Error(), Stamp{}
 		}
 		if why := unservable(img); why != "" {
-			return nil, why, 0
+			return nil, why, Stamp{}
 		}
 		if len(opts.Keys) > 0 {
 			how, err := espimage.Verify(b, img, opts.Keys)
 			if err != nil {
-				return nil, "signature: " + err.Error(), 0
+				return nil, "signature: " + err.Error(), Stamp{}
 			}
 			e.Verified = how
 		}
@@ -682,7 +696,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 	}
 	stampEntry(e, info, opts)
 	ok = true
-	return e, "", 0
+	return e, "", Stamp{}
 }
 
 // unservable says why an image that parses must still stay out: an ESP32

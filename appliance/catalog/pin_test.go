@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"otabox/appliance/catalog"
 	"otabox/appliance/espimage"
@@ -251,6 +252,47 @@ func TestCacheAndBudget(t *testing.T) {
 		if !ok || c.MD5 != e.MD5 || c.Image.Digests.RunningMD5[2] != e.Image.Digests.RunningMD5[2] || c.Date != e.Date {
 			t.Errorf("%s described differently from the cache", e.Path)
 		}
+	}
+}
+
+// TestUnreadFilesAreNotAskedAboutAgain: a load round asks the Cache only
+// about files it has not asked about before, or that changed since: a
+// file the previous round left unread is read or left again, not looked
+// up (a 10,000-file first start asked 25,000 times over four rounds).
+func TestUnreadFilesAreNotAskedAboutAgain(t *testing.T) {
+	dir, root := diskCatalog(t, 10)
+	cache := &mapCache{m: map[string]catalog.Described{}, dir: t.TempDir(), copies: map[string]string{}}
+	asked := func() int { cache.mu.Lock(); defer cache.mu.Unlock(); return cache.hits + cache.misses }
+	first, err := catalog.Load(root.FS(), catalog.Options{Cache: cache, Budget: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close(nil)
+	before := asked()
+	if n, _ := first.PendingCount(); n != 9 || before != 11 { // ten in the walk, one before reading
+		t.Fatalf("first round: %d pending, %d lookups", n, before)
+	}
+	// One unread file changes: it is asked about again; the other eight
+	// are not, and the one this round reads is asked once before reading.
+	var changed string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if first.Pending(e.Name()) {
+			changed = e.Name()
+			os.Chtimes(filepath.Join(dir, changed), time.Now(), time.Now().Add(-time.Hour))
+			break
+		}
+	}
+	second, err := catalog.Load(root.FS(), catalog.Options{Cache: cache, Budget: 1, Previous: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close(first)
+	if n, _ := second.PendingCount(); n != 8 || len(second.Files()) != 2 {
+		t.Fatalf("second round: %d pending, %d published", n, len(second.Files()))
+	}
+	if got := asked() - before; got != 2 {
+		t.Errorf("second round asked the cache %d times, want 2 (the changed file %s, and the one read)", got, changed)
 	}
 }
 
