@@ -276,25 +276,22 @@ func (x *exchange) count(n int64) {
 func (x *exchange) readFrom(r io.Reader) (int64, error) {
 	var n int64
 	var err error
-	switch rf, ok := x.w.(io.ReaderFrom); {
-	case x.conn != nil:
+	if x.conn != nil {
 		n, err = readFrom(x.conn, r)
 		x.uncork() // the header goes out with these bytes
-	case ok:
-		n, err = rf.ReadFrom(r)
-	default:
-		n, err = io.Copy(writerOnly{x.w}, r)
+	} else {
+		n, err = readFrom(x.w, r)
 	}
 	x.count(n)
 	return n, err
 }
 
-// readFrom copies r to c by c's own ReadFrom when it has one.
-func readFrom(c net.Conn, r io.Reader) (int64, error) {
-	if rf, ok := c.(io.ReaderFrom); ok {
+// readFrom copies r to w by w's own ReadFrom when it has one.
+func readFrom(w io.Writer, r io.Reader) (int64, error) {
+	if rf, ok := w.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}
-	return io.Copy(writerOnly{c}, r)
+	return io.Copy(writerOnly{w}, r)
 }
 
 // writerOnly hides every method but Write, so io.Copy cannot come back to
