@@ -535,6 +535,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 	if info.Size() > opts.MaxFileSize {
 		return nil, fmt.Sprintf("%d bytes is more than the %d-byte limit for a firmware file", info.Size(), opts.MaxFileSize), Stamp{}
 	}
+	stamp := StampOf(info)
 	if prev := opts.Previous; prev != nil {
 		old, ok := prev.files[p]
 		if opts.Unstable[p] || (opts.Settle > 0 && !opts.Embedded && time.Since(info.ModTime()) < opts.Settle) {
@@ -543,19 +544,19 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 			}
 			return nil, "still being written; it joins the catalog once it stops changing", Stamp{}
 		}
-		if ok && !opts.Rehash && old.Stamp.Equal(StampOf(info)) {
+		if ok && !opts.Rehash && old.Stamp.Equal(stamp) {
 			opts.stats.Reused++
 			return old, "", Stamp{}
 		}
 	} else if opts.Unstable[p] {
 		return nil, "still being written; it joins the catalog once it stops changing", Stamp{}
 	}
-	if st, ok := opts.Previous.pendingAt(p); ok && !read && st.Equal(StampOf(info)) {
+	if st, ok := opts.Previous.pendingAt(p); ok && !read && st.Equal(stamp) {
 		// Left unread by the previous load, unchanged since: the Cache
 		// had nothing on it then, and only reading it tells it more.
 		return nil, "", st
 	}
-	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime(), Stamp: StampOf(info)}
+	e := &Entry{Path: p, Name: d.Name(), Type: File, Size: info.Size(), ModTime: info.ModTime(), Stamp: stamp}
 	if m := opts.Manifest; m != nil && opts.Embedded && len(opts.Keys) == 0 {
 		if why, ok := m.Skipped[p]; ok {
 			return nil, why, Stamp{}
