@@ -363,8 +363,8 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			}
 			return nil
 		}
-		if Reserved(p) {
-			skip(p, "the name is reserved for the status page and its API; rename it")
+		if why := reserved(p, d.IsDir()); why != "" {
+			skip(p, why)
 			if d.IsDir() {
 				return fs.SkipDir
 			}
@@ -806,14 +806,21 @@ func (c *Catalog) file(p string) (*Entry, bool) {
 	return e, ok
 }
 
-// Reserved reports whether a catalog path is taken by the status page,
-// its API, metrics or the favicon: a device could never reach it.
-func Reserved(p string) bool {
+// reserved says why a catalog path can never be reached by a device, or
+// "": a top-level file or folder the status page owns (its API, metrics,
+// the favicon), or a top-level file named like a device endpoint
+// (/_catalog, the default /update), which answers instead of the file. A
+// folder of those names is reachable ("/update/fw.bin").
+func reserved(p string, dir bool) string {
 	switch p {
 	case "api", "metrics", "healthz", "favicon.ico", "station":
-		return true
+		return "the name is reserved for the status page and its API; rename it"
+	case "update", "_catalog":
+		if !dir {
+			return "the name is a device endpoint (/" + p + "), which answers instead of the file; rename it"
+		}
 	}
-	return false
+	return ""
 }
 
 // parentOf returns the catalog key of p's folder ("" for the root).

@@ -415,6 +415,42 @@ func TestReservedFolderNamesLeftOut(t *testing.T) {
 	}
 }
 
+// TestEndpointNamedFilesLeftOut: a top-level file named update or
+// _catalog could never be downloaded (the endpoint answers instead), so
+// it is left out with the reason and never listed as an image; a folder
+// of either name stays reachable.
+func TestEndpointNamedFilesLeftOut(t *testing.T) {
+	fsys := testFS()
+	fsys["update"] = file(img8266)
+	fsys["_catalog"] = file(img8266)
+	cat, err := catalog.Load(fsys, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"update", "_catalog"} {
+		if why := cat.Skipped()[n]; !strings.Contains(why, "device endpoint (/"+n+")") {
+			t.Errorf("%s: skipped %q", n, why)
+		}
+	}
+	addr, _ := start(t, fsys)
+	resp := get(t, addr, string(emu.New(emu.ESP8266v31).CatalogRequest("h", ".")))
+	if body := readBody(t, resp); strings.Contains(body, `"update"`) || strings.Contains(body, `"_catalog"`) {
+		t.Errorf("listed: %s", body)
+	}
+	folders := testFS()
+	folders["update/fw.bin"] = file(img8266)
+	folders["_catalog/fw.bin"] = file(img8266)
+	fcat, err := catalog.Load(folders, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"update/fw.bin", "_catalog/fw.bin"} {
+		if _, ok := fcat.File(n); !ok {
+			t.Errorf("%s left out: %q", n, fcat.Skipped()[n])
+		}
+	}
+}
+
 // TestTargetOf1024Bytes: a request-target up to 1024 bytes is read; a
 // longer one gets 414 with the reason.
 func TestTargetOf1024Bytes(t *testing.T) {
