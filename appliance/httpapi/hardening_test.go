@@ -503,3 +503,56 @@ func TestHeadTimeAndIdleLimits(t *testing.T) {
 		t.Errorf("an idle keep-alive connection was not closed: %v", err)
 	}
 }
+
+// TestDribbledHeadEndsWithinTheHeadTimeout: the head timeout runs from a
+// head's first byte however the head is split between the quick listing
+// path and net/http. A client silent for most of the first window, then
+// dribbling "GET /_catalo" (the quick path's bytes) and then a file name
+// (net/http's), is closed one head timeout after its first byte, not
+// after the quick path's window plus net/http's.
+func TestDribbledHeadEndsWithinTheHeadTimeout(t *testing.T) {
+	const timeout = 3 * time.Second
+	cat, _ := catalog.Load(testFS(), catalog.Options{})
+	srv := httpapi.Server(httpapi.New(cat, httpapi.Options{}), nil)
+	srv.ReadHeaderTimeout = timeout
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(httpapi.Quick(httpapi.FixTargets(l), srv))
+	defer srv.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(timeout - 500*time.Millisecond) // silent, within the first window
+	first := time.Now()
+	ended := make(chan time.Time, 1)
+	go func() {
+		io.Copy(io.Discard, c)
+		ended <- time.Now()
+	}()
+	chunks := []string{"GET /_cat", "alo", "g.bin HTTP/1.1\r\n", "Host: h\r\n"}
+	for i := 0; ; i++ {
+		piece := "X-Slow: 1\r\n"
+		if i < len(chunks) {
+			piece = chunks[i]
+		}
+		if _, err := c.Write([]byte(piece)); err != nil {
+			break
+		}
+		select {
+		case at := <-ended:
+			if took := at.Sub(first); took > timeout+time.Second {
+				t.Fatalf("head ended %v after its first byte; the head timeout is %v", took.Round(time.Millisecond), timeout)
+			}
+			return
+		case <-time.After(600 * time.Millisecond):
+		}
+		if time.Since(first) > 3*timeout {
+			t.Fatal("a dribbled head was never closed")
+		}
+	}
+	at := <-ended
+	if took := at.Sub(first); took > timeout+time.Second {
+		t.Fatalf("head ended %v after its first byte; the head timeout is %v", took.Round(time.Millisecond), timeout)
+	}
+}

@@ -153,7 +153,14 @@ func (q *quickListener) serve(c net.Conn) {
 	wait := q.srv.ReadHeaderTimeout // the first request; then IdleTimeout between requests
 	for {
 		c.SetReadDeadline(deadline(wait))
-		n, ok, err := quickHead(br, func() { c.SetReadDeadline(deadline(q.srv.ReadHeaderTimeout)) })
+		// One deadline for the whole head from its first byte, here and,
+		// if the request is handed over, in net/http (headBy): a head
+		// dribbled past it is closed, however it is split between the two.
+		var headBy time.Time
+		n, ok, err := quickHead(br, func() {
+			headBy = deadline(q.srv.ReadHeaderTimeout)
+			c.SetReadDeadline(headBy)
+		})
 		var ne net.Error
 		if err != nil && ((errors.As(err, &ne) && ne.Timeout()) || br.Buffered() == 0) {
 			q.untrack(c)
@@ -161,13 +168,13 @@ func (q *quickListener) serve(c net.Conn) {
 			return
 		}
 		if !ok {
-			q.handOff(c, br, nil)
+			q.handOff(c, br, nil, headBy)
 			return
 		}
 		head = append(head[:0], peek(br, n)...) // kept to hand over if the request is not taken
 		req, err := http.ReadRequest(br)
 		if err != nil || !quickTakes(req, head) {
-			q.handOff(c, br, head)
+			q.handOff(c, br, head, headBy)
 			return
 		}
 		if !q.track(c, true) {
@@ -295,11 +302,12 @@ func hostLines(head []byte) int {
 }
 
 // handOff gives c to net/http, which reads head (a request this path did
-// not take) and whatever br still holds before reading c again.
-func (q *quickListener) handOff(c net.Conn, br *bufio.Reader, head []byte) {
+// not take) and whatever br still holds before reading c again, and must
+// have the head whole by headBy (zero: net/http's own timeout).
+func (q *quickListener) handOff(c net.Conn, br *bufio.Reader, head []byte, headBy time.Time) {
 	c.SetReadDeadline(time.Time{})
 	pending := append(head, peek(br, br.Buffered())...)
-	hc := &handedConn{Conn: c, pending: pending}
+	hc := &handedConn{Conn: c, pending: pending, headBy: headBy}
 	q.untrack(c)
 	select {
 	case q.conns <- hc:
@@ -313,6 +321,22 @@ func (q *quickListener) handOff(c net.Conn, br *bufio.Reader, head []byte) {
 type handedConn struct {
 	net.Conn
 	pending []byte
+	// headBy is when the head that began on the quick path must be whole.
+	// net/http's first SetReadDeadline is its head deadline for that
+	// request (conn.readRequest), counted from when it started reading:
+	// it is held to headBy instead, so the quick path's time is not given
+	// again. Later deadlines (the body, the idle wait) pass as they are.
+	headBy time.Time
+}
+
+func (c *handedConn) SetReadDeadline(t time.Time) error {
+	if by := c.headBy; !by.IsZero() {
+		c.headBy = time.Time{}
+		if t.IsZero() || t.After(by) {
+			t = by
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *handedConn) Read(p []byte) (int, error) {
