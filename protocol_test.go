@@ -164,6 +164,43 @@ func TestDeviceCredentials(t *testing.T) {
 	}
 }
 
+// TestDevicePasswordGuessingLockedOut: five wrong device passwords from
+// one address within a minute lock it out, as the admin page's do: the
+// sixth request, even with the right password, gets 429 with
+// Retry-After and the reason; the lock-out is one WARN, the refusals
+// that follow are not each a WARN; another address is still served.
+func TestDevicePasswordGuessingLockedOut(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "device")
+	os.WriteFile(pw, []byte("fl4sh\n"), 0o600)
+	r := start(t, "--device-password-file", pw)
+	guesser := emu.New(emu.ESP8266v31)
+	guesser.Source = net.IPv4(127, 0, 0, 9)
+	guesser.Auth = "otabox:guess"
+	for i := 1; i <= 5; i++ {
+		if res := guesser.Update(r.addr, "/blink-esp8266.bin"); res.Status != 401 {
+			t.Fatalf("wrong password %d: %v", i, res)
+		}
+	}
+	guesser.Auth = "otabox:fl4sh"
+	for i := 0; i < 50; i++ {
+		res := guesser.Update(r.addr, "/blink-esp8266.bin")
+		if res.Status != 429 || res.Headers["retry-after"] == "" || !strings.HasPrefix(res.Headers["x-otabox-reason"], "too many wrong device passwords from 127.0.0.9") {
+			t.Fatalf("locked out, try %d: %v %q retry-after %q", i, res, res.Headers["x-otabox-reason"], res.Headers["retry-after"])
+		}
+	}
+	other := emu.New(emu.ESP8266v31)
+	other.Source = net.IPv4(127, 0, 0, 10)
+	other.Auth = "otabox:fl4sh"
+	if res := other.Update(r.addr, "/blink-esp8266.bin"); res.Outcome != emu.OK {
+		t.Fatalf("another address: %v", res)
+	}
+	waitLog(t, r, "device: wrong password; address locked out")
+	waitLog(t, r, "client=127.0.0.10:") // the last request: every line before it is read
+	if n := strings.Count(r.log.all.String(), "status=429"); n > 0 {
+		t.Errorf("%d refusals of a locked-out address logged at WARN, want only the lock-out", n)
+	}
+}
+
 // siteKey is a signing key made for the test: the private half signs
 // images, the public half is written as PEM for --verify-key.
 type siteKey struct {

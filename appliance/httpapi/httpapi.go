@@ -29,6 +29,7 @@ import (
 	"otabox/appliance/decide"
 	"otabox/appliance/device"
 	"otabox/appliance/espimage"
+	"otabox/appliance/lockout"
 	"otabox/appliance/policy"
 )
 
@@ -118,6 +119,7 @@ type Handler struct {
 	opts      Options
 	log       *slog.Logger
 	chips     *chipMemory
+	guesses   *lockout.Throttle // wrong device passwords, by address
 	inflaters *inflaters
 	big       chan *[]byte // the maxChunk buffers (see lend), nil until first used
 	small     sync.Pool    // smallChunk buffers, for writes that may block
@@ -159,6 +161,7 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 		opts:      opts,
 		log:       opts.Logger,
 		chips:     newChipMemory(10000),
+		guesses:   lockout.New(nil),
 		inflaters: &inflaters{seen: map[string]time.Time{}},
 		big:       make(chan *[]byte, bigBuffers()),
 		detached:  map[net.Conn]struct{}{},
@@ -226,6 +229,13 @@ type exchange struct {
 	// redecided counts decisions taken again after the file left the
 	// catalog (answer).
 	redecided int
+
+	// quiet logs the request at debug: a refusal already said once at
+	// WARN (a locked-out address's).
+	quiet bool
+	// lockedFor is how long the client's address is still locked out for
+	// guessing the device password (credentialed).
+	lockedFor time.Duration
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
@@ -333,14 +343,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(x, http.StatusMethodNotAllowed, "method "+r.Method+" is not served; devices use GET")
 	case ferr != nil:
 		h.fail(x, http.StatusBadRequest, ferr.Error())
-	case h.opts.DeviceAuth.Password != "" && (r.URL.Path != CatalogPath || h.opts.DeviceAuth.Catalog) && !h.opts.DeviceAuth.allows(r):
+	case h.opts.DeviceAuth.Password != "" && (r.URL.Path != CatalogPath || h.opts.DeviceAuth.Catalog) && !h.credentialed(x, r):
 		x.endpoint = endpointOf(r.URL.Path, h.opts.UpdatePath, facts)
-		w.Header().Set("WWW-Authenticate", `Basic realm="otabox"`)
-		why := "device credentials required (setAuthorization)"
-		if _, _, ok := r.BasicAuth(); ok {
-			why = "wrong device credentials"
-		}
-		h.fail(x, http.StatusUnauthorized, why)
+		h.refuseCredentials(x, r)
 	case r.URL.Path == CatalogPath:
 		x.endpoint = "catalog"
 		h.serveCatalog(x, r, facts, h.cat.Load())
@@ -357,6 +362,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.release()
 		h.observe(x)
 	}
+}
+
+// credentialed reports whether r carries the device credentials from an
+// address not locked out for guessing them (lockout's limits, as the
+// admin page's): while it is, not even the right password is tried.
+func (h *Handler) credentialed(x *exchange, r *http.Request) bool {
+	if x.lockedFor = h.guesses.Locked(clientIP(r)); x.lockedFor > 0 {
+		return false
+	}
+	return h.opts.DeviceAuth.allows(r)
+}
+
+// refuseCredentials answers a request credentialed refused: 429 with
+// Retry-After while its address is locked out, else 401. Only a wrong
+// password counts toward a lock-out, never a missing one; the refusals of
+// a locked-out address are logged at debug, its lock-out once at WARN.
+func (h *Handler) refuseCredentials(x *exchange, r *http.Request) {
+	ip := clientIP(r)
+	if wait := x.lockedFor; wait > 0 {
+		x.quiet = true
+		x.Header().Set("Retry-After", strconv.Itoa(max(int(wait.Round(time.Second)/time.Second), 1)))
+		h.fail(x, http.StatusTooManyRequests, "too many wrong device passwords from "+ip+"; try again in "+wait.Round(time.Second).String())
+		return
+	}
+	x.Header().Set("WWW-Authenticate", `Basic realm="otabox"`)
+	why := "device credentials required (setAuthorization)"
+	if _, _, ok := r.BasicAuth(); ok {
+		why = "wrong device credentials"
+		if n, lock := h.guesses.Fail(ip); lock > 0 {
+			h.log.Warn("device: wrong password; address locked out", "client", ip, "failures", n, "for", lock)
+		}
+	}
+	h.fail(x, http.StatusUnauthorized, why)
 }
 
 // release closes the image file and takes the download off the list of
@@ -446,7 +484,10 @@ func (x *exchange) exchangeFor(took time.Duration) *Exchange {
 
 func (h *Handler) logRequest(r *http.Request, x *exchange, d time.Duration) {
 	level := slog.LevelInfo
-	if x.status >= 400 {
+	switch {
+	case x.quiet:
+		level = slog.LevelDebug
+	case x.status >= 400:
 		level = slog.LevelWarn
 	}
 	if !h.log.Enabled(r.Context(), level) {

@@ -171,8 +171,10 @@ type Store struct {
 	filesQ    []fileRow  // remembered files waiting for flushFiles
 	flushMu   sync.Mutex // held while flushFiles writes
 	faultMu   sync.Mutex
-	fault     string // the last write error, "" when writing works
-	faultAt   time.Time
+	fault     string    // the last write error, "" when writing works
+	faultAt   time.Time // when a fault was last logged
+	faults    int       // faults begun since then
+	faultSaid bool      // the current or last fault was logged
 }
 
 // ErrUnavailable reports a read while the database cannot be opened.
@@ -516,22 +518,34 @@ func (s *Store) drop(n int, err error) {
 	s.setFault(err)
 }
 
+// setFault notes that records cannot be written. A fault that comes and
+// goes (a disk at its limit, a flapping USB stick) is logged at most once
+// a minute, with the number of faults since the last line.
 func (s *Store) setFault(err error) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
-	first := s.fault == ""
+	if s.fault == "" {
+		s.faults++
+	}
 	s.fault = err.Error()
-	if first || s.opts.Now().Sub(s.faultAt) >= time.Minute {
-		s.faultAt = s.opts.Now()
-		s.log.Warn("store: records are not being written; devices are still served", "dropped_total", s.dropped.Load(), "err", err)
+	if now := s.opts.Now(); s.faultAt.IsZero() || now.Sub(s.faultAt) >= time.Minute {
+		s.faultAt, s.faultSaid = now, true
+		s.log.Warn("store: records are not being written; devices are still served", "faults_since_last_warning", s.faults, "dropped_total", s.dropped.Load(), "err", err)
+		s.faults = 0
 	}
 }
 
+// clearFault notes that a write worked again; said only after a fault
+// that was said, so the log's last word on the store is always true of it
+// but for the minute a warning may wait.
 func (s *Store) clearFault() {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	if s.fault != "" {
-		s.log.Info("store: writing records again", "dropped_total", s.dropped.Load(), "after", s.fault)
+		if s.faultSaid {
+			s.log.Info("store: writing records again", "dropped_total", s.dropped.Load(), "after", s.fault)
+			s.faultSaid = false
+		}
 		s.fault = ""
 	}
 }

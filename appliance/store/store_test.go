@@ -758,3 +758,38 @@ func TestGatheredListingsBounded(t *testing.T) {
 		t.Errorf("after take: %d, %d", len(evs), n)
 	}
 }
+
+// TestFaultWarnsOnceAMinute: a write fault that comes and goes (27 times
+// in 22 s, as a disk at its limit did) is one WARN and one INFO in that
+// minute, not 27 of each; the next minute's first fault says how many
+// came between, and the health always tells the truth at once.
+func TestFaultWarnsOnceAMinute(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, logs := open(t, t.TempDir(), Options{Now: func() time.Time { return now }})
+	fault := fmt.Errorf("disk I/O error")
+	for range 27 {
+		s.drop(1, fault)
+		if s.Health().Fault == "" {
+			t.Fatal("a fault is not in the health")
+		}
+		s.clearFault()
+		if s.Health().Fault != "" {
+			t.Fatal("a cleared fault is still in the health")
+		}
+		now = now.Add(800 * time.Millisecond)
+	}
+	out := logs.String()
+	if w, i := strings.Count(out, "records are not being written"), strings.Count(out, "writing records again"); w != 1 || i != 1 {
+		t.Fatalf("27 faults in 22 s: %d WARN and %d INFO lines, want 1 and 1:\n%s", w, i, out)
+	}
+	now = now.Add(time.Minute)
+	s.drop(1, fault)
+	out = logs.String()
+	if !strings.Contains(out, "faults_since_last_warning=27") {
+		t.Errorf("the next minute's warning does not count the faults between:\n%s", out)
+	}
+	s.clearFault()
+	if i := strings.Count(logs.String(), "writing records again"); i != 2 {
+		t.Errorf("a said fault's end is not said: %d INFO lines", i)
+	}
+}

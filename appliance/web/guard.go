@@ -6,41 +6,20 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
+
+	"otabox/appliance/lockout"
 )
 
-// Login throttling: after maxFailures wrong passwords from one address
-// within failWindow, that address is answered 429 for lockBase, doubling
-// with each lock-out up to lockMax. Bounded: at most maxTracked
-// addresses are remembered (the oldest forgotten first).
-const (
-	maxFailures = 5
-	failWindow  = time.Minute
-	lockBase    = time.Minute
-	lockMax     = time.Hour
-	maxTracked  = 10000
-)
-
-// guard checks the admin password and throttles guessing.
+// guard checks the admin password and throttles guessing (lockout).
 type guard struct {
 	password []byte
 	log      *slog.Logger
-	now      func() time.Time
-
-	mu    sync.Mutex
-	peers map[string]*peer
-}
-
-type peer struct {
-	fails   []time.Time // within failWindow
-	locks   int         // lock-outs so far: the next lasts lockBase << locks
-	until   time.Time
-	touched time.Time
+	throttle *lockout.Throttle
 }
 
 func newGuard(password string, log *slog.Logger) *guard {
-	return &guard{password: []byte(password), log: log, now: time.Now, peers: map[string]*peer{}}
+	return &guard{password: []byte(password), log: log, throttle: lockout.New(nil)}
 }
 
 func clientOf(r *http.Request) string {
@@ -58,7 +37,7 @@ func (g *guard) protect(next http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ip := clientOf(r)
-		if wait := g.locked(ip); wait > 0 {
+		if wait := g.throttle.Locked(ip); wait > 0 {
 			secs := int(wait.Round(time.Second) / time.Second)
 			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 			http.Error(w, "otabox status: too many wrong passwords from "+ip+"; try again in "+wait.Round(time.Second).String(), http.StatusTooManyRequests)
@@ -77,62 +56,14 @@ func (g *guard) protect(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// locked is how long ip must still wait; 0 when it may try.
-func (g *guard) locked(ip string) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if p := g.peers[ip]; p != nil {
-		if d := p.until.Sub(g.now()); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-// fail counts a wrong password from ip and locks it out past the limit.
+// fail counts a wrong password from ip, which may lock it out.
 func (g *guard) fail(ip string) {
-	g.mu.Lock()
-	now := g.now()
-	p := g.peers[ip]
-	if p == nil {
-		if len(g.peers) >= maxTracked {
-			g.forgetOldest()
-		}
-		p = &peer{}
-		g.peers[ip] = p
-	}
-	p.touched = now
-	kept := p.fails[:0]
-	for _, t := range p.fails {
-		if now.Sub(t) < failWindow {
-			kept = append(kept, t)
-		}
-	}
-	p.fails = append(kept, now)
-	n := len(p.fails)
-	var lock time.Duration
-	if n >= maxFailures {
-		lock = min(lockBase<<p.locks, lockMax)
-		p.until, p.fails = now.Add(lock), nil
-		p.locks++
-	}
-	g.mu.Unlock()
+	n, lock := g.throttle.Fail(ip)
 	if lock > 0 {
 		g.log.Warn("admin: wrong password; address locked out", "client", ip, "failures", n, "for", lock)
 	} else {
 		g.log.Warn("admin: wrong password", "client", ip, "failures_this_minute", n)
 	}
-}
-
-func (g *guard) forgetOldest() {
-	var oldest string
-	var at time.Time
-	for ip, p := range g.peers {
-		if oldest == "" || p.touched.Before(at) {
-			oldest, at = ip, p.touched
-		}
-	}
-	delete(g.peers, oldest)
 }
 
 // logged logs every request to the page and the API: method, path,
