@@ -160,7 +160,7 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 	h := &Handler{
 		opts:      opts,
 		log:       opts.Logger,
-		chips:     newChipMemory(10000),
+		chips:     newChipMemory(10000, opts.Logger),
 		guesses:   lockout.New(nil),
 		inflaters: &inflaters{seen: map[string]time.Time{}},
 		big:       make(chan *[]byte, bigBuffers()),
@@ -414,8 +414,11 @@ func (x *exchange) release() {
 func (h *Handler) observe(x *exchange) {
 	took := time.Since(x.start)
 	h.logRequest(x.r, x, took)
+	ev := x.exchangeFor(took)
+	if e := ev.Image; ev.Completed && x.mac != "" && e != nil && e.Image != nil {
+		h.chips.completed(x.mac, e.Image.Chip)
+	}
 	if h.opts.Observe != nil {
-		ev := x.exchangeFor(took)
 		if x.ev != nil {
 			// The one the recorder saw at the decision, now with its outcome.
 			x.ev.Reason, x.ev.Bytes, x.ev.Size, x.ev.Completed, x.ev.Took = ev.Reason, ev.Bytes, ev.Size, ev.Completed, took
@@ -627,7 +630,7 @@ func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decid
 	}
 	mac := facts.MAC()
 	if chip, ok := decide.RunningChip(req); ok && mac != "" && len(req.Running) > 0 {
-		h.chips.learn(mac, chip)
+		h.chips.claim(mac, ip, chip)
 	}
 	req.Chip, req.ChipKnown = h.chips.lookup(mac)
 	req.Inflates = facts.Family == espimage.ESP8266 && h.inflaters.known(ip)
@@ -1140,26 +1143,81 @@ func inflatesGzip(order []string) bool {
 // clientIP is the request's peer address without the port.
 func clientIP(r *http.Request) string { return hostOf(r.RemoteAddr) }
 
-// chipMemory remembers the chip of each ESP32 seen running a catalog image
-// of a known chip, so that a device that later runs an image the catalog
-// does not know is still kept from wrong-chip images. Bounded: past max
-// devices it learns no more.
+// chipMemory remembers the chip of each ESP32, so that a device that
+// later runs an image the catalog does not know is still kept from
+// wrong-chip images. A MAC and a running digest are only claims (any LAN
+// client can send a victim's), so a chip is learnt only from evidence a
+// single request cannot give: a completed download of an image for it,
+// or the same claim twice in a row from the same address. What is learnt
+// is never overwritten (a chip's MAC is burnt into its eFuses): a
+// conflicting claim is logged, at most once a minute with a count.
+// Bounded: past max devices it learns no more.
 type chipMemory struct {
+	log *slog.Logger
 	mu  sync.Mutex
 	max int
 	m   map[string]espimage.Chip
+	// claims are the last unconfirmed claim per MAC.
+	claims map[string]chipClaim
+	// conflicts since the last WARN, and when that was.
+	conflicts int
+	warned    time.Time
 }
 
-func newChipMemory(max int) *chipMemory {
-	return &chipMemory{max: max, m: map[string]espimage.Chip{}}
+type chipClaim struct {
+	chip espimage.Chip
+	ip   string
 }
 
-func (c *chipMemory) learn(mac string, chip espimage.Chip) {
+func newChipMemory(max int, log *slog.Logger) *chipMemory {
+	return &chipMemory{log: log, max: max, m: map[string]espimage.Chip{}, claims: map[string]chipClaim{}}
+}
+
+// claim notes that a request from ip says mac runs a chip's image: learnt
+// when the previous claim for mac was the same, from the same address.
+func (c *chipMemory) claim(mac, ip string, chip espimage.Chip) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.m[mac]; ok || len(c.m) < c.max {
-		c.m[mac] = chip
+	if c.known(mac, chip, "a request from "+ip) {
+		return
 	}
+	if prev, ok := c.claims[mac]; ok && prev == (chipClaim{chip, ip}) {
+		delete(c.claims, mac)
+		c.m[mac] = chip
+		return
+	}
+	if _, ok := c.claims[mac]; ok || len(c.claims) < c.max {
+		c.claims[mac] = chipClaim{chip, ip}
+	}
+}
+
+// completed notes that mac took a whole image built for chip: learnt.
+func (c *chipMemory) completed(mac string, chip espimage.Chip) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.known(mac, chip, "a completed download") {
+		return
+	}
+	delete(c.claims, mac)
+	c.m[mac] = chip
+}
+
+// known reports whether mac's chip is already learnt (or cannot be, the
+// memory being full), logging a conflict with chip from source. Called
+// with mu held.
+func (c *chipMemory) known(mac string, chip espimage.Chip, source string) bool {
+	have, ok := c.m[mac]
+	if !ok {
+		return len(c.m) >= c.max
+	}
+	if have != chip {
+		c.conflicts++
+		if now := time.Now(); now.Sub(c.warned) >= time.Minute {
+			c.log.Warn("device chip: a claim conflicts with what was learnt; kept what was learnt", "mac", mac, "learnt", have.String(), "claimed", chip.String(), "from", source, "conflicts_since_last_warning", c.conflicts)
+			c.warned, c.conflicts = now, 0
+		}
+	}
+	return true
 }
 
 func (c *chipMemory) lookup(mac string) (espimage.Chip, bool) {

@@ -423,14 +423,16 @@ func TestUpdateURL(t *testing.T) {
 	}
 }
 
-// TestChipRemembered: an ESP32 seen running an ESP32 image keeps its chip
-// even after it runs something the catalog does not know.
+// TestChipRemembered: an ESP32 seen twice running an ESP32 image keeps
+// its chip even after it runs something the catalog does not know.
 func TestChipRemembered(t *testing.T) {
 	addr, _ := start(t, testFS())
 	d := emu.New(emu.ESP32v30)
 	d.Running = img32
-	if res := d.Update(addr, "/fw32.bin"); res.Outcome != emu.NoUpdates {
-		t.Fatal(res)
+	for range 2 {
+		if res := d.Update(addr, "/fw32.bin"); res.Outcome != emu.NoUpdates {
+			t.Fatal(res)
+		}
 	}
 	d.Running = []byte("custom build")
 	res := d.Update(addr, "/lab/fw32s3.bin")
@@ -442,6 +444,45 @@ func TestChipRemembered(t *testing.T) {
 	other.Chip = espimage.ChipESP32S3
 	if res := other.Update(addr, "/lab/fw32s3.bin"); res.Outcome != emu.OK {
 		t.Fatal(res)
+	}
+}
+
+// TestSpoofedChipClaimLeavesTheDeviceServed: one request carrying a
+// victim's MAC and an ESP32-S3 image's digest teaches nothing; neither do
+// such claims repeated from another address once the victim's chip is
+// known (by a completed download, or by its own claim twice): the victim,
+// now running an image the catalog does not know, is still served its
+// ESP32 image and refused the S3 one.
+func TestSpoofedChipClaimLeavesTheDeviceServed(t *testing.T) {
+	addr, _ := start(t, testFS())
+	const victimMAC = "24:0A:C4:11:22:33"
+	spoof := func(from byte, times int) {
+		s := emu.New(emu.ESP32v30)
+		s.STAMAC, s.Chip, s.Running = victimMAC, espimage.ChipESP32S3, img32s3
+		s.Source = net.IPv4(127, 0, 0, from)
+		for range times {
+			s.Update(addr, "/lab/fw32s3.bin")
+		}
+	}
+	victim := emu.New(emu.ESP32v30)
+	victim.STAMAC = victimMAC
+	victim.Running = []byte("a build of its own")
+	victim.Source = net.IPv4(127, 0, 0, 2)
+
+	spoof(3, 1) // before anything is known: one claim teaches nothing
+	if res := victim.Update(addr, "/fw32.bin"); res.Outcome != emu.OK {
+		t.Fatalf("after one spoofed claim: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	// That download completed: the victim is known as an ESP32 now. It
+	// is flashed with a build of its own again.
+	victim.Running = []byte("another build of its own")
+	spoof(3, 5)
+	spoof(4, 5)
+	if res := victim.Update(addr, "/fw32.bin"); res.Outcome != emu.OK {
+		t.Fatalf("after spoofed claims from other addresses: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if res := victim.Update(addr, "/lab/fw32s3.bin"); res.Status != 403 || !strings.Contains(res.Headers["x-otabox-reason"], "the device is an ESP32") {
+		t.Fatalf("the S3 image to the ESP32: %v %q", res, res.Headers["x-otabox-reason"])
 	}
 }
 
