@@ -341,3 +341,34 @@ func TestEmbeddedGzipCompressedAtBuildTime(t *testing.T) {
 		t.Errorf("x-MD5 %s is not the compressed bytes' %x", res.MD5, sum)
 	}
 }
+
+// TestFilesCopiedJustBeforeStartAreReadOnceSettled: files copied onto the
+// box just before otabox starts, more than start-up reads, are read once
+// they have stopped changing; until then they are pending (503), and the
+// wait is quiet: no stream of "still being written" lines (the read
+// rounds went round without pause and logged 24,656 of them in 4 s).
+func TestFilesCopiedJustBeforeStartAreReadOnceSettled(t *testing.T) {
+	dir := t.TempDir()
+	for i := 1; i <= 5; i++ {
+		img, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 6 << 20, FlashSize: 16 << 20, Seed: uint64(60 + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("fresh%d.bin", i)), img, 0o644)
+	}
+	r := start(t, "--catalog", dir)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if list := emu.New(emu.ESP8266v31).Catalog(r.addr, "."); len(list.Firmwares) == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the five files were never all listed")
+		}
+	}
+	time.Sleep(2 * time.Second) // the rounds after the last file was read
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	waitLog(t, r, "store closed")
+	if n := strings.Count(r.log.all.String(), "still being written"); n > 5 {
+		t.Errorf("%d \"still being written\" lines for 5 files copied before the start:\n%.2000s", n, r.log.all.String())
+	}
+}

@@ -5,8 +5,10 @@ package main
 // may quietly change what devices get).
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -423,4 +425,59 @@ func TestSlowlorisCannotStarveDevices(t *testing.T) {
 		}
 	}
 	t.Logf("8 of 8 devices served beside %d dribbling connections", len(held))
+}
+
+// TestPolicyPinningAnImageReadLastStarts: five 6 MB images are more than
+// start-up reads before the port opens; a policy pinning the one read
+// last still starts (the file is there, only not read yet). Until it is
+// read, a pinned device asking /update gets 503 with Retry-After and the
+// reason, never another image; then it gets the pinned image. A name
+// that is neither read nor being read still refuses the start.
+func TestPolicyPinningAnImageReadLastStarts(t *testing.T) {
+	dir := t.TempDir()
+	var last []byte
+	for i := 1; i <= 5; i++ {
+		img, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 6 << 20, FlashSize: 16 << 20, Project: "big", Version: fmt.Sprint(i), Seed: uint64(40 + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("big%d-esp8266.bin", i)), img, 0o644)
+		last = img
+	}
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("group lab 5C:CF:7F:12:*\npin lab big5-esp8266.bin\n"), 0o644)
+	for range 3 { // the first start with a fresh record, and again
+		r := start(t, "--catalog", dir, "--policy", pol)
+		d := emu.New(emu.ESP8266v31)
+		d.ChipSize, d.FreeSpace = 16<<20, 8<<20
+		saw503 := false
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			res := d.Update(r.addr, "/update")
+			if res.Status == 503 {
+				if res.Headers["retry-after"] == "" || !strings.Contains(res.Headers["x-otabox-reason"], "group lab is pinned to big5-esp8266.bin, which is still being read") {
+					t.Fatalf("while being read: %v %q retry-after %q", res, res.Headers["x-otabox-reason"], res.Headers["retry-after"])
+				}
+				saw503 = true
+			} else if res.Outcome == emu.OK {
+				if !bytes.Equal(d.Running, last) {
+					t.Fatal("the device got another image than the pinned one")
+				}
+				break
+			} else {
+				t.Fatalf("pinned to an image being read: %v %q", res, res.Headers["x-otabox-reason"])
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the pinned image was never served")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("a 503 while the image was read: %v", saw503)
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	}
+	os.WriteFile(pol, []byte("group lab 5C:CF:7F:12:*\npin lab big6-esp8266.bin\n"), 0o644)
+	out, err := exec.Command(otabox, "serve", "--mdns=false", "--data-dir", t.TempDir(), "-b", "127.0.0.1", "-p", "0", "--catalog", dir, "--policy", pol).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `names "big6-esp8266.bin", which is not in the catalog`) {
+		t.Fatalf("a name neither read nor being read: %v\n%s", err, out)
+	}
 }

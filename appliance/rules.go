@@ -20,7 +20,10 @@ func images(cat *catalog.Catalog) []string {
 	for _, e := range cat.Files() {
 		out = append(out, e.Path)
 	}
-	return out
+	// Files still being read count as present: the catalog as it will be.
+	// A rule naming one answers 503 with Retry-After until it is read
+	// (decide), and fails closed if it turns out not to be an image.
+	return append(out, cat.PendingPaths()...)
 }
 
 // loadPolicy reads the policy file against the catalog in force and

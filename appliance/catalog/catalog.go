@@ -178,6 +178,15 @@ func (c *Catalog) pendingAt(p string) (Stamp, bool) {
 	return st, ok
 }
 
+// PendingPaths are the files still to be read, in no order.
+func (c *Catalog) PendingPaths() []string {
+	out := make([]string, 0, len(c.pending))
+	for p := range c.pending {
+		out = append(out, p)
+	}
+	return out
+}
+
 // PendingCount is how many files, and bytes, are still to be read.
 func (c *Catalog) PendingCount() (files int, bytes int64) {
 	for _, st := range c.pending {
@@ -334,7 +343,11 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
 	}
 	skip := func(p, why string) {
-		opts.Logger.Warn("catalog: skipped", "path", p, "reason", why)
+		level := slog.LevelWarn
+		if prev := opts.Previous; prev != nil && prev.skipped[p] == why {
+			level = slog.LevelDebug // said when it was first left out, for this reason
+		}
+		opts.Logger.Log(context.Background(), level, "catalog: skipped", "path", p, "reason", why)
 		c.skipped[p] = why
 	}
 	var later []unread // files to read, when a Budget applies
@@ -377,7 +390,10 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			return nil
 		}
 		e, why, st := loadFile(fsys, p, d, opts, opts.Budget == 0)
+		_, wasPending := opts.Previous.pendingAt(p)
 		switch {
+		case why == unsettled && wasPending:
+			c.pending[p] = st // there all along, changing now: read once it settles
 		case why != "":
 			skip(p, why)
 		case e == nil:
@@ -521,6 +537,11 @@ func readAll(fsys fs.FS, todo []unread, opts Options) []loaded {
 	return out
 }
 
+// unsettled is why a file still being written stays out (loadFile): it
+// joins once it stops changing. One the previous load left pending stays
+// pending instead, so that a rule naming it keeps waiting for it.
+const unsettled = "still being written; it joins the catalog once it stops changing"
+
 // loadFile reads one file into an entry, or says why it stays out. With
 // read false, a file that would have to be read (neither Previous nor the
 // Cache describe it) is left for later: no entry, no reason, its stamp.
@@ -542,14 +563,14 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 			if ok {
 				return old, "", Stamp{}
 			}
-			return nil, "still being written; it joins the catalog once it stops changing", Stamp{}
+			return nil, unsettled, stamp
 		}
 		if ok && !opts.Rehash && old.Stamp.Equal(stamp) {
 			opts.stats.Reused++
 			return old, "", Stamp{}
 		}
 	} else if opts.Unstable[p] {
-		return nil, "still being written; it joins the catalog once it stops changing", Stamp{}
+		return nil, unsettled, stamp
 	}
 	if st, ok := opts.Previous.pendingAt(p); ok && !read && st.Equal(stamp) {
 		// Left unread by the previous load, unchanged since: the Cache

@@ -36,6 +36,8 @@ type Verdict struct {
 	Gzip   bool           // serve Entry.Gzip, the compressed form
 	// Batch is the factory batch the decision was made for ("" for none).
 	Batch string
+	// RetryAfter, in seconds, goes with a 503: the answer will change soon.
+	RetryAfter int
 }
 
 // Request is everything a decision may look at.
@@ -60,6 +62,19 @@ type Request struct {
 	Batch *Batch
 	// Now is the time of the request.
 	Now time.Time
+	// Pending reports a catalog file that is there but not read yet
+	// (catalog.Pending); nil for none. A rule naming one waits for it.
+	Pending func(path string) bool
+}
+
+// pending is the answer while the image a rule names is still being read:
+// 503 with Retry-After, never a fallback to another image.
+func (r Request) pending(image, rule string) (Verdict, bool) {
+	if r.Pending == nil || !r.Pending(image) {
+		return Verdict{}, false
+	}
+	return Verdict{Action: Refuse, Status: http.StatusServiceUnavailable, RetryAfter: 5,
+		Reason: fmt.Sprintf("%s %s, which is still being read and hashed; retry shortly", rule, image)}, true
 }
 
 // Batch is an open factory batch: every device it covers is given Image
@@ -260,6 +275,10 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 				return v
 			}
 		}
+		if v, ok := r.pending(b.Image, "batch "+b.Name+" gives"); ok {
+			v.Batch = b.Name
+			return v
+		}
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Batch: b.Name,
 			Reason: fmt.Sprintf("batch %s gives %s, which is not in the catalog", b.Name, b.Image)}
 	}
@@ -272,6 +291,9 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 				req.Entry = e
 				return Firmware(req)
 			}
+		}
+		if v, ok := r.pending(pin, "group "+group+" is pinned to"); ok {
+			return v
 		}
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("group %s is pinned to %s, which is not in the catalog", group, pin)}
 	}

@@ -637,6 +637,7 @@ func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decid
 	x.running = req.Running
 	req.Policy = h.policy.Load()
 	req.Now = time.Now()
+	req.Pending = cat.Pending
 	if h.opts.Hold != nil && mac != "" && facts.Client == device.Updater {
 		req.Hold = h.opts.Hold(facts)
 	}
@@ -673,6 +674,9 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 		return false
 	}
 	if v.Action != decide.Serve {
+		if v.RetryAfter > 0 {
+			x.Header().Set("Retry-After", strconv.Itoa(v.RetryAfter))
+		}
 		h.fail(x, v.Status, v.Reason)
 		return false
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,51 @@ func TestBatchComesFirst(t *testing.T) {
 	}
 	if res := dev("24:0A:C4:00:00:01").Update(addr, "/update"); res.Status != 403 || !strings.Contains(reason(res), "allow list") {
 		t.Errorf("a batch does not override the allow list: %v %q", res, reason(res))
+	}
+}
+
+// TestPinToAnImageBeingReadIs503: a group pinned to a file that is in
+// the folder but not read yet gets 503 with Retry-After and the reason
+// from /update (never another image, never the 304 of a missing one);
+// once the file is read, the pinned image itself.
+func TestPinToAnImageBeingReadIs503(t *testing.T) {
+	dir := t.TempDir()
+	pinned := mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Project: "blink", Version: "9.0.0", Seed: 90})
+	os.WriteFile(filepath.Join(dir, "fw8266.bin"), img8266, 0o644)
+	os.WriteFile(filepath.Join(dir, "pinned.bin"), pinned, 0o644)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	cat, err := catalog.Load(root.FS(), catalog.Options{Source: dir, Budget: -1}) // nothing read yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cat.Pending("pinned.bin") {
+		t.Fatal("pinned.bin is not pending")
+	}
+	h := httpapi.New(cat, httpapi.Options{UpdatePath: "/update"})
+	pol, err := policy.Parse([]byte("group lab 5C:CF:7F:*\npin lab pinned.bin\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetPolicy(pol)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := httpapi.Server(h, nil)
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	d := dev("5C:CF:7F:00:00:01")
+	res := d.Update(l.Addr().String(), "/update")
+	if res.Status != 503 || res.Headers["retry-after"] != "5" || reason(res) != "group lab is pinned to pinned.bin, which is still being read and hashed; retry shortly" {
+		t.Fatalf("pinned to a pending file: %v %q retry-after %q", res, reason(res), res.Headers["retry-after"])
+	}
+	read, err := catalog.Load(root.FS(), catalog.Options{Source: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetCatalog(read)
+	if res := d.Update(l.Addr().String(), "/update"); res.Outcome != emu.OK || string(d.Running) != string(pinned) {
+		t.Fatalf("once read: %v %q", res, reason(res))
 	}
 }

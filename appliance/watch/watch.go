@@ -88,7 +88,13 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 			next.Close(current) // not served: release what only it pinned
 		}
 		if n, _ := current.PendingCount(); n > 0 {
-			more.Reset(0)
+			// The next round at once while rounds read something; when
+			// every file left is still being written, after a settle.
+			wait := cfg.Settle
+			if st := next.Stats(); st.Read+st.Cached > 0 {
+				wait = 0
+			}
+			more.Reset(wait)
 		}
 	}
 	for {
