@@ -372,3 +372,102 @@ func TestFilesCopiedJustBeforeStartAreReadOnceSettled(t *testing.T) {
 		t.Errorf("%d \"still being written\" lines for 5 files copied before the start:\n%.2000s", n, r.log.all.String())
 	}
 }
+
+// listed is the names an ESP8266 sees at the catalog's top.
+func listed(addr string) string {
+	var names []string
+	for _, fw := range emu.New(emu.ESP8266v31).Catalog(addr, ".").Firmwares {
+		names = append(names, fw.Name)
+	}
+	return strings.Join(names, " ")
+}
+
+// waitListed waits until the top of the catalog lists exactly want.
+func waitListed(t *testing.T, addr, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); listed(addr) != want; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("listed %q, want %q", listed(addr), want)
+		}
+	}
+}
+
+func writeImage(t *testing.T, path string, seed uint64) []byte {
+	t.Helper()
+	img, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestCatalogReleaseSwitchIsFollowed: --catalog names a symlink
+// (current -> release1); `ln -sfn release2 current` is followed without a
+// signal: release2 is read whole and served, and the log says so with
+// both releases' file counts. A device then downloads release2's bytes.
+func TestCatalogReleaseSwitchIsFollowed(t *testing.T) {
+	base := t.TempDir()
+	for _, rel := range []string{"release1", "release2"} {
+		os.Mkdir(filepath.Join(base, rel), 0o755)
+	}
+	writeImage(t, filepath.Join(base, "release1", "app-1.bin"), 81)
+	want := writeImage(t, filepath.Join(base, "release2", "app-2.bin"), 82)
+	writeImage(t, filepath.Join(base, "release2", "tool-2.bin"), 83)
+	current := filepath.Join(base, "current")
+	os.Symlink("release1", current)
+	r := start(t, "--catalog", current)
+	waitListed(t, r.addr, "app-1.bin")
+	// ln -sfn: a new link renamed over the old one.
+	os.Symlink("release2", current+".new")
+	os.Rename(current+".new", current)
+	waitListed(t, r.addr, "app-2.bin tool-2.bin")
+	line := waitLog(t, r, "catalog: the folder was replaced")
+	for _, s := range []string{"was=" + filepath.Join(base, "release1"), "was_files=1", "now=" + filepath.Join(base, "release2"), "files=2"} {
+		if !strings.Contains(line, s) {
+			t.Errorf("log line lacks %q: %s", s, line)
+		}
+	}
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Update(r.addr, "/app-2.bin"); res.Outcome != emu.OK || !bytes.Equal(d.Running, want) {
+		t.Fatalf("release2's image: %v", res)
+	}
+}
+
+// TestCatalogFolderMadeAgainIsFollowed: the --catalog folder deleted
+// (rm -rf) keeps the last catalog served, says so in one ERROR (not one
+// per rescan) and on the status page; made again with other files, it is
+// read and served, and the banner goes.
+func TestCatalogFolderMadeAgainIsFollowed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "firmware")
+	os.Mkdir(dir, 0o755)
+	writeImage(t, filepath.Join(dir, "old.bin"), 84)
+	r := start(t, "--catalog", dir)
+	waitListed(t, r.addr, "old.bin")
+	os.RemoveAll(dir)
+	waitLog(t, r, "catalog: the folder is gone; still serving the last catalog")
+	if got := listed(r.addr); got != "old.bin" {
+		t.Fatalf("with the folder gone, listed %q", got)
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, "Catalog folder gone") {
+		t.Error("the status page shows no banner for the folder gone")
+	}
+	r.cmd.Process.Signal(syscall.SIGHUP) // a reload while it is gone: no second ERROR within the minute
+	time.Sleep(2500 * time.Millisecond)
+	os.Mkdir(dir, 0o755)
+	want := writeImage(t, filepath.Join(dir, "new.bin"), 85)
+	waitListed(t, r.addr, "new.bin")
+	waitLog(t, r, "catalog: the folder is back")
+	if n := strings.Count(r.log.all.String(), "the folder is gone"); n != 1 {
+		t.Errorf("%d ERROR lines for one folder gone, want 1", n)
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); strings.Contains(page, "Catalog folder gone") {
+		t.Error("the banner stays once the folder is back")
+	}
+	d := emu.New(emu.ESP8266v31)
+	if res := d.Update(r.addr, "/new.bin"); res.Outcome != emu.OK || !bytes.Equal(d.Running, want) {
+		t.Fatalf("the new folder's image: %v", res)
+	}
+}

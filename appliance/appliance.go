@@ -181,6 +181,7 @@ type Appliance struct {
 	srv   *http.Server
 	store *store.Store // nil without a data dir
 	mdns  atomic.Pointer[discovery.Responder]
+	dir   *folder // the --catalog folder, nil when embedded
 
 	policyErr   atomic.Pointer[string] // why the last reload was refused
 	batchWarned sync.Map               // batch names whose group the policy lacks, warned once
@@ -247,6 +248,9 @@ func New(cfg Config) (*Appliance, error) {
 		log.Info(fmt.Sprintf("catalog: %d files (%d MB) not seen before are read and hashed after start-up, smallest first; until then a device asking for one gets 503 with Retry-After", unread, unreadBytes>>20))
 	}
 	a := &Appliance{cfg: cfg, log: log, cat: cat, store: st}
+	if cfg.Firmware.Dir != "" {
+		a.dir = newFolder(cfg.Firmware, log)
+	}
 	downloads := httpapi.NewDownloads()
 	m := metrics.New(metrics.Sources{
 		InFlight: downloads.Len,
@@ -273,6 +277,7 @@ func New(cfg Config) (*Appliance, error) {
 		Store:     a.store,
 		Policy:    a.policyView,
 		EmptyHelp: emptyCatalog(cfg.Firmware),
+		Folder:    a.dir.Fault,
 		Downloads: downloads,
 		MDNS:      a.mdnsStatus,
 		Metrics:   m.Handler(),
@@ -431,21 +436,11 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	}()
 	if dir := a.cfg.Firmware.Dir; dir != "" {
 		go watch.Run(ctx, watch.Config{
-			Dir:    dir,
-			Logger: a.log,
-			Settle: a.cfg.Settle,
-			Reload: reload,
-			Load: func(prev *catalog.Catalog, unstable map[string]bool, rehash bool) (*catalog.Catalog, error) {
-				settle := a.cfg.Settle
-				if settle == 0 {
-					settle = time.Second
-				}
-				l := load{prev: prev, unstable: unstable, gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys, rehash: rehash, settle: settle, budget: hashRound}
-				if a.store != nil {
-					l.cache = a.store
-				}
-				return loadCatalog(a.cfg.Firmware, a.log, l)
-			},
+			Dir:     dir,
+			Logger:  a.log,
+			Settle:  a.cfg.Settle,
+			Reload:  reload,
+			Load:    a.reloadDir,
 			Publish: a.publish,
 		}, a.cat)
 	}
@@ -495,6 +490,36 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	}
 	a.closeStore()
 	return err
+}
+
+// reloadDir reads the --catalog folder again for the watcher, wherever
+// its path leads now: a folder it did not lead to before (a release
+// switch, the folder made again) is read whole before it is served, so
+// that devices never see half of a release.
+func (a *Appliance) reloadDir(prev *catalog.Catalog, unstable map[string]bool, rehash bool) (*catalog.Catalog, error) {
+	fsys, replaced, was, err := a.dir.current()
+	if err != nil {
+		return nil, err
+	}
+	settle := a.cfg.Settle
+	if settle == 0 {
+		settle = time.Second
+	}
+	l := load{prev: prev, unstable: unstable, gzip: a.cfg.gzip(), keys: a.cfg.VerifyKeys, rehash: rehash, settle: settle, budget: hashRound}
+	if replaced {
+		l.budget = 0 // every file, before the new folder is published
+	}
+	if a.store != nil {
+		l.cache = a.store
+	}
+	src := a.cfg.Firmware
+	src.FS = fsys
+	cat, err := loadCatalog(src, a.log, l)
+	if err == nil && replaced {
+		a.log.Info("catalog: the folder was replaced; serving the new one, read whole", "path", src.Dir,
+			"was", was, "was_files", len(prev.Files()), "now", a.dir.Resolved(), "files", len(cat.Files()))
+	}
+	return cat, err
 }
 
 // verify checks, in the background, that the embedded firmware is what the

@@ -9,6 +9,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -39,6 +40,10 @@ type Config struct {
 	Reload <-chan struct{}
 }
 
+// ErrLogged marks an error of Load that Load has already logged (at a
+// rate of its own): the watcher keeps the catalog and says nothing more.
+var ErrLogged = errors.New("already logged")
+
 // stat is what a snapshot remembers of one file.
 type stat = catalog.Stamp
 
@@ -54,12 +59,17 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
+	dir := filepath.Clean(cfg.Dir)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		log.Warn("catalog: no change notifications; polling only", "err", err, "every", cfg.Rescan)
 	} else {
 		defer w.Close()
 		addDirs(w, cfg.Dir)
+		// The folder's own name, in its parent: a release switch (a
+		// symlink flipped) or the folder made again is seen at once. The
+		// parent's other names are not the catalog's business.
+		w.Add(filepath.Dir(dir))
 	}
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -104,13 +114,21 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 		case <-more.C:
 			next, err := cfg.Load(current, nil, false)
 			if err != nil {
-				log.Error("catalog: reading the remaining files failed; still serving the previous catalog", "err", err)
+				if !errors.Is(err, ErrLogged) {
+					log.Error("catalog: reading the remaining files failed; still serving the previous catalog", "err", err)
+				}
 				continue
 			}
 			publish(next)
 			continue
 		case ev := <-events:
-			if ev.Op&fsnotify.Create != 0 {
+			name := filepath.Clean(ev.Name)
+			if filepath.Dir(name) == filepath.Dir(dir) && name != dir {
+				continue // a sibling of the catalog folder
+			}
+			if name == dir {
+				addDirs(w, dir) // the path leads to another folder now
+			} else if ev.Op&fsnotify.Create != 0 {
 				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
 					addDirs(w, ev.Name) // follow new sub-folders
 				}
@@ -163,7 +181,9 @@ func reload(cfg Config, current *catalog.Catalog, rehash bool) (*catalog.Catalog
 	}
 	next, err := cfg.Load(current, unstable, rehash)
 	if err != nil {
-		cfg.Logger.Error("catalog: reload failed; still serving the previous catalog", "err", err)
+		if !errors.Is(err, ErrLogged) {
+			cfg.Logger.Error("catalog: reload failed; still serving the previous catalog", "err", err)
+		}
 		return nil, nil, nil
 	}
 	return next, after, unstable
@@ -223,9 +243,17 @@ func sameDirs(a, b *catalog.Catalog) bool {
 	return strings.Join(a.Dirs(), "\n") == strings.Join(b.Dirs(), "\n")
 }
 
+// through is dir as a root to walk: with a trailing separator, so that a
+// symlink naming the folder (a release switch) is followed, as opening it
+// does; filepath.WalkDir does not follow a root that is a symlink.
+func through(dir string) string {
+	return strings.TrimSuffix(dir, string(filepath.Separator)) + string(filepath.Separator)
+}
+
 // snapshot maps every regular file under dir to its size and mtime.
 func snapshot(dir string) map[string]stat {
 	snap := map[string]stat{}
+	dir = through(dir)
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
@@ -256,7 +284,7 @@ func addDirs(w *fsnotify.Watcher, root string) {
 		return
 	}
 	var dirs []string
-	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(through(root), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
 			dirs = append(dirs, p)
 		}

@@ -39,6 +39,9 @@ type Sources struct {
 	Policy  func() PolicyView
 	// EmptyHelp says how to add firmware, shown while the catalog has none.
 	EmptyHelp string
+	// Folder says why the --catalog folder cannot be read now ("" when it
+	// can, or nil for the embedded catalog): a banner.
+	Folder    func() string
 	Downloads *httpapi.Downloads
 	MDNS      func() discovery.Status // nil when mDNS is off
 	Metrics   http.Handler
@@ -156,6 +159,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	data := map[string]any{
 		"Store":        health,
 		"EmptyHelp":    h.src.EmptyHelp,
+		"FolderFault":  h.folderFault(),
 		"Policy":       h.policy(),
 		"Recording":    h.src.Store != nil,
 		"DeviceTotal":  total,
@@ -280,6 +284,13 @@ func atoi(s string) int {
 
 func (h *Handler) apiDownloads(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, h.src.Downloads.List())
+}
+
+func (h *Handler) folderFault() string {
+	if h.src.Folder == nil {
+		return ""
+	}
+	return h.src.Folder()
 }
 
 func (h *Handler) policy() PolicyView {
