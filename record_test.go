@@ -35,7 +35,7 @@ type recordDevice struct {
 // recorded is `otabox devices --json` for data, by MAC.
 func recorded(t *testing.T, data string) map[string]recordDevice {
 	t.Helper()
-	cmd := exec.Command(otabox, "devices", "--json", "--data-dir", data)
+	cmd := exec.Command(otabox, "devices", "--json", "--limit", "1000000", "--data-dir", data)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -166,7 +166,7 @@ func (s *Store) Devices(ctx context.Context, f DeviceFilter) ([]Device, int, err
 	if db == nil {
 		return nil, 0, err
 	}
-	if f.Limit <= 0 || f.Limit > 10_000 {
+	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
 	where, args := f.where()
@@ -260,7 +260,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	if db == nil {
 		return nil, err
 	}
-	if f.Limit <= 0 || f.Limit > 10_000 {
+	if f.Limit <= 0 {
 		f.Limit = 100
 	}
 	var conds []string
