@@ -10,12 +10,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"otabox/appliance/catalog"
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
 	"otabox/appliance/httpapi"
 )
 
@@ -554,5 +556,94 @@ func TestDribbledHeadEndsWithinTheHeadTimeout(t *testing.T) {
 	at := <-ended
 	if took := at.Sub(first); took > timeout+time.Second {
 		t.Fatalf("head ended %v after its first byte; the head timeout is %v", took.Round(time.Millisecond), timeout)
+	}
+}
+
+// pacedRead reads an image response from conn at rate bytes/s, in the
+// small reads of a device's lwIP, and returns the body bytes it got
+// before the image ended or the server cut it off.
+func pacedRead(t *testing.T, conn net.Conn, rate int) (body []byte, length int64) {
+	t.Helper()
+	br := bufio.NewReaderSize(conn, 512)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("%v %v", resp, err)
+		return nil, 0
+	}
+	const tick = 50 * time.Millisecond
+	per := rate * int(tick) / int(time.Second)
+	buf := make([]byte, per)
+	next := time.Now()
+	for int64(len(body)) < resp.ContentLength {
+		n, err := io.ReadFull(resp.Body, buf[:min(per, int(resp.ContentLength)-len(body))])
+		body = append(body, buf[:n]...)
+		if err != nil {
+			break
+		}
+		next = next.Add(tick)
+		time.Sleep(time.Until(next))
+	}
+	return body, resp.ContentLength
+}
+
+// TestReaderAboveMinRateFinishes: --min-rate charges a device only for
+// time when data waited for it, and not for the silence its window makes
+// between acknowledgements. A reader taking 2,300 B/s behind a 4 KB
+// receive window and 1,460-byte segments (a weak ESP8266 link: lwIP's MSS)
+// completes under a 2,048 B/s minimum (the old measure cut it at 1,997
+// B/s); one taking 1,500 B/s is still cut off. Not 2,100 B/s: behind a
+// 4 KB buffer Linux's own receive window, reopened only when nearly empty,
+// acknowledges 5,792 bytes every 2.70-2.95 s, about 2,056 B/s, too close
+// to the minimum to tell a measure from jitter. (Plain loopback's 64 KB
+// segments fill a 4 KB window at once and stall it for seconds: no device
+// link does that.)
+func TestReaderAboveMinRateFinishes(t *testing.T) {
+	t.Parallel()
+	img := mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 56 << 10, Seed: 31})
+	cat := diskCatalog(t, map[string][]byte{"fw.bin": img})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	outcome := map[string]*httpapi.Exchange{} // by client address
+	srv := httpapi.Server(httpapi.New(cat, httpapi.Options{MinRate: 2048, RateWindow: 10 * time.Second,
+		Observe: func(ev *httpapi.Exchange) {
+			mu.Lock()
+			outcome[ev.Client] = ev
+			mu.Unlock()
+		}}), nil)
+	go srv.Serve(httpapi.FixTargets(l))
+	defer srv.Close()
+	from := map[int]string{2300: "127.0.0.21", 1500: "127.0.0.22"}
+	var wg sync.WaitGroup
+	for rate, ip := range from {
+		dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) {
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+				syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1460)
+			})
+		}}
+		conn, err := dialer.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn.Write(emu.New(emu.ESP8266v31).UpdateRequest(l.Addr().String(), "/fw.bin"))
+			pacedRead(t, conn, rate)
+		}()
+	}
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if ev := outcome[from[2300]]; ev == nil || !ev.Completed {
+		t.Errorf("the 2,300 B/s reader did not complete: %+v", ev)
+	}
+	if ev := outcome[from[1500]]; ev == nil || ev.Completed || !strings.Contains(ev.Reason, "under the minimum of 2048 bytes/s") {
+		t.Errorf("the 1,500 B/s reader was not cut off: %+v", ev)
 	}
 }

@@ -895,7 +895,8 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		// Once a second: the rate, and a fresh deadline for the writes.
 		if now := time.Now(); now.Sub(checked) >= time.Second {
 			checked = now
-			if err := p.check(now, x.delivered()); err != nil {
+			d, queued := x.progress()
+			if err := p.check(now, d, queued); err != nil {
 				return err
 			}
 			if err := x.setWriteDeadline(now.Add(h.writeWait())); err != nil && !errors.Is(err, http.ErrNotSupported) {
@@ -913,11 +914,11 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 			if room, known = x.dv.room(); !known || room >= smallChunk {
 				break
 			}
-			now, d := time.Now(), x.delivered()
-			if err := p.check(now, d); err != nil {
+			d, queued := x.progress()
+			if err := p.check(time.Now(), d, queued); err != nil {
 				return err
 			}
-			if !x.sleep(min(wait, p.until(now, d, smallChunk-room))) {
+			if !x.sleep(min(wait, p.until(smallChunk-room))) {
 				return errors.New("the device closed the connection")
 			}
 		}
@@ -960,7 +961,7 @@ func (x *exchange) drain(p *pacer) error {
 			x.acked = ok
 			return nil
 		}
-		now, d := time.Now(), x.delivered()
+		now := time.Now()
 		switch {
 		case lastT.IsZero():
 		case q < lastQ: // the device's pace: (lastQ-q) bytes in now-lastT
@@ -970,7 +971,8 @@ func (x *exchange) drain(p *pacer) error {
 			wait = min(2*wait, time.Second)
 		}
 		lastQ, lastT = q, now
-		if err := p.check(now, d); err != nil {
+		d, queued := x.progress()
+		if err := p.check(now, d, queued); err != nil {
 			return err
 		}
 		if x.gone() {
@@ -1077,6 +1079,22 @@ func (x *exchange) sentBytes() int64 {
 		return x.delivered()
 	}
 	return x.bytes
+}
+
+// progress is delivered() and whether the socket still holds bytes the
+// device has not acknowledged (true where the kernel cannot tell): the
+// pacer charges the device only for time when it does.
+func (x *exchange) progress() (int64, bool) {
+	if x.dv.raw == nil {
+		return x.bytes, true
+	}
+	q, ok := x.dv.unacked()
+	if !ok {
+		return x.lastDelivered.Load(), true
+	}
+	d := max(x.bytes-int64(q), 0)
+	x.lastDelivered.Store(d)
+	return d, q > 0
 }
 
 // delivered is how many body bytes the device has acknowledged: bytes

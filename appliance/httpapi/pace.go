@@ -75,72 +75,120 @@ func (d delivery) room() (int, bool) {
 	return sb/2 - q, true
 }
 
-// pacer cuts off a download whose delivery averages under a minimum rate
-// over a sliding window.
+// pacer cuts off a download whose device acknowledges under a minimum
+// rate. Two things a device cannot help are not charged to it:
+//
+//   - time when the socket had nothing queued: that is the sender's (its
+//     poll, a disk read, a commit), and charging it cut off devices above
+//     the minimum. Between two looks that both found data queued, the
+//     device was the bottleneck for the whole interval; an interval that
+//     ends with the queue empty is left out, bytes and time (the device
+//     took all there was).
+//   - the silence after an acknowledgement, as long as that
+//     acknowledgement's bytes would take at the minimum rate: a device with
+//     a 4 KB window acknowledges in bursts a few seconds apart (TCP's
+//     receive-side silly-window avoidance), and a window ending just before
+//     the next burst measured a 2,100 B/s reader at 1,922 B/s.
+//
+// The rate is the bytes acknowledged over the last window of such time,
+// from a look that saw an acknowledgement (so a burst is never half in the
+// window).
 type pacer struct {
-	min     int64 // bytes/s; <= 0: never
-	window  time.Duration
-	start   time.Time
-	samples []sample // one a second at most, the last window's worth
+	min    int64 // bytes/s; <= 0: never
+	window time.Duration
+	// last look, and the busy time and bytes counted so far.
+	lastT      time.Time
+	lastN      int64
+	lastQueued bool
+	busy       time.Duration
+	busyN      int64
+	// the last acknowledgement seen: its busy time and its bytes.
+	ackedAt time.Duration
+	burst   int64
+	samples []sample // at acknowledgements, a second of busy time apart, the last window's worth
 }
 
+// sample is the busy time and bytes counted up to a look.
 type sample struct {
-	t time.Time
-	n int64
+	busy time.Duration
+	n    int64
 }
 
 func newPacer(min int64, window time.Duration, now time.Time) *pacer {
-	return &pacer{min: min, window: window, start: now, samples: []sample{{now, 0}}}
+	return &pacer{min: min, window: window, lastT: now, samples: []sample{{}}}
 }
 
-// check records that delivered bytes have arrived by now, and returns an
-// error once the last window's average is under the minimum.
-func (p *pacer) check(now time.Time, delivered int64) error {
+// check records a look at now: delivered bytes acknowledged so far, and
+// whether the socket still had data queued (true where it cannot be
+// told). It returns an error once the last window's rate is under the
+// minimum.
+func (p *pacer) check(now time.Time, delivered int64, queued bool) error {
+	if p.lastQueued && queued && now.After(p.lastT) {
+		p.busy += now.Sub(p.lastT)
+		p.busyN += delivered - p.lastN
+	}
+	acked := delivered > p.lastN
+	if acked {
+		p.ackedAt, p.burst = p.busy, delivered-p.lastN
+	}
+	p.lastT, p.lastN, p.lastQueued = now, delivered, queued
 	if p.min <= 0 {
 		return nil
 	}
-	if last := p.samples[len(p.samples)-1]; now.Sub(last.t) >= time.Second {
-		p.samples = append(p.samples, sample{now, delivered})
+	if last := p.samples[len(p.samples)-1]; acked && p.busy-last.busy >= time.Second {
+		p.samples = append(p.samples, sample{p.busy, p.busyN})
 	}
-	// The newest sample at least a window old is where the average starts.
+	// The newest sample at least a window of busy time back is where the
+	// rate starts.
 	from := -1
 	for i, s := range p.samples {
-		if now.Sub(s.t) >= p.window {
+		if p.busy-s.busy >= p.window {
 			from = i
 		}
 	}
 	if from < 0 {
-		return nil // younger than the window
+		return nil // not a window of the device's time yet
 	}
 	p.samples = p.samples[from:]
-	if rate := p.rate(now, delivered); rate < float64(p.min) {
-		return p.tooSlow(now, rate)
+	if rate := p.rate(); rate < float64(p.min) {
+		return p.tooSlow(rate)
 	}
 	return nil
 }
 
-// rate is the delivery rate since the oldest sample held.
-func (p *pacer) rate(now time.Time, delivered int64) float64 {
+// rate is the delivery rate over the busy time since the oldest sample
+// held, less the silence the last acknowledgement covers; 0 when there is
+// no busy time yet.
+func (p *pacer) rate() float64 {
 	s := p.samples[0]
-	return float64(delivered-s.n) / max(now.Sub(s.t).Seconds(), 1)
+	d := p.busy - s.busy
+	if d <= 0 {
+		return 0
+	}
+	if p.min > 0 {
+		covered := time.Duration(float64(p.burst) / float64(p.min) * float64(time.Second))
+		d -= min(p.busy-p.ackedAt, covered)
+	}
+	return float64(p.busyN-s.n) / max(d.Seconds(), 1)
 }
 
 // until is how long the device, at the pace it has kept, takes to accept
 // n more bytes: how long to wait before looking again (50 µs to 1 s).
-func (p *pacer) until(now time.Time, delivered int64, n int) time.Duration {
+func (p *pacer) until(n int) time.Duration {
 	wait := time.Second
-	if r := p.rate(now, delivered); r > 0 {
+	if r := p.rate(); r > 0 {
 		wait = time.Duration(float64(n) / r * float64(time.Second))
 	}
 	return min(max(wait, 50*time.Microsecond), time.Second)
 }
 
-func (p *pacer) tooSlow(now time.Time, rate float64) error {
-	return fmt.Errorf("the device took %.0f bytes/s over the last %s, under the minimum of %d bytes/s (--min-rate)", rate, now.Sub(p.samples[0].t).Round(time.Second), p.min)
+func (p *pacer) tooSlow(rate float64) error {
+	return fmt.Errorf("the device took %.0f bytes/s over the last %s with data waiting for it, under the minimum of %d bytes/s (--min-rate)", rate, (p.busy - p.samples[0].busy).Round(time.Second), p.min)
 }
 
-// stalled explains a write that blocked for a whole window: the rate the
-// device took since the oldest sample still held.
+// stalled explains a write that blocked for a whole window (the queue
+// full all along): the rate the device took since the oldest sample.
 func (p *pacer) stalled(now time.Time, delivered int64) error {
-	return p.tooSlow(now, p.rate(now, delivered))
+	p.check(now, delivered, true)
+	return p.tooSlow(p.rate())
 }
