@@ -9,12 +9,14 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -479,5 +481,103 @@ func TestPolicyPinningAnImageReadLastStarts(t *testing.T) {
 	out, err := exec.Command(otabox, "serve", "--mdns=false", "--data-dir", t.TempDir(), "-b", "127.0.0.1", "-p", "0", "--catalog", dir, "--policy", pol).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `names "big6-esp8266.bin", which is not in the catalog`) {
 		t.Fatalf("a name neither read nor being read: %v\n%s", err, out)
+	}
+}
+
+// TestStalledAPIReadersLeaveDevicesServed: connections from many
+// addresses ask /api/events?limit=10000 of a record of 10,000 events and
+// never read: 200 of them against 256 open files (so --max-conns is 128
+// and at most 32 status/API answers run at once; they left every device
+// refused and took 1.24 GB), and 500 against the default limits. Devices
+// are still served their images, the peak memory stays under 64 MB, the
+// answers beyond 32 get 503 with the reason at once, and a stalled answer
+// gives its slot back within its write deadline.
+func TestStalledAPIReadersLeaveDevicesServed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		argv    []string
+		readers int
+	}{
+		{"256 open files, 200 readers", []string{"sh", "-c", `ulimit -n 256 && exec "$0" "$@"`, otabox}, 200},
+		{"default limits, 500 readers", []string{otabox}, 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) { stalledAPIReaders(t, tc.argv, tc.readers) })
+	}
+}
+
+func stalledAPIReaders(t *testing.T, argv []string, readers int) {
+	dir, v1, v2, _ := fleetCatalog(t)
+	// --log warn: 10,000 request lines would fill the test's log pipe.
+	r := startCmd(t, argv, "--catalog", dir, "--log", "warn")
+	// A record worth reading: 10,000 check-ins, each an event.
+	var wg sync.WaitGroup
+	for w := 0; w < 10; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 1000; i++ {
+				d := emu.New(emu.ESP8266v31)
+				d.STAMAC, d.Running = macN("5C:CF:7F", 0x10000+w*1000+i), v2
+				d.Update(r.addr, "/update")
+			}
+		}()
+	}
+	wg.Wait()
+	small := func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}
+	var stalled []net.Conn
+	defer func() {
+		for _, c := range stalled {
+			c.Close()
+		}
+	}()
+	for a := 0; len(stalled) < readers; a++ {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 5+byte(a/16/200), byte(a/16%200+1))}, Control: small}
+		c, err := d.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET /api/events?limit=10000 HTTP/1.1\r\nHost: box\r\n\r\n")
+		stalled = append(stalled, c)
+	}
+	began := time.Now()
+	time.Sleep(time.Second)
+	for i := 0; i < 8; i++ {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running, d.Source = macN("5C:CF:7F", 0x800+i), v1, net.IPv4(127, 0, 6, byte(i+1))
+		if res := d.Update(r.addr, "/meter-1.1.0.bin"); res.Outcome != emu.OK || string(res.Image) != string(v2) {
+			t.Fatalf("device %d beside %d stalled API readers: %v %q", i, readers, res, res.Headers["x-otabox-reason"])
+		}
+	}
+	if kb := rssKB(t, r.cmd.Process.Pid); kb > 64<<10 {
+		t.Errorf("peak memory %d MB with %d stalled API readers, want under 64", kb>>10, readers)
+	} else {
+		t.Logf("peak memory %d MB with %d stalled API readers", kb>>10, readers)
+	}
+	// At most 32 answers ran: the rest were refused at once with the
+	// reason (or, past --max-conns, not accepted).
+	answered, refused := 0, 0
+	for _, c := range stalled {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		head := make([]byte, 512)
+		n, _ := io.ReadAtLeast(c, head, 12)
+		switch h := string(head[:n]); {
+		case strings.HasPrefix(h, "HTTP/1.1 200"):
+			answered++
+		case strings.HasPrefix(h, "HTTP/1.1 503") && strings.Contains(h, "requests at once; retry"):
+			refused++
+		}
+	}
+	if answered > 32 || refused == 0 {
+		t.Errorf("%d answers ran at once and %d were refused with the reason; want at most 32, and refusals", answered, refused)
+	}
+	t.Logf("%d stalled readers: %d answered, %d refused with 503, %d not accepted", readers, answered, refused, readers-answered-refused)
+	// A stalled answer does not keep its slot: within its write deadline
+	// (10 s without progress) the API answers a new client again.
+	time.Sleep(time.Until(began.Add(12 * time.Second)))
+	if body := getBody(t, "http://"+r.addr+"/api/events?limit=5"); !strings.HasPrefix(body, "[") {
+		t.Errorf("the API after the stalled answers' deadline: %q", body)
 	}
 }

@@ -297,6 +297,7 @@ func New(cfg Config) (*Appliance, error) {
 		DeviceAuth:   cfg.DeviceAuth,
 		Downloads:    downloads,
 		Extra:        page,
+		MaxAPI:       maxAPI(cfg.MaxConns),
 		Hold:         a.hold,
 		Batch:        a.batchFor,
 		Decided: func(ev *httpapi.Exchange) {
@@ -327,6 +328,16 @@ func New(cfg Config) (*Appliance, error) {
 		log.Warn("the status page and /api/* show every device's MAC and IP to anyone on the LAN; set --admin-password-file (or --admin-password) to protect them, or --bind 127.0.0.1", "addr", a.ln.Addr().String())
 	}
 	return a, nil
+}
+
+// maxAPI is how many status and API answers run at once: 32, and never
+// more than a quarter of --max-conns, so that devices always keep three
+// quarters of the connections.
+func maxAPI(maxConns int) int {
+	if maxConns <= 0 {
+		return httpapi.DefaultMaxAPI
+	}
+	return max(min(httpapi.DefaultMaxAPI, maxConns/4), 1)
 }
 
 func mdnsPath(m *discovery.Config) string {

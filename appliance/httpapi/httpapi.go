@@ -88,6 +88,9 @@ type Options struct {
 	// Extra serves what is not a device endpoint (status page, API,
 	// metrics): exact "/" and paths under /api/, plus /metrics and /healthz.
 	Extra http.Handler
+	// MaxAPI bounds the Extra answers running at once (DefaultMaxAPI when
+	// 0); see extraGate.
+	MaxAPI int
 	// Attached keeps every download in net/http's handler (see detach);
 	// tests compare the two.
 	Attached bool
@@ -120,6 +123,7 @@ type Handler struct {
 	log       *slog.Logger
 	chips     *chipMemory
 	guesses   *lockout.Throttle // wrong device passwords, by address
+	extra     *extraGate
 	inflaters *inflaters
 	big       chan *[]byte // the maxChunk buffers (see lend), nil until first used
 	small     sync.Pool    // smallChunk buffers, for writes that may block
@@ -162,6 +166,7 @@ func New(cat *catalog.Catalog, opts Options) *Handler {
 		log:       opts.Logger,
 		chips:     newChipMemory(10000, opts.Logger),
 		guesses:   lockout.New(nil),
+		extra:     newExtraGate(opts.MaxAPI, opts.Logger),
 		inflaters: &inflaters{seen: map[string]time.Time{}},
 		big:       make(chan *[]byte, bigBuffers()),
 		detached:  map[net.Conn]struct{}{},
@@ -316,7 +321,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if h.opts.Extra != nil && isExtra(r.URL.Path) && !strings.HasSuffix(r.Header.Get("User-Agent"), "-http-Update") {
 		// People and probes; an updater asking for "/" still gets a device answer.
-		h.opts.Extra.ServeHTTP(w, r)
+		h.extra.serve(h.opts.Extra, w, r)
 		return
 	}
 	h.inflight.Add(1)
@@ -1263,9 +1268,13 @@ func Server(h http.Handler, log *slog.Logger) *http.Server {
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    MaxHeadBytes + 1024, // FixTargets cuts at MaxHeadBytes; this bounds a request line
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnContext:       connContext,
+		// Each request's writes get a minute from its head; a download
+		// renews its own deadline as it goes (sendBody), the status page
+		// and API shorten theirs (extraGate).
+		WriteTimeout:   extraWriteMax,
+		MaxHeaderBytes: MaxHeadBytes + 1024, // FixTargets cuts at MaxHeadBytes; this bounds a request line
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext:    connContext,
 	}
 }
 

@@ -108,18 +108,25 @@ func (l *Limiter) Accept() (net.Conn, error) {
 	}
 }
 
-// victim picks the connection to close for a newcomer: the longest idle
-// keep-alive, else the oldest still sending its head after a second.
-// Called with mu held.
+// victim picks the connection to close for a newcomer: the oldest status
+// or API answer running for over a second (a reader that stalled, see
+// markAPI), else the longest idle keep-alive, else the oldest still
+// sending its head after a second. Called with mu held.
 func (l *Limiter) victim(now time.Time) *limitedConn {
-	var idle, slow *limitedConn
+	var api, idle, slow *limitedConn
 	for c := range l.conns {
 		switch {
+		case c.api && c.state == http.StateActive && now.Sub(c.since) > time.Second && (api == nil || c.since.Before(api.since)):
+			api = c
 		case c.state == http.StateIdle && (idle == nil || c.since.Before(idle.since)):
 			idle = c
 		case c.state == http.StateNew && now.Sub(c.since) > time.Second && (slow == nil || c.since.Before(slow.since)):
 			slow = c
 		}
+	}
+	if api != nil {
+		api.stateName = "answering the status page or API"
+		return api
 	}
 	if idle != nil {
 		idle.stateName = "idle"
@@ -150,8 +157,24 @@ func (l *Limiter) ConnState(c net.Conn, st http.ConnState) {
 		return
 	}
 	l.mu.Lock()
-	lc.state, lc.since = st, time.Now()
+	lc.state, lc.since, lc.api = st, time.Now(), false
 	l.mu.Unlock()
+}
+
+// markAPI marks r's connection as answering the status page or API until
+// its next state change: the first to close when connections run out.
+func markAPI(r *http.Request) {
+	fc, _ := r.Context().Value(connKey{}).(*fixConn)
+	if fc == nil {
+		return
+	}
+	lc, ok := find[*limitedConn](fc)
+	if !ok {
+		return
+	}
+	lc.l.mu.Lock()
+	lc.api = true
+	lc.l.mu.Unlock()
 }
 
 func (l *Limiter) release(c *limitedConn) {
@@ -169,6 +192,7 @@ type limitedConn struct {
 	ip        string
 	once      sync.Once
 	state     http.ConnState // guarded by l.mu
+	api       bool           // answering the status page or API (markAPI); guarded by l.mu
 	since     time.Time      // guarded by l.mu
 	stateName string         // guarded by l.mu
 }

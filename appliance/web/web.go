@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"time"
@@ -246,35 +247,141 @@ func (h *Handler) apiCatalog(w http.ResponseWriter, r *http.Request) {
 // seen first); /api/devices pages through the rest.
 const pageDevices = 200
 
+// An API answer holds at most pageRows rows in memory at once: it is
+// written as it is read, a page of rows at a time, so that a client that
+// asks for a thousand rows and never reads holds one page (see
+// httpapi.extraGate for the time it may take). ?limit= is at most
+// maxRows; page through the rest with ?offset= or ?before=.
+const (
+	pageRows = 50
+	maxRows  = 1000
+)
+
+// limit reads ?limit=: def when absent or not positive, at most maxRows.
+func limit(q url.Values, def int) int {
+	n := atoi(q.Get("limit"))
+	if n <= 0 {
+		n = def
+	}
+	return min(n, maxRows)
+}
+
 // apiDevices: ?state=failed|confirmed|sent|cut-off|none|held, ?mac=MAC or
-// prefix*, ?limit= (default 1000, at most 10000), ?offset=. The total
+// prefix*, ?limit= (default and at most 1000), ?offset=. The total
 // matching is in X-Total-Count.
 func (h *Handler) apiDevices(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	devs, total, err := h.src.Store.Devices(r.Context(), store.DeviceFilter{
-		State: q.Get("state"), MAC: q.Get("mac"), Limit: atoi(q.Get("limit")), Offset: atoi(q.Get("offset")),
-	})
-	if err != nil {
-		http.Error(w, "fleet record: "+err.Error(), http.StatusServiceUnavailable)
-		return
+	f := store.DeviceFilter{State: q.Get("state"), MAC: q.Get("mac"), Offset: max(atoi(q.Get("offset")), 0)}
+	want := limit(q, maxRows)
+	var out *jsonArray
+	for sent := 0; sent < want; {
+		f.Limit = min(pageRows, want-sent)
+		devs, total, err := h.src.Store.Devices(r.Context(), f)
+		if err != nil {
+			out.fail(w, h.src.Logger, err)
+			return
+		}
+		if out == nil {
+			w.Header().Set("X-Total-Count", strconv.Itoa(total))
+			out = startJSON(w)
+		}
+		for i := range devs {
+			out.add(&devs[i])
+		}
+		sent += len(devs)
+		f.Offset += len(devs)
+		if len(devs) < f.Limit || out.err != nil {
+			break
+		}
 	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(total))
-	writeJSON(w, devs)
+	out.close(w)
 }
 
 // apiEvents: newest first; ?mac=, ?endpoint=, ?decision=, ?before=ID
-// (paging), ?limit= (default 100, at most 10000).
+// (paging), ?limit= (default 100, at most 1000).
 func (h *Handler) apiEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	evs, err := h.src.Store.Events(r.Context(), store.EventFilter{
-		MAC: q.Get("mac"), Endpoint: q.Get("endpoint"), Decision: q.Get("decision"),
-		Before: int64(atoi(q.Get("before"))), Limit: atoi(q.Get("limit")),
-	})
+	f := store.EventFilter{MAC: q.Get("mac"), Endpoint: q.Get("endpoint"), Decision: q.Get("decision"), Before: int64(atoi(q.Get("before")))}
+	want := limit(q, 100)
+	var out *jsonArray
+	for sent := 0; sent < want; {
+		f.Limit = min(pageRows, want-sent)
+		evs, err := h.src.Store.Events(r.Context(), f)
+		if err != nil {
+			out.fail(w, h.src.Logger, err)
+			return
+		}
+		if out == nil {
+			out = startJSON(w)
+		}
+		for i := range evs {
+			out.add(&evs[i])
+		}
+		sent += len(evs)
+		if len(evs) < f.Limit || out.err != nil {
+			break
+		}
+		f.Before = evs[len(evs)-1].ID
+	}
+	out.close(w)
+}
+
+// jsonArray writes a JSON array one element at a time, indented as
+// writeJSON indents a whole one.
+type jsonArray struct {
+	w   io.Writer
+	n   int
+	err error // the first write error: the client went away or stalled
+}
+
+// startJSON sets the headers and starts an array on w.
+func startJSON(w http.ResponseWriter) *jsonArray {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	return &jsonArray{w: w}
+}
+
+func (a *jsonArray) add(v any) {
+	if a.err != nil {
+		return
+	}
+	b, err := json.MarshalIndent(v, "  ", "  ")
 	if err != nil {
+		a.err = err
+		return
+	}
+	sep := ",\n  "
+	if a.n == 0 {
+		sep = "[\n  "
+	}
+	a.n++
+	if _, a.err = io.WriteString(a.w, sep); a.err == nil {
+		_, a.err = a.w.Write(b)
+	}
+}
+
+// close ends the array; one never started (a store without a record) is
+// an empty array.
+func (a *jsonArray) close(w http.ResponseWriter) {
+	switch {
+	case a == nil:
+		writeJSON(w, nil)
+	case a.err != nil:
+	case a.n == 0:
+		io.WriteString(a.w, "[]\n")
+	default:
+		io.WriteString(a.w, "\n]\n")
+	}
+}
+
+// fail answers a store error: 503 before anything was written; after, the
+// answer is cut short (its JSON does not parse) and the log says why.
+func (a *jsonArray) fail(w http.ResponseWriter, log *slog.Logger, err error) {
+	if a == nil {
 		http.Error(w, "fleet record: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	writeJSON(w, evs)
+	log.Warn("api: fleet record failed mid-answer; the answer is cut short", "err", err)
 }
 
 func atoi(s string) int {
