@@ -491,3 +491,161 @@ func TestReadersFindTheServiceRecord(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
+
+// checkIns makes n devices check in (/update, 304): n decisions, each
+// committed before its answer.
+func checkIns(t *testing.T, addr string, first, n int, running []byte) []string {
+	t.Helper()
+	var macs []string
+	for i := 0; i < n; i++ {
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running = macN("5C:CF:7F", first+i), running
+		if res := d.Update(addr, "/update"); res.Status != 304 {
+			t.Fatalf("check-in %d: %v", i, res)
+		}
+		macs = append(macs, d.STAMAC)
+	}
+	return macs
+}
+
+// kill9 stops otabox the hard way, at once.
+func kill9(r *running) {
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	r.cmd.Wait()
+}
+
+// lostLoudly checks that a started otabox says part of the record was
+// lost: an ERROR line, otabox_store_healthy 0, the status page's banner.
+func lostLoudly(t *testing.T, r *running, why string) {
+	t.Helper()
+	line := waitLog(t, r, "part of the fleet record was lost")
+	if !strings.Contains(line, why) {
+		t.Errorf("the ERROR line does not say %q: %s", why, line)
+	}
+	if m := getBody(t, "http://"+r.addr+"/metrics"); !strings.Contains(m, "otabox_store_healthy 0") {
+		t.Error("otabox_store_healthy is not 0")
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, "Part of the fleet record was lost") {
+		t.Error("the status page shows no banner")
+	}
+}
+
+// TestEmptyDatabaseBesideItsWALIsMovedAsideLoudly: an otabox.db emptied
+// (0 bytes) beside a WAL holding the record, which SQLite would take as a
+// new database and delete the WAL of, is moved aside with its WAL before
+// SQLite opens anything: the 20 devices are in the moved-aside copy, the
+// start is an ERROR, a banner and otabox_store_healthy 0, and devices are
+// served.
+func TestEmptyDatabaseBesideItsWALIsMovedAsideLoudly(t *testing.T) {
+	dir, _, v2, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	macs := checkIns(t, r.addr, 0x100, 20, v2)
+	kill9(r) // within the quiet second: the record is still in the WAL
+	db := filepath.Join(data, "otabox.db")
+	if fi, err := os.Stat(db + "-wal"); err != nil || fi.Size() <= 32 {
+		t.Skipf("the WAL was already checkpointed (%v): nothing for this case to lose", err)
+	}
+	os.Truncate(db, 0)
+	r = startData(t, data, "--catalog", dir)
+	lostLoudly(t, r, "the database file was empty beside a")
+	if list := emu.New(emu.ESP8266v31).Catalog(r.addr, "."); len(list.Firmwares) == 0 {
+		t.Fatalf("devices are not served: %+v", list)
+	}
+	macs = append(macs, checkIns(t, r.addr, 0x180, 1, v2)...)
+	kill9(r)
+	// The WAL that held the 20 devices was kept, whole, beside the
+	// emptied database it belonged to.
+	aside, _ := filepath.Glob(db + ".lost-*-wal")
+	if len(aside) != 1 {
+		t.Fatalf("moved-aside WAL: %v", aside)
+	}
+	if fi, err := os.Stat(aside[0]); err != nil || fi.Size() <= 32 {
+		t.Fatalf("the kept WAL: %v", err)
+	}
+	if have := recorded(t, data); len(have) != 1 || have[macs[len(macs)-1]].MAC == "" {
+		t.Errorf("the fresh record holds %d devices, want the one that checked in since", len(have))
+	}
+}
+
+// TestWALDeletedWhileRunningLosesNothing: the WAL deleted under a running
+// otabox is seen within a second; what SQLite still holds of it goes into
+// the database and the database is reopened, so a kill -9 after that
+// loses none of the 40 devices.
+func TestWALDeletedWhileRunningLosesNothing(t *testing.T) {
+	dir, _, v2, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	db := filepath.Join(data, "otabox.db")
+	macs := checkIns(t, r.addr, 0x200, 20, v2)
+	os.Remove(db + "-wal")
+	macs = append(macs, checkIns(t, r.addr, 0x300, 20, v2)...)
+	waitLog(t, r, "WAL was deleted while otabox runs")
+	time.Sleep(200 * time.Millisecond)
+	kill9(r)
+	have := recorded(t, data)
+	for _, mac := range macs {
+		if _, ok := have[mac]; !ok {
+			t.Errorf("%s is not in the record", mac)
+		}
+	}
+}
+
+// TestDamagedWALIsReportedLoudly: 512 random bytes written into the WAL
+// while otabox is stopped make SQLite drop the transactions after them
+// (silently: 24 of 40 devices were lost without a word). The next start
+// counts the commits missing and says so: an ERROR, a banner, healthy 0.
+// (20 check-ins: fewer pages than SQLite's own checkpoint takes, so the
+// bytes land in transactions only the WAL holds.)
+func TestDamagedWALIsReportedLoudly(t *testing.T) {
+	dir, _, v2, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	checkIns(t, r.addr, 0x400, 20, v2)
+	kill9(r)
+	wal := filepath.Join(data, "otabox.db-wal")
+	fi, err := os.Stat(wal)
+	if err != nil || fi.Size() < 32<<10 {
+		t.Skipf("the WAL was already checkpointed (%v): nothing for this case to damage", err)
+	}
+	junk := make([]byte, 512)
+	rand.Read(junk)
+	f, _ := os.OpenFile(wal, os.O_WRONLY, 0)
+	f.WriteAt(junk, fi.Size()/3)
+	f.Close()
+	r = startData(t, data, "--catalog", dir)
+	lostLoudly(t, r, "committed transactions are not in the database")
+	kill9(r)
+	t.Logf("%d of 20 devices left in the record", len(recorded(t, data)))
+}
+
+// TestQuietSecondPutsTheRecordInTheDatabaseFile: after a second without
+// writes the record is in otabox.db itself, not only in its WAL: ten
+// times over one data dir, devices check in, a quiet second passes, otabox
+// is killed -9, and a copy of otabox.db alone (no WAL) holds every device.
+func TestQuietSecondPutsTheRecordInTheDatabaseFile(t *testing.T) {
+	dir, _, v2, _ := fleetCatalog(t)
+	data := t.TempDir()
+	var macs []string
+	for round := 0; round < 10; round++ {
+		r := startData(t, data, "--catalog", dir)
+		macs = append(macs, checkIns(t, r.addr, 0x500+round*10, 10, v2)...)
+		time.Sleep(2200 * time.Millisecond) // a quiet second, and the writer's tick
+		if fi, err := os.Stat(filepath.Join(data, "otabox.db-wal")); err != nil || fi.Size() != 0 {
+			t.Fatalf("round %d: after a quiet second the WAL is not truncated: %v %v", round, fi, err)
+		}
+		kill9(r)
+		alone := t.TempDir()
+		b, err := os.ReadFile(filepath.Join(data, "otabox.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(alone, "otabox.db"), b, 0o644)
+		have := recorded(t, alone)
+		for _, mac := range macs {
+			if _, ok := have[mac]; !ok {
+				t.Fatalf("round %d: %s is in the WAL only, not in otabox.db", round, mac)
+			}
+		}
+	}
+}

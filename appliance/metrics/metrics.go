@@ -62,9 +62,9 @@ func New(src Sources) *Metrics {
 			func() float64 { return float64(health().Written) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "otabox_store_commits_total", Help: "Transactions the store committed (one fsync each; records that arrive together share one)."},
 			func() float64 { return float64(health().Commits) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otabox_store_healthy", Help: "1 while the store writes records, 0 while it drops them."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otabox_store_healthy", Help: "1 while the store writes records, 0 while it drops them or after part of the record was found lost."},
 			func() float64 {
-				if h := health(); h.Open && h.Fault == "" {
+				if h := health(); h.Open && h.Fault == "" && h.Lost == "" {
 					return 1
 				}
 				return 0

@@ -136,6 +136,13 @@ var migrations = []string{
 	// 5: identical catalog listings of one commit are one row with their
 	// count: a listing flood costs a row per 100 ms, not one per request.
 	`ALTER TABLE events ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;`,
+	// 6: the writer's commits, counted in each (see CommitsFile): fewer
+	// here than the file beside remembers means transactions were lost.
+	`CREATE TABLE commits (
+		id TEXT NOT NULL DEFAULT '',  -- the record's identity, made at first open
+		n  INTEGER NOT NULL
+	);
+	INSERT INTO commits(n) VALUES (0);`,
 }
 
 // SchemaVersion is the schema this build writes.

@@ -175,6 +175,18 @@ type Store struct {
 	faultAt   time.Time // when a fault was last logged
 	faults    int       // faults begun since then
 	faultSaid bool      // the current or last fault was logged
+	lost      string    // what was found lost of the record (durable.go); guarded by faultMu
+
+	// Durability (durable.go). recordID and commitsN are the database's
+	// identity and the writer's commits to it; sinceCheckpoint and
+	// lastCommit are the writer's own.
+	commitsMu       sync.Mutex
+	commitsF        *os.File
+	recordID        string
+	commitsN        int64
+	sinceCheckpoint int
+	lastCommit      time.Time
+	checkpoints     atomic.Int64
 }
 
 // ErrUnavailable reports a read while the database cannot be opened.
@@ -271,7 +283,10 @@ func dsn(path string, readOnly bool) string {
 	if readOnly {
 		return u + "?_pragma=busy_timeout(5000)&_pragma=query_only(1)"
 	}
-	return u + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+	// A WAL of at most 1 MB between SQLite's own checkpoints, cut back to
+	// 4 MB after one (the writer checkpoints more often, durable.go).
+	return u + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=wal_autocheckpoint(256)&_pragma=journal_size_limit(4194304)"
 }
 
 var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
@@ -281,6 +296,7 @@ var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 // a crash kept from being recorded.
 func (s *Store) open() error {
 	path := s.Path()
+	s.preflight(path)
 	db, err := s.openChecked(path)
 	if err != nil {
 		var damaged damagedError
@@ -301,6 +317,10 @@ func (s *Store) open() error {
 	}
 	if err := s.importLedger(db); err != nil {
 		s.log.Error("store: importing the previous release's ledger failed; its files are left in place", "err", err)
+	}
+	if err := s.checkCommits(db); err != nil {
+		db.Close()
+		return err
 	}
 	if n, err := s.recoverUnfinished(db); err != nil {
 		db.Close()
@@ -558,6 +578,10 @@ type Health struct {
 	Truncated int64  `json:"truncated"`       // device-supplied values cut to the limits
 	Written   int64  `json:"written"`
 	Commits   int64  `json:"commits"` // transactions committed: one fsync each
+	// Lost says what was found lost of the record since start (a WAL
+	// deleted or damaged, a database emptied); "" when nothing was.
+	Lost        string `json:"lost,omitempty"`
+	Checkpoints int64  `json:"checkpoints"` // WAL copied into the database file
 }
 
 // Health reports whether records are being written.
@@ -567,7 +591,8 @@ func (s *Store) Health() Health {
 	}
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
-	return Health{Open: s.db.Load() != nil, Fault: s.fault, Dropped: s.dropped.Load(), Truncated: s.truncated.Load(), Written: s.written.Load(), Commits: s.commits.Load()}
+	return Health{Open: s.db.Load() != nil, Fault: s.fault, Dropped: s.dropped.Load(), Truncated: s.truncated.Load(), Written: s.written.Load(), Commits: s.commits.Load(),
+		Lost: s.lost, Checkpoints: s.checkpoints.Load()}
 }
 
 // Close writes what is queued and closes the database. Call it after the
@@ -584,6 +609,7 @@ func (s *Store) Close() error {
 		if db := s.db.Load(); db != nil {
 			err = db.Close()
 		}
+		s.closeCommits()
 		s.log.Info("store closed", "written", s.written.Load(), "dropped", s.dropped.Load())
 	})
 	return err

@@ -59,6 +59,7 @@ func (s *Store) writer() {
 				lastRetain, sinceRetain = s.opts.Now(), 0
 				behind = s.retain()
 			}
+			s.keepDurable(s.opts.Now())
 			continue
 		case <-s.stop:
 			for {
@@ -133,6 +134,7 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 	ids := make([]int64, len(batch))
+	var n int64 // the writer's commits, this one included
 	err := s.inTx(func(tx wtx) error {
 		// The gathered listings (no device to fold into) go in as
 		// multi-row INSERTs: a catalog flood costs a fraction per row.
@@ -154,7 +156,7 @@ func (s *Store) commit(batch []*op) {
 			}
 			ids[i] = id
 		}
-		return nil
+		return tx.QueryRow(`UPDATE commits SET n = n + 1 RETURNING n`).Scan(&n)
 	})
 	if err != nil {
 		s.drop(int(requests), err)
@@ -167,6 +169,9 @@ func (s *Store) commit(batch []*op) {
 	}
 	s.written.Add(requests)
 	s.commits.Add(1)
+	s.commitsN, s.lastCommit = n, s.opts.Now()
+	s.sinceCheckpoint++
+	s.noteCommit(n)
 	s.clearFault()
 	for i, o := range batch {
 		if o.id != nil {
