@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -764,8 +765,10 @@ func TestGatheredListingsBounded(t *testing.T) {
 // minute, not 27 of each; the next minute's first fault says how many
 // came between, and the health always tells the truth at once.
 func TestFaultWarnsOnceAMinute(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	s, logs := open(t, t.TempDir(), Options{Now: func() time.Time { return now }})
+	var clock atomic.Int64 // the writer reads the clock too
+	clock.Store(time.Unix(1_800_000_000, 0).UnixNano())
+	advance := func(d time.Duration) { clock.Add(int64(d)) }
+	s, logs := open(t, t.TempDir(), Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
 	fault := fmt.Errorf("disk I/O error")
 	for range 27 {
 		s.drop(1, fault)
@@ -776,13 +779,13 @@ func TestFaultWarnsOnceAMinute(t *testing.T) {
 		if s.Health().Fault != "" {
 			t.Fatal("a cleared fault is still in the health")
 		}
-		now = now.Add(800 * time.Millisecond)
+		advance(800 * time.Millisecond)
 	}
 	out := logs.String()
 	if w, i := strings.Count(out, "records are not being written"), strings.Count(out, "writing records again"); w != 1 || i != 1 {
 		t.Fatalf("27 faults in 22 s: %d WARN and %d INFO lines, want 1 and 1:\n%s", w, i, out)
 	}
-	now = now.Add(time.Minute)
+	advance(time.Minute)
 	s.drop(1, fault)
 	out = logs.String()
 	if !strings.Contains(out, "faults_since_last_warning=27") {
