@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto"
 	"crypto/md5"
 	"crypto/x509"
@@ -24,6 +25,7 @@ import (
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
+	"otabox/appliance/fsimage"
 )
 
 // versionQuery sends ESP8266 core 3.1's getAvailableVersion() request:
@@ -53,6 +55,8 @@ func TestVersionQueries(t *testing.T) {
 	dir, v1, v2, _ := fleetCatalog(t)
 	plain, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10, Seed: 7})
 	os.WriteFile(filepath.Join(dir, "plain.bin"), plain, 0o644)
+	os.WriteFile(filepath.Join(dir, "data.littlefs.bin"), fsimage.Build(4096, 128), 0o644) // 512 KB
+	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not firmware\n"), 0o644)
 	data := t.TempDir()
 	r := startData(t, data, "--catalog", dir)
 	old := emu.New(emu.ESP8266v31)
@@ -71,6 +75,8 @@ func TestVersionQueries(t *testing.T) {
 		{"update, something newer", old, "/update", 200, "1.1.0", md5hex(v2)},
 		{"update, nothing newer", current, "/update", 200, "1.1.0", md5hex(v2)},
 		{"no version known", old, "/plain.bin", 404, "", ""},
+		{"a filesystem image", old, "/data.littlefs.bin", 404, "", ""},
+		{"a file that is not firmware", old, "/notes.txt", 404, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := versionQuery(t, r.addr, tc.d, tc.target)
@@ -78,8 +84,8 @@ func TestVersionQueries(t *testing.T) {
 				t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Otabox-Reason"))
 			}
 			if tc.status == 404 {
-				if !strings.Contains(resp.Header.Get("X-Otabox-Reason"), "has no known version") {
-					t.Errorf("reason %q", resp.Header.Get("X-Otabox-Reason"))
+				if !strings.Contains(resp.Header.Get("X-Otabox-Reason"), "has no known version") || len(body) != 0 || resp.ContentLength != 0 {
+					t.Errorf("reason %q, %d body bytes (Content-Length %d): a version query is never a download", resp.Header.Get("X-Otabox-Reason"), len(body), resp.ContentLength)
 				}
 				return
 			}
@@ -402,4 +408,65 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// TestFilesystemImagesFillTheirArea: updateFS() sends the sketch's free
+// space, not the filesystem area's, so a filesystem image is not compared
+// with it: a LittleFS image the size of an ESP8266 4M2M filesystem area
+// (2,072,576 bytes, with 1,695,744 bytes of sketch space free) and one of
+// the ESP32 default spiffs partition (1,441,792 bytes) are taken whole by
+// each core's request bytes, and so is a SPIFFS image known by its name.
+// A file that is not a filesystem image, a firmware image asked for as a
+// filesystem and the reverse are refused with the reason, and so is an
+// image larger than any filesystem area of the device's chip.
+func TestFilesystemImagesFillTheirArea(t *testing.T) {
+	dir := t.TempDir()
+	lfs8266, lfs32 := fsimage.Build(8192, 253), fsimage.Build(4096, 352)
+	spiffs := bytes.Repeat([]byte{0xff, 0x01}, 256<<10)
+	v2, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Project: "meter", Version: "1.1.0", Seed: 2})
+	for name, b := range map[string][]byte{"fs-8266.bin": lfs8266, "fs-32.bin": lfs32, "site.spiffs.bin": spiffs, "notes.txt": []byte("hello\n"), "meter.bin": v2} {
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	r := start(t, "--catalog", dir)
+	esp8266 := func() *emu.Device {
+		d := emu.New(emu.ESP8266v31)
+		d.FreeSpace, d.FSArea = 1695744, 2072576
+		return d
+	}
+	esp32 := func() *emu.Device {
+		d := emu.New(emu.ESP32v20)
+		d.FreeSpace, d.FSArea = 1310720, 1441792
+		return d
+	}
+	for _, tc := range []struct {
+		name   string
+		d      *emu.Device
+		target string
+		want   []byte // nil: refused with reason
+		reason string
+	}{
+		{"ESP8266, LittleFS filling 4M2M", esp8266(), "/fs-8266.bin", lfs8266, ""},
+		{"ESP32, LittleFS filling the spiffs partition", esp32(), "/fs-32.bin", lfs32, ""},
+		{"ESP8266, SPIFFS by its name", esp8266(), "/site.spiffs.bin", spiffs, ""},
+		{"a text file as a filesystem", esp8266(), "/notes.txt", nil, "is not a filesystem image"},
+		{"a firmware image as a filesystem", esp8266(), "/meter.bin", nil, "is a firmware image, the device asked for a spiffs image"},
+		{"a filesystem image as a sketch", emu.New(emu.ESP8266v31), "/fs-8266.bin", nil, "is not a firmware image"},
+		{"more than a 1 MB chip's filesystem", func() *emu.Device { d := esp8266(); d.ChipSize = 1 << 20; return d }(), "/fs-8266.bin", nil, "more than the largest filesystem area of a 1 MB chip"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := tc.d.Update(r.addr, tc.target)
+			if tc.want == nil {
+				if res.Status != 403 || !strings.Contains(res.Headers["x-otabox-reason"], tc.reason) {
+					t.Fatalf("%v %q", res, res.Headers["x-otabox-reason"])
+				}
+				return
+			}
+			if res.Outcome != emu.OK || !bytes.Equal(tc.d.FS, tc.want) || res.Headers["x-md5"] != md5hex(tc.want) {
+				t.Fatalf("%v %q: %d bytes written", res, res.Headers["x-otabox-reason"], len(tc.d.FS))
+			}
+		})
+	}
+	if body := getBody(t, "http://"+r.addr+"/api/catalog"); !strings.Contains(body, `"filesystem": "littlefs"`) || !strings.Contains(body, `"filesystem": "spiffs"`) {
+		t.Errorf("/api/catalog does not say which files are filesystem images:\n%s", body)
+	}
 }

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"otabox/appliance/espimage"
+	"otabox/appliance/fsimage"
 )
 
 // Type is the catalog's "type" field.
@@ -55,6 +56,9 @@ type Entry struct {
 	Date  string          // MM/DD/YY, as the reference server's strftime('%x')
 	Time  string          // HH:MM:SS
 	Image *espimage.Image // set for Bin entries
+	// FS is set for a File that is a filesystem image (LittleFS by its
+	// superblock, SPIFFS by its name): what updateFS() may be given.
+	FS *fsimage.Image
 	// MD5 and SHA256 are lower-case hex of the bytes served (files only).
 	MD5, SHA256 string
 	// ModTime is the file's modification time when it was read.
@@ -70,10 +74,11 @@ type Entry struct {
 	// keys were given.
 	Verified string
 
-	content io.ReaderAt
-	data    []byte  // the bytes, when held in memory
-	pin     *pinned // a disk file's open descriptor (see Open)
-	copy    string  // otabox's own copy of a disk file's bytes (see OpenCopy)
+	content   io.ReaderAt
+	fsChecked bool    // FS was looked for (add)
+	data      []byte  // the bytes, when held in memory
+	pin       *pinned // a disk file's open descriptor (see Open)
+	copy      string  // otabox's own copy of a disk file's bytes (see OpenCopy)
 }
 
 // Variant is another form of an entry's bytes, served as the file itself.
@@ -442,6 +447,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 // add publishes a loaded file in its folder and the indexes.
 func (c *Catalog) add(e *Entry, opts Options, skip func(p, why string)) {
 	p := e.Path
+	if e.Type == File && !e.fsChecked {
+		e.FS, e.fsChecked = filesystem(e), true
+	}
 	if e.Gzip == nil && opts.gzips(e) {
 		e = withGzip(e, opts)
 	}
@@ -463,6 +471,23 @@ func (c *Catalog) add(e *Entry, opts Options, skip func(p, why string)) {
 			}
 		}
 	}
+}
+
+// filesystem recognises a filesystem image from its first bytes (a
+// LittleFS superblock) or its name (SPIFFS); nil for any other file.
+func filesystem(e *Entry) *fsimage.Image {
+	if fsimage.SPIFFSName(e.Name) {
+		return &fsimage.Image{Kind: fsimage.SPIFFS}
+	}
+	head := make([]byte, min(e.Size, fsimage.HeadLen))
+	if n, _ := e.Content().ReadAt(head, 0); n < len(head) {
+		return nil
+	}
+	im, err := fsimage.Parse(head, e.Size)
+	if err != nil {
+		return nil
+	}
+	return im
 }
 
 // holds reports whether c serves e's pinned file (c may be nil).

@@ -159,16 +159,21 @@ func Firmware(r Request) Verdict {
 // firmware is Firmware without the policy.
 func firmware(r Request) Verdict {
 	e, d := r.Entry, r.Device
+	if d.AsksVersion() {
+		return version(e) // headers only, whatever the file: never a download
+	}
 	if e.Type != catalog.Bin {
-		if d.Flashing() {
+		switch {
+		case d.Flashing():
 			return refuse(http.StatusForbidden, e, "%s is not a firmware image", e.Path)
+		case !d.AsksFilesystem():
+			return refuse(http.StatusForbidden, e, "%s: the device asked for a %s image, which otabox does not know", e.Path, d.Mode)
+		case e.FS == nil:
+			return refuse(http.StatusForbidden, e, "%s is not a filesystem image (LittleFS, or SPIFFS named *.spiffs.bin)", e.Path)
 		}
-		return fits(e, d) // a filesystem image: only the size can be checked
+		return filesystemFits(e, d)
 	}
 	img := e.Image
-	if d.AsksVersion() {
-		return version(e)
-	}
 	if !d.Flashing() {
 		return refuse(http.StatusForbidden, e, "%s is a firmware image, the device asked for a %s image", e.Path, d.Mode)
 	}
@@ -202,6 +207,26 @@ func firmware(r Request) Verdict {
 		}
 	}
 	return fits(e, d)
+}
+
+// filesystemFits checks a filesystem image the way the device cannot
+// tell otabox: its filesystem area is not in the request (free-space is
+// the sketch's), and the device checks the image against that area
+// itself. Only an image larger than any filesystem area the chip can
+// have is refused: the chip size less 1 MB for the sketch and the
+// bootloader (4M3M, 16M15M, ESP32 4 MB with OTA: 3 MB), or half a chip of
+// 1 MB or less (1M512).
+func filesystemFits(e *catalog.Entry, d *device.Facts) Verdict {
+	if d.ChipSize > 0 {
+		largest := d.ChipSize - 1<<20
+		if d.ChipSize <= 1<<20 {
+			largest = d.ChipSize / 2
+		}
+		if e.Size > largest {
+			return refuse(http.StatusForbidden, e, "%s is a %d-byte filesystem image, more than the largest filesystem area of a %s chip (%d bytes)", e.Path, e.Size, mib(d.ChipSize), largest)
+		}
+	}
+	return Verdict{Action: Serve, Status: http.StatusOK, Entry: e}
 }
 
 // version answers getAvailableVersion(): the image's version, or 404 when

@@ -98,6 +98,10 @@ func token(s string) string {
 // updater's request with mode "version", answered with headers only.
 func (f *Facts) AsksVersion() bool { return strings.EqualFold(f.Mode, "version") }
 
+// AsksFilesystem reports updateFS() / updateSpiffs(): mode "spiffs", for a
+// LittleFS or a SPIFFS image alike.
+func (f *Facts) AsksFilesystem() bool { return strings.EqualFold(f.Mode, "spiffs") }
+
 // Flashing reports whether the request asks for a sketch (app) image rather
 // than a filesystem image. An absent mode (old cores) means sketch.
 func (f *Facts) Flashing() bool { return f.Mode == "" || strings.EqualFold(f.Mode, "sketch") }

@@ -89,6 +89,13 @@ type Device struct {
 	// Version is the currentVersion the sketch passes to the updater,
 	// sent as x-ESP8266-version / x-ESP32-version; "" sends none.
 	Version string
+	// FSArea, when set, makes the request updateFS() (ESP8266) /
+	// updateSpiffs() (ESP32): mode "spiffs", free-space still the
+	// sketch's, and the image checked against this filesystem area (the
+	// ESP8266's FS_end - FS_start, the ESP32's spiffs partition) instead.
+	// FS is what a filesystem update wrote.
+	FSArea int64
+	FS     []byte
 	// CutAfter makes the next download stop after this many body bytes,
 	// as a board does when its power or Wi-Fi drops: it stops reading
 	// and its connection goes away. Its socket then takes no more than an
@@ -167,6 +174,14 @@ func (d *Device) CatalogRequest(host, uri string) []byte {
 	return []byte(b.String())
 }
 
+// mode is what the updater sends as x-ESP8266-mode / x-ESP32-mode.
+func (d *Device) mode() string {
+	if d.FSArea > 0 {
+		return "spiffs"
+	}
+	return "sketch"
+}
+
 // UpdateRequest returns the bytes HTTPUpdate sends for target, written
 // verbatim into the request line as the cores do.
 func (d *Device) UpdateRequest(host, target string) []byte {
@@ -195,7 +210,7 @@ func (d *Device) UpdateRequest(host, target string) []byte {
 		h("x-ESP8266-sketch-md5", md5hex)
 		h("x-ESP8266-chip-size", strconv.FormatInt(d.ChipSize, 10))
 		h("x-ESP8266-sdk-version", "2.2.2-dev(38a443e)")
-		h("x-ESP8266-mode", "sketch")
+		h("x-ESP8266-mode", d.mode())
 		if d.Version != "" {
 			h("x-ESP8266-version", d.Version)
 		}
@@ -226,7 +241,7 @@ func (d *Device) UpdateRequest(host, target string) []byte {
 		}
 		h("x-ESP32-chip-size", strconv.FormatInt(d.ChipSize, 10))
 		h("x-ESP32-sdk-version", "v4.4.7-dirty")
-		h("x-ESP32-mode", "sketch")
+		h("x-ESP32-mode", d.mode())
 		if d.Version != "" {
 			h("x-ESP32-version", d.Version)
 		}

@@ -100,6 +100,14 @@ func (d *Device) Update(addr, target string) UpdateResult {
 	if length <= 0 {
 		return fail("Server Did Not Report Size")
 	}
+	if d.FSArea > 0 {
+		// handleUpdate for U_FS / U_SPIFFS: the area, not the free sketch
+		// space, and no image header to check.
+		if length > d.FSArea {
+			return fail("Not Enough space")
+		}
+		return d.readFS(r, res, length)
+	}
 	if d.Core.Family == espimage.ESP32 && d.FreeSpace == 0 && d.Core.atLeast("2.0") {
 		return fail("Partition Could Not be Found")
 	}
@@ -171,6 +179,24 @@ func (d *Device) Update(addr, target string) UpdateResult {
 			d.Running = inner
 		}
 	}
+	return res
+}
+
+// readFS takes a filesystem image: the whole length, checked against
+// x-MD5 as Updater::end() does, then written over the filesystem area.
+func (d *Device) readFS(r *bufio.Reader, res UpdateResult, length int64) UpdateResult {
+	body := make([]byte, length)
+	if n, err := io.ReadFull(r, body); err != nil {
+		res.Outcome, res.Error = Failed, fmt.Sprintf("Update error: Stream Read Timeout (%d of %d bytes)", n, length)
+		return res
+	}
+	sum := md5.Sum(body)
+	res.MD5 = hex.EncodeToString(sum[:])
+	if x := res.Headers["x-md5"]; x != "" && !strings.EqualFold(x, res.MD5) {
+		res.Outcome, res.Error = Failed, "Update error: MD5 Check Failed"
+		return res
+	}
+	res.Outcome, res.Image, d.FS = OK, body, body
 	return res
 }
 

@@ -528,6 +528,13 @@ func (h *Handler) fail(x *exchange, status int, reason string) {
 		x.WriteHeader(status)
 		return
 	}
+	if x.facts != nil && x.facts.AsksVersion() {
+		// getAvailableVersion reads headers only: a version query is
+		// never answered with a body, a refusal included.
+		hd["Content-Length"] = []string{"0"}
+		x.WriteHeader(status)
+		return
+	}
 	body := reason + "\n"
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("Content-Length", strconv.Itoa(len(body)))

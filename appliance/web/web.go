@@ -226,6 +226,8 @@ type catalogEntry struct {
 	Date    string `json:"date"`
 	Time    string `json:"time"`
 	Gzip    int64  `json:"gzip_size,omitempty"`
+	// Filesystem is "littlefs" or "spiffs" for a filesystem image.
+	Filesystem string `json:"filesystem,omitempty"`
 }
 
 func (h *Handler) apiCatalog(w http.ResponseWriter, r *http.Request) {
@@ -237,6 +239,9 @@ func (h *Handler) apiCatalog(w http.ResponseWriter, r *http.Request) {
 		}
 		if e.Gzip != nil {
 			c.Gzip = e.Gzip.Size
+		}
+		if e.FS != nil {
+			c.Filesystem = string(e.FS.Kind)
 		}
 		out = append(out, c)
 	}
