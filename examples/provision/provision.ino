@@ -57,10 +57,10 @@ static bool findOtabox(IPAddress& ip, uint16_t& port) {
   for (;;) {
     int n = MDNS.queryService("acupdate", "tcp");
     if (n > 0) {
-#if defined(ESP8266)
-      ip = MDNS.IP(0);
+#if defined(ESP8266) || !defined(ESP_ARDUINO_VERSION_MAJOR) || ESP_ARDUINO_VERSION_MAJOR < 3
+      ip = MDNS.IP(0);       // ESP8266, and arduino-esp32 1.x/2.x (no address())
 #else
-      ip = MDNS.address(0);
+      ip = MDNS.address(0);  // arduino-esp32 3.x
 #endif
       port = MDNS.port(0);
       Serial.printf("otabox found: %s:%u (%s)\n", ip.toString().c_str(), port, MDNS.hostname(0).c_str());
