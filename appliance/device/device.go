@@ -94,7 +94,7 @@ func token(s string) string {
 	return b.String()
 }
 
-// AsksVersion reports getAvailableVersion() (ESP8266 core 3.1+): the
+// AsksVersion reports getAvailableVersion() (ESP8266 core master after 3.1.2): the
 // updater's request with mode "version", answered with headers only.
 func (f *Facts) AsksVersion() bool { return strings.EqualFold(f.Mode, "version") }
 
