@@ -11,8 +11,10 @@ import (
 	"crypto/md5"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
@@ -468,5 +471,117 @@ func TestFilesystemImagesFillTheirArea(t *testing.T) {
 	}
 	if body := getBody(t, "http://"+r.addr+"/api/catalog"); !strings.Contains(body, `"filesystem": "littlefs"`) || !strings.Contains(body, `"filesystem": "spiffs"`) {
 		t.Errorf("/api/catalog does not say which files are filesystem images:\n%s", body)
+	}
+}
+
+// TestESPIDFOTA: ESP-IDF's esp_https_ota, as its source sends requests
+// (esp_http_client's User-Agent and nothing about the device): a plain GET
+// takes the whole image; with partial downloads, HEAD gives the length and
+// no body, then 64 KB ranges (206, Content-Range) join to the image; a
+// "bytes=0-0" probe is one byte; a download cut at 40 % resumes with
+// "bytes=N-" and its bytes join to the image's MD5. An unsatisfiable or a
+// multiple range is 416 with the reason; If-Range with another validator
+// gets the whole image. The record holds one completed download per
+// image taken, however many pieces it came in.
+func TestESPIDFOTA(t *testing.T) {
+	dir := t.TempDir()
+	img, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 300 << 10, Project: "idf", Version: "5.3", Seed: 71})
+	os.WriteFile(filepath.Join(dir, "idf.bin"), img, 0o644)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	want := md5hex(img)
+
+	plain := &emu.IDFOTA{}
+	if res := plain.Update(r.addr, "/idf.bin"); res.Err != "" || emu.MD5(res.Image) != want {
+		t.Fatalf("plain GET: %+v (%d bytes)", res.Err, len(res.Image))
+	}
+	if !strings.HasPrefix(plain.Requests[0], "GET /idf.bin HTTP/1.1\r\nUser-Agent: ESP32 HTTP Client/1.0\r\n") {
+		t.Fatalf("request bytes: %q", plain.Requests[0])
+	}
+
+	partial := &emu.IDFOTA{PartialDownload: true}
+	head, err := partial.Head(r.addr, "/idf.bin")
+	if err != nil || head.StatusCode != 200 || head.ContentLength != int64(len(img)) || head.Header.Get("Accept-Ranges") != "bytes" || head.Header.Get("ETag") != `"`+want+`"` {
+		t.Fatalf("HEAD: %v %+v", err, head)
+	}
+	if res := partial.Update(r.addr, "/idf.bin"); res.Err != "" || emu.MD5(res.Image) != want || res.Status != 206 {
+		t.Fatalf("partial download: %+v (%d bytes)", res, len(res.Image))
+	}
+	if n := len(partial.Requests); n != 2+5 { // our HEAD, its own, then 300 KB in five 64 KB pieces
+		t.Errorf("%d requests for 300 KB in 64 KB pieces", n)
+	}
+
+	probe, body, err := (&emu.IDFOTA{}).Get(r.addr, "/idf.bin", "bytes=0-0")
+	if err != nil || probe.StatusCode != 206 || probe.Header.Get("Content-Range") != fmt.Sprintf("bytes 0-0/%d", len(img)) || len(body) != 1 || body[0] != img[0] {
+		t.Fatalf("bytes=0-0: %v %+v %d bytes", err, probe, len(body))
+	}
+
+	cut := &emu.IDFOTA{PartialDownload: true, MaxRequest: 1 << 20, CutAfter: int64(len(img)) * 4 / 10}
+	if res := cut.Update(r.addr, "/idf.bin"); res.Err == "" || len(res.Image) != len(img)*4/10 {
+		t.Fatalf("the cut at 40%%: %+v (%d bytes)", res.Err, len(res.Image))
+	}
+	res := cut.Resume(r.addr, "/idf.bin")
+	if res.Err != "" || emu.MD5(res.Image) != want {
+		t.Fatalf("resumed: %+v (%d bytes)", res.Err, len(res.Image))
+	}
+	if last := cut.Requests[len(cut.Requests)-1]; !strings.Contains(last, fmt.Sprintf("Range: bytes=%d-\r\n", len(img)*4/10)) {
+		t.Errorf("the resume asked %q", last)
+	}
+
+	for _, tc := range []struct{ rng, reason string }{
+		{fmt.Sprintf("bytes=%d-", len(img)), "starts at or past the end"},
+		{"bytes=0-1,5-6", "only one byte range per request"},
+		{"items=0-1", "only bytes ranges"},
+	} {
+		resp, _, err := (&emu.IDFOTA{}).Get(r.addr, "/idf.bin", tc.rng)
+		if err != nil || resp.StatusCode != 416 || !strings.Contains(resp.Header.Get("X-Otabox-Reason"), tc.reason) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(img)) {
+			t.Errorf("Range %q: %v %+v", tc.rng, err, resp)
+		}
+	}
+	ifRange := func(v string) int {
+		c, _ := net.Dial("tcp", r.addr)
+		defer c.Close()
+		fmt.Fprintf(c, "GET /idf.bin HTTP/1.1\r\nUser-Agent: ESP32 HTTP Client/1.0\r\nHost: %s\r\nRange: bytes=10-\r\nIf-Range: %s\r\nConnection: close\r\n\r\n", r.addr, v)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	if a, b := ifRange(`"`+want+`"`), ifRange(`"another"`); a != 206 || b != 200 {
+		t.Errorf("If-Range: the image's own validator %d (want 206), another %d (want 200)", a, b)
+	}
+
+	// The record: a completed download per image taken whole (the plain
+	// GET, the partial download, the resumed one, the If-Range 200), the
+	// pieces not.
+	time.Sleep(300 * time.Millisecond) // the downloads' ends are committed with a linger
+	var evs []struct {
+		Decision  string `json:"decision"`
+		Status    int    `json:"status"`
+		Completed bool   `json:"completed"`
+		Size      int64  `json:"size"`
+		Method    string `json:"method"`
+	}
+	if err := json.Unmarshal([]byte(getBody(t, "http://"+r.addr+"/api/events?limit=100")), &evs); err != nil {
+		t.Fatal(err)
+	}
+	completed, pieces := 0, 0
+	for _, ev := range evs {
+		if ev.Decision != "serve" || ev.Method != "GET" {
+			continue
+		}
+		if ev.Size != int64(len(img)) {
+			t.Errorf("an event of the image says size %d", ev.Size)
+		}
+		if ev.Completed {
+			completed++
+		} else if ev.Status == 206 {
+			pieces++
+		}
+	}
+	if completed != 4 {
+		t.Errorf("%d completed downloads in the record, want 4 (and %d pieces)", completed, pieces)
 	}
 }

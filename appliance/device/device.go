@@ -22,7 +22,19 @@ const (
 	Other         Client = iota
 	Updater              // ESP8266-http-Update / ESP32-http-Update: the firmware GET
 	CatalogClient        // ESP8266HTTPClient / ESP32HTTPClient: AutoConnect's catalog request
+	// IDFClient is ESP-IDF's esp_http_client ("ESP32 HTTP Client/1.0"),
+	// as esp_https_ota uses it: a firmware GET (or HEAD, or a range of
+	// it) with no device headers at all. ESP8266_RTOS_SDK's copy of the
+	// client sends the same User-Agent, so it says nothing of the family.
+	IDFClient
 )
+
+// IDFUserAgent is esp_http_client's default User-Agent.
+const IDFUserAgent = "ESP32 HTTP Client/1.0"
+
+// Downloads reports a client that may download firmware: the Arduino
+// updaters and ESP-IDF's esp_https_ota.
+func (f *Facts) Downloads() bool { return f.Client == Updater || f.Client == IDFClient }
 
 // Facts is what one request tells about its device. Numeric fields are -1
 // when the header is absent.
@@ -121,6 +133,8 @@ func Parse(h http.Header) (*Facts, error) {
 		f.Client, f.Family = CatalogClient, espimage.ESP8266
 	case "ESP32HTTPClient":
 		f.Client, f.Family = CatalogClient, espimage.ESP32
+	case IDFUserAgent:
+		f.Client = IDFClient
 	}
 	if f.Family == espimage.FamilyUnknown {
 		return f, nil // only the updaters send device headers

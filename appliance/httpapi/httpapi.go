@@ -123,6 +123,7 @@ type Handler struct {
 	log       *slog.Logger
 	chips     *chipMemory
 	guesses   *lockout.Throttle // wrong device passwords, by address
+	pieces    pieces            // ranged downloads, by client and image
 	extra     *extraGate
 	inflaters *inflaters
 	big       chan *[]byte // the maxChunk buffers (see lend), nil until first used
@@ -234,6 +235,10 @@ type exchange struct {
 	// redecided counts decisions taken again after the file left the
 	// catalog (answer).
 	redecided int
+
+	// rangeFrom and rangeTotal place a ranged answer (206) in its image;
+	// rangeTotal is 0 for a whole one.
+	rangeFrom, rangeTotal int64
 
 	// quiet logs the request at debug: a refusal already said once at
 	// WARN (a locked-out address's).
@@ -420,6 +425,12 @@ func (h *Handler) observe(x *exchange) {
 	took := time.Since(x.start)
 	h.logRequest(x.r, x, took)
 	ev := x.exchangeFor(took)
+	if x.rangeTotal > 0 && ev.Decision == "serve" {
+		// A piece of the image: the download is the image, completed by
+		// the piece that makes it whole from its start (pieces).
+		whole := ev.Bytes > 0 && h.pieces.took(clientIP(x.r), ev.Image.SHA256, x.rangeFrom, x.rangeFrom+ev.Bytes, x.rangeTotal)
+		ev.Completed = ev.Completed && whole
+	}
 	if e := ev.Image; ev.Completed && x.mac != "" && e != nil && e.Image != nil {
 		h.chips.completed(x.mac, e.Image.Chip)
 	}
@@ -443,7 +454,7 @@ func endpointOf(path, updatePath string, facts *device.Facts) string {
 		return "catalog"
 	case updatePath != "" && path == updatePath:
 		return "update"
-	case facts.Client != device.Updater:
+	case !facts.Downloads():
 		return "other"
 	}
 	return "firmware"
@@ -471,10 +482,13 @@ func (x *exchange) exchangeFor(took time.Duration) *Exchange {
 	switch {
 	case x.verdict != nil && x.verdict.Action == decide.Version:
 		ev.Decision = "version" // headers only: never a download
-	case x.status == http.StatusOK && x.endpoint != "catalog":
+	case (x.status == http.StatusOK || x.status == http.StatusPartialContent) && x.endpoint != "catalog":
 		ev.Decision = "serve"
 		ev.Bytes = x.sentBytes()
 		ev.Completed = x.r.Method == http.MethodGet && x.size > 0 && ev.Bytes == x.size && (x.dv.raw == nil || x.acked)
+		if x.rangeTotal > 0 {
+			ev.Size = x.rangeTotal // a piece of this image (observe tells whether it made it whole)
+		}
 	case x.status == http.StatusOK:
 		ev.Decision = "list"
 	case x.status == http.StatusNotModified:
@@ -736,6 +750,25 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 		}
 		x.src = src
 	}
+	status, total := http.StatusOK, size
+	if spec := r.Header.Get("Range"); spec != "" && r.Method == http.MethodGet && (r.Header.Get("If-Range") == "" || r.Header.Get("If-Range") == etag(md5)) {
+		rg, err := parseRange(spec, size)
+		if err != nil {
+			x.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			h.fail(x, http.StatusRequestedRangeNotSatisfiable, err.Error())
+			return false
+		}
+		if data != nil {
+			data = data[rg.start : rg.start+rg.length]
+		} else if err := skip(src, rg.start); err != nil {
+			x.Header().Set("Retry-After", "1")
+			h.fail(x, http.StatusServiceUnavailable, e.Path+": "+err.Error()+"; retry")
+			return false
+		}
+		status, size = http.StatusPartialContent, rg.length
+		x.rangeFrom, x.rangeTotal = rg.start, total
+		x.Header()["Content-Range"] = []string{fmt.Sprintf("bytes %d-%d/%d", rg.start, rg.start+rg.length-1, total)}
+	}
 	max := 0
 	if p := h.policy.Load(); p != nil {
 		max = p.MaxDownloads
@@ -756,7 +789,13 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 	hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
 	hd["x-MD5"] = []string{md5}
 	hd["x-SHA256"] = []string{sha}
-	x.WriteHeader(http.StatusOK)
+	if x.facts.Client == device.IDFClient {
+		// What a client that resumes needs; the Arduino updaters' answers
+		// stay as the reference server's.
+		hd["Accept-Ranges"] = []string{"bytes"}
+		hd["ETag"] = []string{etag(md5)}
+	}
+	x.WriteHeader(status)
 	if r.Method != http.MethodGet {
 		return false
 	}
@@ -768,6 +807,22 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 	// after the header and fails if it has not arrived (spec §2.3).
 	h.send(x, data, src, e)
 	return false
+}
+
+// etag is an image's validator for If-Range: its MD5, strong.
+func etag(md5 string) string { return `"` + md5 + `"` }
+
+// skip moves src n bytes on: by Seek where it can, else by reading.
+func skip(src io.Reader, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	if s, ok := src.(io.Seeker); ok {
+		_, err := s.Seek(n, io.SeekStart)
+		return err
+	}
+	_, err := io.CopyN(io.Discard, src, n)
+	return err
 }
 
 // maxRedecide bounds how often one request is decided again because its
