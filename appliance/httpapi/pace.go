@@ -80,10 +80,9 @@ func (d delivery) room() (int, bool) {
 //
 //   - time when the socket had nothing queued: that is the sender's (its
 //     poll, a disk read, a commit), and charging it cut off devices above
-//     the minimum. Between two looks that both found data queued, the
-//     device was the bottleneck for the whole interval; an interval that
-//     ends with the queue empty is left out, bytes and time (the device
-//     took all there was).
+//     the minimum. An interval between two looks is charged, with the
+//     bytes acknowledged in it, when the first look found data waiting;
+//     one that starts with the queue empty is left out.
 //   - the silence after an acknowledgement, as long as that
 //     acknowledgement's bytes would take at the minimum rate: a device with
 //     a 4 KB window acknowledges in bursts a few seconds apart (TCP's
@@ -123,7 +122,7 @@ func newPacer(min int64, window time.Duration, now time.Time) *pacer {
 // told). It returns an error once the last window's rate is under the
 // minimum.
 func (p *pacer) check(now time.Time, delivered int64, queued bool) error {
-	if p.lastQueued && queued && now.After(p.lastT) {
+	if p.lastQueued && now.After(p.lastT) {
 		p.busy += now.Sub(p.lastT)
 		p.busyN += delivered - p.lastN
 	}

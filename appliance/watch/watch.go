@@ -59,7 +59,14 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
-	dir := filepath.Clean(cfg.Dir)
+	// The folder's name in its parent, absolute: events of the parent's
+	// watch come named from it, those of the folder's own as cfg.Dir
+	// names them (relative, even ".", or absolute).
+	abs, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		abs = filepath.Clean(cfg.Dir)
+	}
+	parent := filepath.Dir(abs)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		log.Warn("catalog: no change notifications; polling only", "err", err, "every", cfg.Rescan)
@@ -69,7 +76,9 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 		// The folder's own name, in its parent: a release switch (a
 		// symlink flipped) or the folder made again is seen at once. The
 		// parent's other names are not the catalog's business.
-		w.Add(filepath.Dir(dir))
+		if parent != abs {
+			w.Add(parent)
+		}
 	}
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -123,11 +132,11 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 			continue
 		case ev := <-events:
 			name := filepath.Clean(ev.Name)
-			if filepath.Dir(name) == filepath.Dir(dir) && name != dir {
+			if parent != abs && filepath.Dir(name) == parent && name != abs {
 				continue // a sibling of the catalog folder
 			}
-			if name == dir {
-				addDirs(w, dir) // the path leads to another folder now
+			if name == abs {
+				addDirs(w, cfg.Dir) // the path leads to another folder now
 			} else if ev.Op&fsnotify.Create != 0 {
 				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
 					addDirs(w, ev.Name) // follow new sub-folders

@@ -188,3 +188,31 @@ func TestManyAddedFilesAreOneLogLine(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchFollowsARelativeFolder: --catalog . (or any relative path)
+// is watched as well as an absolute one: a file copied in is published
+// from its change notification, well before the rescan (here an hour).
+func TestWatchFollowsARelativeFolder(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	root, err := os.OpenRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	load := func(prev *catalog.Catalog, unstable map[string]bool, rehash bool) (*catalog.Catalog, error) {
+		return catalog.Load(root.FS(), catalog.Options{Previous: prev, Unstable: unstable, Rehash: rehash})
+	}
+	first, _ := load(nil, nil, false)
+	pub := &published{cats: []*catalog.Catalog{first}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Run(ctx, Config{Dir: ".", Load: load, Publish: pub.add, Settle: 200 * time.Millisecond, Rescan: time.Hour}, first)
+	time.Sleep(time.Second) // the watch's first look is over
+	b := image(t, 9)
+	os.WriteFile(filepath.Join(dir, "new.bin"), b, 0o644)
+	eventually(t, "new.bin published from its notification", func() bool {
+		e, ok := pub.last().File("new.bin")
+		return ok && e.MD5 == md5hex(b)
+	})
+}
