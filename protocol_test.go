@@ -585,3 +585,116 @@ func TestESPIDFOTA(t *testing.T) {
 		t.Errorf("%d completed downloads in the record, want 4 (and %d pieces)", completed, pieces)
 	}
 }
+
+// esphomeParse is ESPHome's HttpRequestUpdate::update_task parsing a
+// manifest (esphome/components/http_request/update/http_request_update.cpp):
+// name, version and builds are required; every build needs chipFamily; the
+// one for the device's variant needs ota.path and ota.md5; a path without
+// "http" is taken from the manifest's host ("/...") or folder.
+func esphomeParse(t *testing.T, sourceURL string, body []byte, variant string) (url, md5, version string, ok bool) {
+	t.Helper()
+	var root map[string]any
+	if json.Unmarshal(body, &root) != nil {
+		return "", "", "", false
+	}
+	name, okName := root["name"].(string)
+	version, okVersion := root["version"].(string)
+	builds, okBuilds := root["builds"].([]any)
+	if !okName || !okVersion || !okBuilds || name == "" {
+		return "", "", "", false
+	}
+	for _, b := range builds {
+		build, _ := b.(map[string]any)
+		family, isString := build["chipFamily"].(string)
+		if !isString {
+			return "", "", "", false
+		}
+		if family != variant {
+			continue
+		}
+		ota, isObject := build["ota"].(map[string]any)
+		path, okPath := ota["path"].(string)
+		sum, okMD5 := ota["md5"].(string)
+		if !isObject || !okPath || !okMD5 {
+			return "", "", "", false
+		}
+		if !strings.Contains(path, "http") {
+			if strings.HasPrefix(path, "/") {
+				i := strings.Index(sourceURL[8:], "/")
+				path = sourceURL[:8+i] + path
+			} else {
+				path = sourceURL[:strings.LastIndex(sourceURL, "/")+1] + path
+			}
+		}
+		return path, sum, version, true
+	}
+	return "", "", "", false
+}
+
+// TestESPHomeManifest: ESPHome's update platform http_request reads a
+// project's manifest (/esphome/project/NAME.json) or one image's
+// (/esphome/image/PATH.json), parsed here as its C++ parses it: the
+// device's variant finds its build, and the image its path names,
+// downloaded with ESPHome's User-Agent, has the manifest's MD5. A
+// project's manifest names only its newest version, one build per chip.
+func TestESPHomeManifest(t *testing.T) {
+	dir := t.TempDir()
+	build := func(name string, s imagegen.Spec) []byte {
+		b, err := imagegen.Build(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+		return b
+	}
+	build("node-s3-1.0.bin", imagegen.Spec{Family: espimage.ESP32, Chip: espimage.ChipESP32S3, Size: 96 << 10, Project: "node", Version: "1.0.0", Seed: 91})
+	s3 := build("node-s3-1.1.bin", imagegen.Spec{Family: espimage.ESP32, Chip: espimage.ChipESP32S3, Size: 96 << 10, Project: "node", Version: "1.1.0", Seed: 92})
+	e8266 := build("node-8266-1.1.bin", imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Project: "node", Version: "1.1.0", Seed: 93})
+	build("node-c3-1.0.bin", imagegen.Spec{Family: espimage.ESP32, Chip: espimage.ChipESP32C3, Size: 80 << 10, Project: "node", Version: "1.0.0", Seed: 94})
+	r := start(t, "--catalog", dir)
+	const ua = "ESPHome/2025.2.0 (https://esphome.io)"
+	fetch := func(url string) (*http.Response, []byte) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("User-Agent", ua)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	for _, tc := range []struct {
+		manifest, variant string
+		want              []byte
+	}{
+		{"/esphome/project/node.json", "ESP32-S3", s3},
+		{"/esphome/project/node.json", "ESP8266", e8266},
+		{"/esphome/image/node-s3-1.1.bin.json", "ESP32-S3", s3},
+	} {
+		source := "http://" + r.addr + tc.manifest
+		resp, body := fetch(source)
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("%s: %d %q", tc.manifest, resp.StatusCode, resp.Header.Get("X-Otabox-Reason"))
+		}
+		url, sum, version, ok := esphomeParse(t, source, body, tc.variant)
+		if !ok || version != "1.1.0" || sum != md5hex(tc.want) {
+			t.Fatalf("%s for %s: %q %q %q %v\n%s", tc.manifest, tc.variant, url, sum, version, ok, body)
+		}
+		img, got := fetch(url)
+		if img.StatusCode != 200 || md5hex(got) != sum {
+			t.Fatalf("%s: the image at %s: %d, md5 %s", tc.manifest, url, img.StatusCode, md5hex(got))
+		}
+	}
+	// The project's C3 build is 1.0.0: not in the 1.1.0 release, so a C3
+	// finds no build rather than an older one under a newer version.
+	_, body := fetch("http://" + r.addr + "/esphome/project/node.json")
+	if _, _, _, ok := esphomeParse(t, "http://"+r.addr+"/esphome/project/node.json", body, "ESP32-C3"); ok {
+		t.Errorf("a C3 found a build in the 1.1.0 release:\n%s", body)
+	}
+	for _, bad := range []string{"/esphome/project/nothing.json", "/esphome/image/missing.bin.json", "/esphome/other/x.json"} {
+		if resp, _ := fetch("http://" + r.addr + bad); resp.StatusCode != 404 || resp.Header.Get("X-Otabox-Reason") == "" {
+			t.Errorf("%s: %d %q", bad, resp.StatusCode, resp.Header.Get("X-Otabox-Reason"))
+		}
+	}
+}

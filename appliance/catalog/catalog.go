@@ -861,6 +861,8 @@ func reserved(p string, dir bool) string {
 	switch p {
 	case "api", "metrics", "healthz", "favicon.ico", "station":
 		return "the name is reserved for the status page and its API; rename it"
+	case "esphome":
+		return "the name is reserved for ESPHome's manifests (/esphome/...); rename it"
 	case "update", "_catalog":
 		if !dir {
 			return "the name is a device endpoint (/" + p + "), which answers instead of the file; rename it"

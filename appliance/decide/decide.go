@@ -138,7 +138,7 @@ func RunningChip(r Request) (espimage.Chip, bool) {
 func Firmware(r Request) Verdict {
 	e, d := r.Entry, r.Device
 	if !d.Downloads() {
-		return refuse(http.StatusForbidden, e, "only the ESP8266/ESP32 HTTP updater or ESP-IDF's esp_https_ota may download firmware (User-Agent is not ESP8266-http-Update, ESP32-http-Update or "+device.IDFUserAgent+")")
+		return refuse(http.StatusForbidden, e, "only the ESP8266/ESP32 HTTP updater, ESP-IDF's esp_https_ota or ESPHome may download firmware (User-Agent is not ESP8266-http-Update, ESP32-http-Update, "+device.IDFUserAgent+" or ESPHome/...)")
 	}
 	if ok, why := r.Policy.Allowed(d.MAC()); !ok {
 		return refuse(http.StatusForbidden, e, "%s", why)
@@ -174,12 +174,13 @@ func firmware(r Request) Verdict {
 		return filesystemFits(e, d)
 	}
 	img := e.Image
-	if d.Client == device.IDFClient {
-		// esp_https_ota sends no device headers: its family, chip, free
-		// space and running image are not known here. It checks the image
-		// header's chip id before it writes, and the whole image at the end.
+	if d.Headerless() {
+		// esp_https_ota and ESPHome send no device headers: family, chip,
+		// free space and running image are not known here. The device
+		// checks the image header's chip id before it writes, and the
+		// whole image (ESPHome: the manifest's MD5) at the end.
 		return Verdict{Action: Serve, Status: http.StatusOK, Entry: e,
-			Reason: "ESP-IDF client: family, chip and free space are not in its request; the device checks the image itself"}
+			Reason: "the client sends nothing about its device; the device checks the image itself"}
 	}
 	if !d.Flashing() {
 		return refuse(http.StatusForbidden, e, "%s is a firmware image, the device asked for a %s image", e.Path, d.Mode)

@@ -27,6 +27,10 @@ const (
 	// it) with no device headers at all. ESP8266_RTOS_SDK's copy of the
 	// client sends the same User-Agent, so it says nothing of the family.
 	IDFClient
+	// ESPHomeClient is ESPHome's http_request component ("ESPHome/<version>
+	// (https://esphome.io)", its default useragent), reading its update
+	// manifest and downloading the image the manifest names.
+	ESPHomeClient
 )
 
 // IDFUserAgent is esp_http_client's default User-Agent.
@@ -34,7 +38,13 @@ const IDFUserAgent = "ESP32 HTTP Client/1.0"
 
 // Downloads reports a client that may download firmware: the Arduino
 // updaters and ESP-IDF's esp_https_ota.
-func (f *Facts) Downloads() bool { return f.Client == Updater || f.Client == IDFClient }
+func (f *Facts) Downloads() bool {
+	return f.Client == Updater || f.Client == IDFClient || f.Client == ESPHomeClient
+}
+
+// Headerless reports a client whose request says nothing of its device
+// (ESP-IDF's, ESPHome's): only the image kind can be checked.
+func (f *Facts) Headerless() bool { return f.Client == IDFClient || f.Client == ESPHomeClient }
 
 // Facts is what one request tells about its device. Numeric fields are -1
 // when the header is absent.
@@ -135,6 +145,10 @@ func Parse(h http.Header) (*Facts, error) {
 		f.Client, f.Family = CatalogClient, espimage.ESP32
 	case IDFUserAgent:
 		f.Client = IDFClient
+	default:
+		if strings.HasPrefix(ua, "ESPHome/") {
+			f.Client = ESPHomeClient
+		}
 	}
 	if f.Family == espimage.FamilyUnknown {
 		return f, nil // only the updaters send device headers

@@ -30,6 +30,7 @@ import (
 	"otabox/appliance/device"
 	"otabox/appliance/espimage"
 	"otabox/appliance/lockout"
+	"otabox/appliance/manifest"
 	"otabox/appliance/policy"
 )
 
@@ -359,6 +360,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == CatalogPath:
 		x.endpoint = "catalog"
 		h.serveCatalog(x, r, facts, h.cat.Load())
+	case strings.HasPrefix(r.URL.Path, ManifestPrefix):
+		x.endpoint = "manifest"
+		h.serveManifest(x, r, h.cat.Load())
 	case h.opts.UpdatePath != "" && r.URL.Path == h.opts.UpdatePath:
 		x.endpoint = "update"
 		for cat := h.cat.Load(); h.serveUpdate(x, r, facts, cat); cat = h.cat.Load() {
@@ -789,7 +793,7 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 	hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
 	hd["x-MD5"] = []string{md5}
 	hd["x-SHA256"] = []string{sha}
-	if x.facts.Client == device.IDFClient {
+	if x.facts.Headerless() {
 		// What a client that resumes needs; the Arduino updaters' answers
 		// stay as the reference server's.
 		hd["Accept-Ranges"] = []string{"bytes"}
@@ -823,6 +827,49 @@ func skip(src io.Reader, n int64) error {
 	}
 	_, err := io.CopyN(io.Discard, src, n)
 	return err
+}
+
+// ManifestPrefix is where ESPHome's update platform http_request finds
+// its manifests: ManifestPrefix+"image/<catalog path>.json" for one image,
+// ManifestPrefix+"project/<project>.json" for a project's newest release.
+const ManifestPrefix = "/esphome/"
+
+// serveManifest answers an ESPHome manifest, rendered from cat.
+func (h *Handler) serveManifest(x *exchange, r *http.Request, cat *catalog.Catalog) {
+	rest, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, ManifestPrefix), ".json")
+	kind, name, _ := strings.Cut(rest, "/")
+	var m manifest.ESPHome
+	var err error
+	switch {
+	case !ok || name == "":
+		err = errors.New("no such manifest: ask " + ManifestPrefix + "image/<catalog path>.json or " + ManifestPrefix + "project/<project>.json")
+	case kind == "image":
+		var p string
+		if p, err = catalog.Clean(name); err == nil {
+			if e, found := cat.File(p); found {
+				m, err = manifest.ForImage(e)
+			} else {
+				err = errors.New("no file " + strconv.Quote(p) + " in the catalog")
+			}
+		}
+	case kind == "project":
+		m, err = manifest.ForProject(name, cat.Files())
+	default:
+		err = errors.New("no such manifest kind " + strconv.Quote(kind) + ": image or project")
+	}
+	if err != nil {
+		h.fail(x, http.StatusNotFound, err.Error())
+		return
+	}
+	body := m.JSON()
+	hd := x.Header()
+	hd["Content-Type"] = []string{"application/json"}
+	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
+	hd["Cache-Control"] = []string{"no-store"}
+	x.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		x.Write(body)
+	}
 }
 
 // maxRedecide bounds how often one request is decided again because its
