@@ -698,3 +698,39 @@ func TestESPHomeManifest(t *testing.T) {
 		}
 	}
 }
+
+// TestSignedImageRefusedForAnotherFlashMode: a signed-update ESP8266
+// writes its chip's flash mode into byte 2 before it checks the signature,
+// so an image signed with another mode in its header fails on it after the
+// whole download. When otabox knows the device's mode (it runs a catalog
+// image: its sketch MD5 is that image's running MD5 for the mode), such an
+// image is refused before a byte, with the reason; a device of the image's
+// own mode takes it and verifies it. Without a known mode it is served,
+// and the device's own check refuses it (what otabox cannot tell).
+func TestSignedImageRefusedForAnotherFlashMode(t *testing.T) {
+	ok := mustSign(t)
+	site := newSiteKey(t, "rsa2048")
+	old, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 48 << 10, Project: "meter", Version: "1.0.0", Seed: 41})
+	base, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 48 << 10, Project: "meter", Version: "2.0.0", FlashMode: 3, Seed: 42}) // DOUT
+	dout := ok(imagegen.SignESP8266(base, site.priv, false))
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "meter-1.bin"), old, 0o644)
+	os.WriteFile(filepath.Join(dir, "meter-2.bin"), dout, 0o644)
+	r := start(t, "--catalog", dir)
+
+	dio := emu.New(emu.ESP8266v31) // a DIO chip, running meter-1
+	dio.STAMAC, dio.FlashMode, dio.Running, dio.SigningKey = "5C:CF:7F:00:71:01", 2, old, site.pub
+	if res := dio.Update(r.addr, "/meter-2.bin"); res.Status != 403 || !strings.Contains(res.Headers["x-otabox-reason"], "signed with flash mode DOUT in its header and the device's chip runs DIO") {
+		t.Fatalf("a DOUT-signed image to a DIO chip: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	doutChip := emu.New(emu.ESP8266v31)
+	doutChip.STAMAC, doutChip.FlashMode, doutChip.Running, doutChip.SigningKey = "5C:CF:7F:00:71:02", 3, old, site.pub
+	if res := doutChip.Update(r.addr, "/meter-2.bin"); res.Outcome != emu.OK {
+		t.Fatalf("the DOUT-signed image to a DOUT chip: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	unknown := emu.New(emu.ESP8266v31) // runs nothing otabox knows: its mode is not known
+	unknown.STAMAC, unknown.FlashMode, unknown.SigningKey = "5C:CF:7F:00:71:03", 2, site.pub
+	if res := unknown.Update(r.addr, "/meter-2.bin"); res.Status != 200 || !strings.Contains(res.Error, "Signature verification failed") {
+		t.Fatalf("mode unknown: %v", res)
+	}
+}

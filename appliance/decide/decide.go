@@ -205,6 +205,14 @@ func firmware(r Request) Verdict {
 		// Without it the running app surely cannot inflate (spec §2.4).
 		return refuse(http.StatusForbidden, e, "%s is gzip-compressed, the device's core is older than 2.6 and cannot inflate it", e.Path)
 	}
+	if sig := img.Signature; img.Family == espimage.ESP8266 && sig != nil && sig.Scheme == espimage.SchemeESP8266 {
+		// The Updater writes the chip's own flash mode into byte 2 before
+		// it checks the signature over what it flashed: an image signed
+		// with another mode in its header fails, after the whole download.
+		if mode, ok := flashMode(r); ok && mode != img.FlashMode {
+			return refuse(http.StatusForbidden, e, "%s is signed with flash mode %s in its header and the device's chip runs %s: its core writes %s there before it checks the signature, which would then fail", e.Path, img.FlashMode, mode, mode)
+		}
+	}
 	if img.Family == espimage.ESP8266 && d.ChipSize >= 0 && img.FlashSize > d.ChipSize && !img.AutoFlash() {
 		return refuse(http.StatusForbidden, e, "%s is built for %s of flash, the device has %s", e.Path, mib(img.FlashSize), mib(d.ChipSize))
 	}
@@ -235,6 +243,23 @@ func filesystemFits(e *catalog.Entry, d *device.Facts) Verdict {
 		}
 	}
 	return Verdict{Action: Serve, Status: http.StatusOK, Entry: e}
+}
+
+// flashMode is an ESP8266's flash mode when it runs a catalog image: the
+// core rewrites byte 2 of what it flashes to the chip's mode, so its
+// sketch MD5 is the image's running MD5 for that mode.
+func flashMode(r Request) (espimage.FlashMode, bool) {
+	for _, run := range r.Running {
+		if run.Image == nil || run.Image.Family != espimage.ESP8266 {
+			continue
+		}
+		for i, m := range run.Image.Digests.RunningMD5 {
+			if strings.EqualFold(m, r.Device.SketchMD5) {
+				return espimage.FlashMode(i), true
+			}
+		}
+	}
+	return 0, false
 }
 
 // version answers getAvailableVersion(): the image's version, or 404 when

@@ -214,11 +214,17 @@ func inflate(gz []byte) ([]byte, error) {
 func (d *Device) verifyEnd(body []byte) string {
 	if d.Core.Family == espimage.ESP8266 {
 		if d.SigningKey != nil {
-			img, err := espimage.Parse(body)
+			// The signature is checked over what was flashed, whose byte 2
+			// the Updater set to the chip's own flash mode.
+			flashed := append([]byte(nil), body...)
+			if len(flashed) > 2 && flashed[0] == espimage.Magic {
+				flashed[2] = byte(d.FlashMode)
+			}
+			img, err := espimage.Parse(flashed)
 			if err != nil {
 				return "Update error: Signature verification failed"
 			}
-			if _, err := espimage.Verify(body, img, []*espimage.Key{d.SigningKey}); err != nil {
+			if _, err := espimage.Verify(flashed, img, []*espimage.Key{d.SigningKey}); err != nil {
 				return "Update error: Signature verification failed"
 			}
 		}
