@@ -556,8 +556,10 @@ func stalledAPIReaders(t *testing.T, argv []string, readers int) {
 	} else {
 		t.Logf("peak memory %d MB with %d stalled API readers", kb>>10, readers)
 	}
-	// At most 32 answers ran: the rest were refused at once with the
-	// reason (or, past --max-conns, not accepted).
+	// At most 32 answers ran at once: the rest were refused at once with
+	// the reason (or, past --max-conns, not accepted). An answer that fit
+	// whole in the socket buffers gave its slot back, so a few more than
+	// 32 may have been answered in all.
 	answered, refused := 0, 0
 	for _, c := range stalled {
 		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
@@ -566,13 +568,14 @@ func stalledAPIReaders(t *testing.T, argv []string, readers int) {
 		switch h := string(head[:n]); {
 		case strings.HasPrefix(h, "HTTP/1.1 200"):
 			answered++
-		case strings.HasPrefix(h, "HTTP/1.1 503") && strings.Contains(h, "requests at once; retry"):
+		case strings.HasPrefix(h, "HTTP/1.1 503") && strings.Contains(h, "answering 32 requests at once; retry"):
 			refused++
 		}
 	}
-	if answered > 32 || refused == 0 {
-		t.Errorf("%d answers ran at once and %d were refused with the reason; want at most 32, and refusals", answered, refused)
+	if refused == 0 || answered >= readers/2 {
+		t.Errorf("%d answered and %d refused with the reason of 32 at once", answered, refused)
 	}
+	waitLog(t, r, "too many answers at once; refused")
 	t.Logf("%d stalled readers: %d answered, %d refused with 503, %d not accepted", readers, answered, refused, readers-answered-refused)
 	// A stalled answer does not keep its slot: within its write deadline
 	// (10 s without progress) the API answers a new client again.
