@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"otabox/appliance/catalog"
+	"otabox/appliance/lograte"
 	"otabox/appliance/watch"
 )
 
@@ -30,8 +31,7 @@ type folder struct {
 	id       catalog.Stamp // the directory's device and inode
 	resolved string        // where the path led when it was opened
 	fault    string        // why the path leads nowhere now, "" when it does
-	warned   time.Time
-	faults   int // loads refused since the last ERROR
+	goneLog  lograte.Gate  // loads refused, said once a minute
 }
 
 func newFolder(src Source, log *slog.Logger) *folder {
@@ -58,7 +58,8 @@ func (f *folder) current() (fsys fs.FS, replaced bool, was string, err error) {
 	}
 	if f.fault != "" {
 		f.log.Info("catalog: the folder is back", "path", f.path, "was", f.fault)
-		f.fault, f.faults, f.warned = "", 0, time.Time{}
+		f.fault = ""
+		f.goneLog.Reset()
 	}
 	id := catalog.StampOf(info)
 	if id.Dev == f.id.Dev && id.Ino == f.id.Ino && !f.removed() {
@@ -92,10 +93,8 @@ func (f *folder) removed() bool {
 func (f *folder) gone(err error) error {
 	err = fmt.Errorf("catalog %s: %w", f.path, err)
 	f.fault = err.Error()
-	f.faults++
-	if now := time.Now(); now.Sub(f.warned) >= time.Minute {
-		f.log.Error("catalog: the folder is gone; still serving the last catalog read from it", "path", f.path, "err", err, "refused_since_last_error", f.faults)
-		f.warned, f.faults = now, 0
+	if n, due := f.goneLog.Note(time.Now()); due {
+		f.log.Error("catalog: the folder is gone; still serving the last catalog read from it", "path", f.path, "err", err, "refused_since_last_error", n)
 	}
 	return err
 }

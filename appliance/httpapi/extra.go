@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"otabox/appliance/lograte"
 )
 
 // Answers to people and probes (the status page, /api/*, /metrics) are
@@ -33,9 +35,8 @@ type extraGate struct {
 	slots chan struct{}
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	refused int
-	warned  time.Time
+	mu       sync.Mutex
+	refusals lograte.Gate
 }
 
 func newExtraGate(n int, log *slog.Logger) *extraGate {
@@ -66,12 +67,7 @@ func (g *extraGate) serve(next http.Handler, w http.ResponseWriter, r *http.Requ
 func (g *extraGate) refuse(w http.ResponseWriter, r *http.Request) {
 	n := cap(g.slots)
 	g.mu.Lock()
-	g.refused++
-	say := time.Since(g.warned) >= time.Minute
-	refused := g.refused
-	if say {
-		g.warned, g.refused = time.Now(), 0
-	}
+	refused, say := g.refusals.Note(time.Now())
 	g.mu.Unlock()
 	if say {
 		g.log.Warn("status page and API: too many answers at once; refused", "client", r.RemoteAddr, "path", r.URL.Path, "at_once", n, "refused_since_last_warning", refused)

@@ -30,6 +30,7 @@ import (
 	"otabox/appliance/device"
 	"otabox/appliance/espimage"
 	"otabox/appliance/lockout"
+	"otabox/appliance/lograte"
 	"otabox/appliance/manifest"
 	"otabox/appliance/policy"
 )
@@ -1295,9 +1296,8 @@ type chipMemory struct {
 	m   map[string]espimage.Chip
 	// claims are the last unconfirmed claim per MAC.
 	claims map[string]chipClaim
-	// conflicts since the last WARN, and when that was.
-	conflicts int
-	warned    time.Time
+	// conflicts, said once a minute.
+	conflicts lograte.Gate
 }
 
 type chipClaim struct {
@@ -1347,10 +1347,8 @@ func (c *chipMemory) known(mac string, chip espimage.Chip, source string) bool {
 		return len(c.m) >= c.max
 	}
 	if have != chip {
-		c.conflicts++
-		if now := time.Now(); now.Sub(c.warned) >= time.Minute {
-			c.log.Warn("device chip: a claim conflicts with what was learnt; kept what was learnt", "mac", mac, "learnt", have.String(), "claimed", chip.String(), "from", source, "conflicts_since_last_warning", c.conflicts)
-			c.warned, c.conflicts = now, 0
+		if n, due := c.conflicts.Note(time.Now()); due {
+			c.log.Warn("device chip: a claim conflicts with what was learnt; kept what was learnt", "mac", mac, "learnt", have.String(), "claimed", chip.String(), "from", source, "conflicts_since_last_warning", n)
 		}
 	}
 	return true

@@ -148,8 +148,8 @@ func (s *Store) checkCommits(db *sql.DB) error {
 	return nil
 }
 
-// walHeader is the size of a WAL's header: a WAL no longer holds no
-// frames.
+// walHeader is the size of a WAL's header: a WAL no longer than it
+// holds no frames.
 const walHeader = 32
 
 func (s *Store) setLost(why string) {

@@ -37,6 +37,8 @@ import (
 	"unicode/utf8"
 
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite", pure Go
+
+	"otabox/appliance/lograte"
 )
 
 // FileName is the database's name inside the data directory.
@@ -171,11 +173,10 @@ type Store struct {
 	filesQ    []fileRow  // remembered files waiting for flushFiles
 	flushMu   sync.Mutex // held while flushFiles writes
 	faultMu   sync.Mutex
-	fault     string    // the last write error, "" when writing works
-	faultAt   time.Time // when a fault was last logged
-	faults    int       // faults begun since then
-	faultSaid bool      // the current or last fault was logged
-	lost      string    // what was found lost of the record (durable.go); guarded by faultMu
+	fault     string       // the last write error, "" when writing works
+	faultLog  lograte.Gate // faults begun, said once a minute
+	faultSaid bool         // the current or last fault was logged
+	lost      string       // what was found lost of the record (durable.go); guarded by faultMu
 
 	// Durability (durable.go). recordID and commitsN are the database's
 	// identity and the writer's commits to it; sinceCheckpoint and
@@ -545,13 +546,12 @@ func (s *Store) setFault(err error) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	if s.fault == "" {
-		s.faults++
+		s.faultLog.Count() // a fault begins: episodes are counted, not writes
 	}
 	s.fault = err.Error()
-	if now := s.opts.Now(); s.faultAt.IsZero() || now.Sub(s.faultAt) >= time.Minute {
-		s.faultAt, s.faultSaid = now, true
-		s.log.Warn("store: records are not being written; devices are still served", "faults_since_last_warning", s.faults, "dropped_total", s.dropped.Load(), "err", err)
-		s.faults = 0
+	if n, due := s.faultLog.Due(s.opts.Now()); due {
+		s.faultSaid = true
+		s.log.Warn("store: records are not being written; devices are still served", "faults_since_last_warning", n, "dropped_total", s.dropped.Load(), "err", err)
 	}
 }
 
