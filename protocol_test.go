@@ -651,6 +651,7 @@ func TestESPHomeManifest(t *testing.T) {
 	s3 := build("node-s3-1.1.bin", imagegen.Spec{Family: espimage.ESP32, Chip: espimage.ChipESP32S3, Size: 96 << 10, Project: "node", Version: "1.1.0", Seed: 92})
 	e8266 := build("node-8266-1.1.bin", imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Project: "node", Version: "1.1.0", Seed: 93})
 	build("node-c3-1.0.bin", imagegen.Spec{Family: espimage.ESP32, Chip: espimage.ChipESP32C3, Size: 80 << 10, Project: "node", Version: "1.0.0", Seed: 94})
+	build("plain.bin", imagegen.Spec{Family: espimage.ESP32, Size: 64 << 10, Seed: 95}) // no version
 	r := start(t, "--catalog", dir)
 	const ua = "ESPHome/2025.2.0 (https://esphome.io)"
 	fetch := func(url string) (*http.Response, []byte) {
@@ -691,6 +692,9 @@ func TestESPHomeManifest(t *testing.T) {
 	_, body := fetch("http://" + r.addr + "/esphome/project/node.json")
 	if _, _, _, ok := esphomeParse(t, "http://"+r.addr+"/esphome/project/node.json", body, "ESP32-C3"); ok {
 		t.Errorf("a C3 found a build in the 1.1.0 release:\n%s", body)
+	}
+	if resp, _ := fetch("http://" + r.addr + "/esphome/image/plain.bin.json"); resp.StatusCode != 404 || !strings.Contains(resp.Header.Get("X-Otabox-Reason"), "has no version") {
+		t.Errorf("an image without a version: %d %q", resp.StatusCode, resp.Header.Get("X-Otabox-Reason"))
 	}
 	for _, bad := range []string{"/esphome/project/nothing.json", "/esphome/image/missing.bin.json", "/esphome/other/x.json"} {
 		if resp, _ := fetch("http://" + r.addr + bad); resp.StatusCode != 404 || resp.Header.Get("X-Otabox-Reason") == "" {
