@@ -474,6 +474,85 @@ func TestFilesystemImagesFillTheirArea(t *testing.T) {
 	}
 }
 
+// TestFilesystemUpdateGivesTheNewestOnce: /update in spiffs mode (the
+// fixed update URL asked by updateFS() / updateSpiffs()) gives the newest
+// filesystem image of the project of the sketch the device runs, named
+// after it (meter-fs-1.1.littlefs.bin for project meter), and 304 once the
+// fleet record says the device received that image whole. A cut-off
+// filesystem download is not remembered: the device is sent it again. A
+// filesystem download leaves the device's firmware state alone. An
+// ESP32 is served its project's SPIFFS image the size of its default
+// spiffs partition the same way; a device whose sketch is not in the
+// catalog has no project and gets 304 with the reason.
+func TestFilesystemUpdateGivesTheNewestOnce(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	meter, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, Project: "meter", Version: "1.0.0", Seed: 3})
+	sensor, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 64 << 10, Project: "sensor", Version: "2.0.0", Seed: 4})
+	fs10, fs11, other := fsimage.Build(8192, 253), fsimage.Build(8192, 253), fsimage.Build(8192, 253)
+	fs11[len(fs11)-1], other[len(other)-2] = 0x11, 0x22
+	spiffs := bytes.Repeat([]byte{0xff, 0x02}, 1441792/2)
+	for name, b := range map[string][]byte{
+		"meter-1.0.bin": meter, "meter-fs-1.0.littlefs.bin": fs10, "meter-fs-1.1.littlefs.bin": fs11, "metering-9.9.littlefs.bin": other,
+		"sensor.bin": sensor, "sensor.spiffs.bin": spiffs,
+	} {
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	r := startData(t, data, "--catalog", dir)
+	esp8266 := func(mac string) *emu.Device {
+		d := emu.New(emu.ESP8266v31)
+		d.Running, d.STAMAC, d.FreeSpace, d.FSArea = meter, mac, 1695744, 2072576
+		return d
+	}
+
+	d := esp8266("5C:CF:7F:00:00:01")
+	if res := d.Update(r.addr, "/update"); res.Outcome != emu.OK || !bytes.Equal(d.FS, fs11) {
+		t.Fatalf("first updateFS: %v %q (%d bytes written)", res, res.Headers["x-otabox-reason"], len(d.FS))
+	}
+	d.FS = nil
+	res := d.Update(r.addr, "/update")
+	if res.Outcome != emu.NoUpdates || !strings.Contains(res.Headers["x-otabox-reason"], "received meter-fs-1.1.littlefs.bin whole") || d.FS != nil {
+		t.Fatalf("second updateFS: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	sketch := emu.New(emu.ESP8266v31)
+	sketch.Running, sketch.STAMAC = meter, d.STAMAC
+	if res := sketch.Update(r.addr, "/update"); res.Outcome != emu.NoUpdates || !strings.Contains(res.Headers["x-otabox-reason"], "the newest it can take") {
+		t.Fatalf("sketch update after the filesystem: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+
+	cut := esp8266("5C:CF:7F:00:00:02")
+	cut.CutAfter = 100 << 10
+	if res := cut.Update(r.addr, "/update"); res.Outcome == emu.OK {
+		t.Fatalf("cut-off updateFS succeeded: %v", res)
+	}
+	cut.FS = nil
+	if res := cut.Update(r.addr, "/update"); res.Outcome != emu.OK || !bytes.Equal(cut.FS, fs11) {
+		t.Fatalf("updateFS after a cut-off one: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+
+	esp32 := emu.New(emu.ESP32v20)
+	esp32.Running, esp32.FSArea = sensor, 1441792
+	if res := esp32.Update(r.addr, "/update"); res.Outcome != emu.OK || !bytes.Equal(esp32.FS, spiffs) {
+		t.Fatalf("ESP32 updateSpiffs: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if res := esp32.Update(r.addr, "/update"); res.Outcome != emu.NoUpdates {
+		t.Fatalf("ESP32 second updateSpiffs: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+
+	stranger := esp8266("5C:CF:7F:00:00:03")
+	stranger.Running = nil
+	if res := stranger.Update(r.addr, "/update"); res.Outcome != emu.NoUpdates || !strings.Contains(res.Headers["x-otabox-reason"], "so its project is unknown") {
+		t.Fatalf("unknown sketch: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+
+	devs := recorded(t, data) // the ends above were committed with the decisions after them
+	if got := devs[d.STAMAC]; got.Filesystem != "meter-fs-1.1.littlefs.bin" || got.State != "" || got.Sent != "" {
+		t.Errorf("record of the device sent a filesystem image: %+v", got)
+	}
+	if got := devs[esp32.STAMAC]; got.Filesystem != "sensor.spiffs.bin" {
+		t.Errorf("record of the ESP32: %+v", got)
+	}
+}
+
 // TestESPIDFOTA: ESP-IDF's esp_https_ota, as its source sends requests
 // (esp_http_client's User-Agent and nothing about the device): a plain GET
 // takes the whole image; with partial downloads, HEAD gives the length and

@@ -29,7 +29,7 @@ import (
 )
 
 type recordDevice struct {
-	MAC, State, Sent, Reason string
+	MAC, State, Sent, Reason, Filesystem string
 }
 
 // recorded is `otabox devices --json` for data, by MAC.

@@ -298,7 +298,7 @@ func New(cfg Config) (*Appliance, error) {
 		Downloads:    downloads,
 		Extra:        page,
 		MaxAPI:       maxAPI(cfg.MaxConns),
-		Hold:         a.hold,
+		Record:       a.record,
 		Batch:        a.batchFor,
 		Decided: func(ev *httpapi.Exchange) {
 			ev.RecordID = a.store.Decided(event(ev))
@@ -387,6 +387,9 @@ func event(ev *httpapi.Exchange) *store.Event {
 	}
 	if e := ev.Image; e != nil {
 		r.Image = e.Path
+		if e.FS != nil && ev.Device != nil && ev.Device.AsksFilesystem() {
+			r.FSDigest = e.SHA256
+		}
 		if e.Image != nil {
 			r.ImageDigests = append(append([]string(nil), e.Image.Digests.RunningMD5...), e.Image.Digests.RunningSHA256)
 		}

@@ -195,13 +195,14 @@ func (a *Appliance) policyView() web.PolicyView {
 	return v
 }
 
-// hold is the image held back from the device that sent facts, counting
-// this very check-in: the second time a device comes back still running
-// its old image after being sent a new one whole, it is not sent it again.
-func (a *Appliance) hold(facts *device.Facts) decide.Hold {
+// record is what the fleet record knows of the device that sent facts:
+// the image held back from it, counting this very check-in (the second
+// time a device comes back still running its old image after being sent
+// a new one whole, it is not sent it again), and its filesystem image.
+func (a *Appliance) record(facts *device.Facts) decide.Record {
 	mac := facts.MAC()
 	if mac == "" || a.store == nil {
-		return decide.Hold{}
+		return decide.Record{}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -214,7 +215,10 @@ func (a *Appliance) hold(facts *device.Facts) decide.Hold {
 		h = a.store.Hold(ctx, mac)
 	}
 	failures, until := h.After(facts.Digest(), time.Now())
-	return decide.Hold{Digests: h.SentDigests, Until: until, Failures: failures}
+	return decide.Record{
+		Hold:       decide.Hold{Digests: h.SentDigests, Until: until, Failures: failures},
+		Filesystem: h.FilesystemSHA256,
+	}
 }
 
 // rolloutStats counts a rollout's failures in the store. Not cached: a

@@ -7,6 +7,7 @@ package decide
 import (
 	"fmt"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -65,6 +66,16 @@ type Request struct {
 	// Pending reports a catalog file that is there but not read yet
 	// (catalog.Pending); nil for none. A rule naming one waits for it.
 	Pending func(path string) bool
+	// Filesystem is the SHA-256 of the filesystem image the fleet record
+	// says the device last received whole ("" for none): devices report
+	// no digest of their filesystem.
+	Filesystem string
+}
+
+// Record is what the fleet record knows of one device for a decision.
+type Record struct {
+	Hold       Hold
+	Filesystem string // SHA-256 of the filesystem image it last received whole
 }
 
 // pending is the answer while the image a rule names is still being read:
@@ -317,8 +328,11 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 		}
 		return refuse(http.StatusNotFound, v.Entry, "no version to offer: %s", v.Reason)
 	}
+	if d.AsksFilesystem() {
+		return newestFilesystem(r, all)
+	}
 	if !d.Flashing() {
-		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "update URL serves sketches only, device asked for " + d.Mode}
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "update URL serves sketches and filesystem images, device asked for " + d.Mode}
 	}
 	if b := r.Batch; b != nil {
 		// A batch is the operator's word for this tray: it comes before
@@ -355,19 +369,9 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 		}
 		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("group %s is pinned to %s, which is not in the catalog", group, pin)}
 	}
-	var current *catalog.Entry
-	for _, e := range r.Running {
-		if e.Image.Project != "" {
-			current = e
-			break
-		}
-	}
+	current, v := project(r)
 	if current == nil {
-		digest := d.Digest()
-		if digest == "" {
-			return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device sent no sketch digest, so its project is unknown"}
-		}
-		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device runs an image that is not in the catalog (" + digest + "), so its project is unknown"}
+		return v
 	}
 	chip, chipKnown := RunningChip(r)
 	var best, held *catalog.Entry // held: the newest one the rollout holds back
@@ -404,6 +408,98 @@ func Newest(r Request, all []*catalog.Entry) Verdict {
 	req := r
 	req.Entry = best
 	return Firmware(req)
+}
+
+// project is the catalog image that names the device's project: the
+// first image it runs that has one. Without it the answer is v, a 304
+// saying why.
+func project(r Request) (current *catalog.Entry, v Verdict) {
+	for _, e := range r.Running {
+		if e.Image.Project != "" {
+			return e, Verdict{}
+		}
+	}
+	digest := r.Device.Digest()
+	if digest == "" {
+		return nil, Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device sent no sketch digest, so its project is unknown"}
+	}
+	return nil, Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: "device runs an image that is not in the catalog (" + digest + "), so its project is unknown"}
+}
+
+// newestFilesystem decides /update in spiffs mode: the newest filesystem
+// image of the project of the sketch the device runs (FilesystemOf), or
+// 304 when the fleet record says it received that very image whole, or
+// one newer that is still in the catalog. The device reports nothing of
+// its filesystem, so without the record it gets the newest.
+func newestFilesystem(r Request, all []*catalog.Entry) Verdict {
+	current, v := project(r)
+	if current == nil {
+		return v
+	}
+	p := current.Image.Project
+	var best, has *catalog.Entry
+	var bestV, hasV string
+	for _, e := range all {
+		ver, ok := FilesystemOf(e, p)
+		if !ok {
+			continue
+		}
+		if r.Filesystem != "" && strings.EqualFold(e.SHA256, r.Filesystem) {
+			has, hasV = e, ver
+		}
+		if v := firmware(Request{Entry: e, Device: r.Device}); v.Action != Serve {
+			continue // one this device cannot take
+		}
+		if best == nil || newerFS(e, ver, best, bestV) {
+			best, bestV = e, ver
+		}
+	}
+	switch {
+	case best == nil:
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Reason: fmt.Sprintf("no filesystem image of project %s in the catalog (named %s.littlefs.bin, %s-<version>.spiffs.bin, ...)", p, p, p)}
+	case has != nil && (has == best || !newerFS(best, bestV, has, hasV)):
+		return Verdict{Action: NotModified, Status: http.StatusNotModified, Entry: has,
+			Reason: fmt.Sprintf("the record says the device received %s whole, the newest filesystem image of project %s", has.Path, p)}
+	}
+	req := r
+	req.Entry = best
+	return Firmware(req)
+}
+
+// FilesystemOf reports whether e is a filesystem image of project p, by
+// its name: p, then ".", "-" or "_", case aside (sensor.littlefs.bin,
+// sensor-1.4.0.littlefs.bin, sensor_fs-2.spiffs.bin). Its version is
+// the last "-" or "_" separated part of the rest that starts with a digit
+// (or v and a digit): "1.4.0", "2"; "" for none.
+func FilesystemOf(e *catalog.Entry, p string) (version string, ok bool) {
+	name := path.Base(e.Path)
+	if e.FS == nil || p == "" || len(name) <= len(p) || !strings.EqualFold(name[:len(p)], p) || !strings.ContainsRune(".-_", rune(name[len(p)])) {
+		return "", false
+	}
+	rest := strings.ToLower(name[len(p)+1:])
+	for _, suffix := range []string{".bin", ".img", ".littlefs", ".spiffs", ".fs"} {
+		rest = strings.TrimSuffix(rest, suffix)
+	}
+	parts := strings.FieldsFunc(rest, func(r rune) bool { return r == '-' || r == '_' })
+	for i := len(parts) - 1; i >= 0; i-- {
+		v := strings.TrimPrefix(parts[i], "v")
+		if v != "" && v[0] >= '0' && v[0] <= '9' {
+			return v, true
+		}
+	}
+	return "", true
+}
+
+// newerFS orders filesystem images as newer orders firmware: by the
+// version in the name, then by the file's date, then by path.
+func newerFS(a *catalog.Entry, av string, b *catalog.Entry, bv string) bool {
+	if c := CompareVersions(av, bv); c != 0 {
+		return c > 0
+	}
+	if sa, sb := stamp(a), stamp(b); sa != sb {
+		return sa > sb
+	}
+	return a.Path > b.Path
 }
 
 // secureVersion is the anti-rollback counter of the app the device runs,

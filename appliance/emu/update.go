@@ -186,6 +186,12 @@ func (d *Device) Update(addr, target string) UpdateResult {
 // x-MD5 as Updater::end() does, then written over the filesystem area.
 func (d *Device) readFS(r *bufio.Reader, res UpdateResult, length int64) UpdateResult {
 	body := make([]byte, length)
+	if d.CutAfter > 0 && d.CutAfter < length {
+		n, _ := io.ReadFull(r, body[:d.CutAfter])
+		d.CutAfter = 0
+		res.Outcome, res.Error = Failed, fmt.Sprintf("power lost after %d of %d bytes", n, length)
+		return res
+	}
 	if n, err := io.ReadFull(r, body); err != nil {
 		res.Outcome, res.Error = Failed, fmt.Sprintf("Update error: Stream Read Timeout (%d of %d bytes)", n, length)
 		return res

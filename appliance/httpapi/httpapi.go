@@ -76,9 +76,11 @@ type Options struct {
 	// Observe, when set, is told of every request once it is answered
 	// (with the same *Exchange Decided saw, now with its outcome).
 	Observe func(*Exchange)
-	// Hold, when set, says which image (if any) is held back from a device
-	// after failed updates; the decision answers 304 instead of sending it.
-	Hold func(*device.Facts) decide.Hold
+	// Record, when set, is what the fleet record knows of a device: the
+	// image (if any) held back after failed updates, for which the
+	// decision answers 304 instead of sending it, and the filesystem
+	// image it last received whole.
+	Record func(*device.Facts) decide.Record
 	// Batch, when set, names the open factory batch that covers a device
 	// asking /update (nil for none); the batch's image is what it gets.
 	Batch func(*device.Facts) *decide.Batch
@@ -669,8 +671,9 @@ func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decid
 	req.Policy = h.policy.Load()
 	req.Now = time.Now()
 	req.Pending = cat.Pending
-	if h.opts.Hold != nil && mac != "" && facts.Client == device.Updater {
-		req.Hold = h.opts.Hold(facts)
+	if h.opts.Record != nil && mac != "" && facts.Client == device.Updater {
+		rec := h.opts.Record(facts)
+		req.Hold, req.Filesystem = rec.Hold, rec.Filesystem
 	}
 	return f(req)
 }

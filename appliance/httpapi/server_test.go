@@ -630,7 +630,7 @@ func TestFileLeavingMidDecisionIsDecidedAgain(t *testing.T) {
 				swaps int
 				last  []byte
 			)
-			hold := func(*device.Facts) decide.Hold {
+			record := func(*device.Facts) decide.Record {
 				if swaps < tc.swaps {
 					swaps++
 					last = mustBuild(imagegen.Spec{Family: espimage.ESP8266, Size: 100 << 10, Version: fmt.Sprintf("1.%d.0", swaps), Seed: uint64(20 + swaps)})
@@ -638,9 +638,9 @@ func TestFileLeavingMidDecisionIsDecidedAgain(t *testing.T) {
 					h.SetCatalog(diskCatalog(t, map[string][]byte{"fw.bin": last}))
 					old.Close(nil) // released: its open file is gone
 				}
-				return decide.Hold{}
+				return decide.Record{}
 			}
-			h = httpapi.New(diskCatalog(t, map[string][]byte{"fw.bin": img8266}), httpapi.Options{Hold: hold})
+			h = httpapi.New(diskCatalog(t, map[string][]byte{"fw.bin": img8266}), httpapi.Options{Record: record})
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)

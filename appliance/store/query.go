@@ -19,22 +19,26 @@ type row struct {
 	pendingImage   string
 	pendingDigests []string
 	pendingPrev    string
+	pendingFS      bool // the pending download is a filesystem image (pendingDigests: its SHA-256)
 }
 
 const deviceCols = `mac, family, chip, ip, first_seen, last_seen, running, digest, sdk, decision, reason, state,
 	sent, sent_digests, prev_digest, sent_at, requests, downloads, failures, held_until,
-	pending_event, pending_image, pending_digests, pending_prev`
+	pending_event, pending_image, pending_digests, pending_prev, fs_image, fs_sha256, fs_at, pending_fs`
 
 type scanner interface{ Scan(...any) error }
 
 func scanDevice(sc scanner) (*row, error) {
 	var r row
-	var first, last, held, sentAt int64
+	var first, last, held, sentAt, fsAt int64
 	var sent, pending string
 	if err := sc.Scan(&r.MAC, &r.Family, &r.Chip, &r.IP, &first, &last, &r.Running, &r.Digest, &r.SDK, &r.Decision, &r.Reason, &r.State,
 		&r.Sent, &sent, &r.PrevDigest, &sentAt, &r.Requests, &r.Downloads, &r.Failures, &held,
-		&r.pendingEvent, &r.pendingImage, &pending, &r.pendingPrev); err != nil {
+		&r.pendingEvent, &r.pendingImage, &pending, &r.pendingPrev, &r.Filesystem, &r.FilesystemSHA256, &fsAt, &r.pendingFS); err != nil {
 		return nil, err
+	}
+	if fsAt > 0 {
+		r.FilesystemAt = time.UnixMilli(fsAt).UTC()
 	}
 	r.FirstSeen, r.LastSeen = time.UnixMilli(first).UTC(), time.UnixMilli(last).UTC()
 	if held > 0 {
@@ -59,17 +63,20 @@ func loadDevice(tx wtx, mac string) (*row, bool, error) {
 }
 
 func saveDevice(tx wtx, r *row) error {
-	held, sentAt := int64(0), int64(0)
+	held, sentAt, fsAt := int64(0), int64(0), int64(0)
 	if !r.HeldUntil.IsZero() {
 		held = ms(r.HeldUntil)
 	}
 	if !r.SentAt.IsZero() {
 		sentAt = ms(r.SentAt)
 	}
-	_, err := tx.Exec(`INSERT OR REPLACE INTO devices (`+deviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	if !r.FilesystemAt.IsZero() {
+		fsAt = ms(r.FilesystemAt)
+	}
+	_, err := tx.Exec(`INSERT OR REPLACE INTO devices (`+deviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
 		r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, sentAt, r.Requests, r.Downloads, r.Failures, held,
-		r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev)
+		r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev, r.Filesystem, r.FilesystemSHA256, fsAt, b2i(r.pendingFS))
 	return err
 }
 
@@ -337,6 +344,9 @@ type Hold struct {
 	// Pending: a download to the device was decided and its end is not
 	// recorded yet (its handler is finishing).
 	Pending bool
+	// FilesystemSHA256 is the filesystem image the device last received
+	// whole ("" for none).
+	FilesystemSHA256 string
 }
 
 // Hold returns mac's update history for the hold-back decision (zero when
@@ -370,8 +380,8 @@ func (s *Store) hold(ctx context.Context, mac string) Hold {
 	var digests string
 	var until, pending int64
 	var h Hold
-	err := db.QueryRowContext(ctx, `SELECT sent_digests, prev_digest, state, failures, held_until, pending_event FROM devices WHERE mac = ?`,
-		strings.ToUpper(mac)).Scan(&digests, &h.PrevDigest, &h.State, &h.Failures, &until, &pending)
+	err := db.QueryRowContext(ctx, `SELECT sent_digests, prev_digest, state, failures, held_until, pending_event, fs_sha256 FROM devices WHERE mac = ?`,
+		strings.ToUpper(mac)).Scan(&digests, &h.PrevDigest, &h.State, &h.Failures, &until, &pending, &h.FilesystemSHA256)
 	h.Pending = pending != 0
 	if err != nil {
 		return Hold{}

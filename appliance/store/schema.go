@@ -143,6 +143,13 @@ var migrations = []string{
 		n  INTEGER NOT NULL
 	);
 	INSERT INTO commits(n) VALUES (0);`,
+	// 7: the filesystem image each device last received whole: devices
+	// report no filesystem digest, so this is how /update in spiffs mode
+	// knows that a device already has the newest one.
+	`ALTER TABLE devices ADD COLUMN fs_image TEXT NOT NULL DEFAULT '';
+	ALTER TABLE devices ADD COLUMN fs_sha256 TEXT NOT NULL DEFAULT '';
+	ALTER TABLE devices ADD COLUMN fs_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE devices ADD COLUMN pending_fs INTEGER NOT NULL DEFAULT 0; -- the pending download is a filesystem image`,
 }
 
 // SchemaVersion is the schema this build writes.

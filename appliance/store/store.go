@@ -85,6 +85,10 @@ type Event struct {
 	ImageDigests []string `json:"-"`
 	// Chip is the device's chip when known (its running image's).
 	Chip string `json:"-"`
+	// FSDigest is the SHA-256 of the filesystem image served, "" when the
+	// image is firmware. A filesystem download leaves the device's update
+	// state alone; sent whole, it becomes the device's Filesystem.
+	FSDigest string `json:"-"`
 	// Batch is the open factory batch the decision was made under; nil
 	// for none. Its record is kept in batch_devices, not on the event.
 	Batch *BatchEvent `json:"-"`
@@ -123,6 +127,12 @@ type Device struct {
 	HeldUntil   time.Time `json:"held_until,omitzero"`
 	// Downloading is set while a download to it is running.
 	Downloading string `json:"downloading,omitempty"`
+	// Filesystem is the filesystem image it last received whole, by path
+	// and SHA-256 (devices report none of their own: this is otabox's
+	// word, not the device's), and when.
+	Filesystem       string    `json:"filesystem,omitempty"`
+	FilesystemSHA256 string    `json:"filesystem_sha256,omitempty"`
+	FilesystemAt     time.Time `json:"filesystem_at,omitzero"`
 }
 
 // Options tune a Store.
@@ -496,7 +506,7 @@ func (s *Store) enqueue(o *op, wait bool) bool {
 // bound copies ev with every string cut to its limit.
 func (s *Store) bound(ev *Event) *Event {
 	c := *ev
-	for _, f := range []*string{&c.Client, &c.MAC, &c.Family, &c.Method, &c.Endpoint, &c.Decision, &c.Digest, &c.SDK, &c.Chip} {
+	for _, f := range []*string{&c.Client, &c.MAC, &c.Family, &c.Method, &c.Endpoint, &c.Decision, &c.Digest, &c.SDK, &c.Chip, &c.FSDigest} {
 		*f = s.cut(*f, MaxString)
 	}
 	for _, f := range []*string{&c.Target, &c.Reason, &c.Image, &c.Running} {

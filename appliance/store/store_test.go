@@ -225,6 +225,39 @@ func TestUnfinishedDownloadIsCutOff(t *testing.T) {
 	}
 }
 
+// TestFilesystemDownloadLeavesTheFirmwareStateAlone: a filesystem image
+// sent whole becomes the device's filesystem and changes nothing of its
+// firmware update (state, sent image, failures); one cut off, or cut by a
+// stop, is not remembered as the device's.
+func TestFilesystemDownloadLeavesTheFirmwareStateAlone(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	const mac = "AA:00:00:00:00:02"
+	s.do(request{mac: mac, decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 100, size: 100})
+	fs := func(image, sha string, bytes int64) {
+		ev := &Event{Time: time.Now(), Client: "127.0.0.1", MAC: mac, Family: "ESP8266", Method: "GET", Endpoint: "update",
+			Target: "/update", Decision: "serve", Status: 200, Image: image, FSDigest: sha, Digest: "new", FreeSpace: -1, ChipSize: -1}
+		id := s.Decided(ev)
+		ev.Bytes, ev.Size, ev.Completed = bytes, 1000, bytes == 1000
+		s.Finished(id, ev)
+	}
+	fs("a.littlefs.bin", "aaaa", 1000)
+	fs("b.littlefs.bin", "bbbb", 400) // cut off
+	d := device(t, s, mac)
+	if d.State != StateConfirmed || d.Sent != "fw.bin" || d.Failures != 0 || d.Filesystem != "a.littlefs.bin" || d.FilesystemSHA256 != "aaaa" || d.FilesystemAt.IsZero() {
+		t.Fatalf("%+v", d)
+	}
+	if h := s.Hold(context.Background(), mac); h.FilesystemSHA256 != "aaaa" {
+		t.Fatalf("Hold: %+v", h)
+	}
+	s.Decided(&Event{Time: time.Now(), MAC: mac, Method: "GET", Endpoint: "update", Decision: "serve", Status: 200, Image: "c.littlefs.bin", FSDigest: "cccc", Digest: "new"})
+	s.Close() // as if killed: no Finished
+	s2, _ := open(t, dir, Options{})
+	if d := device(t, s2, mac); d.State != StateConfirmed || d.Sent != "fw.bin" || d.Filesystem != "a.littlefs.bin" {
+		t.Fatalf("after a stop during a filesystem download: %+v", d)
+	}
+}
+
 // TestDamagedDatabaseIsMovedAside: whatever is in otabox.db's place, Open
 // ends with a working store and says what it did.
 func TestDamagedDatabaseIsMovedAside(t *testing.T) {

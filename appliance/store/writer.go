@@ -363,7 +363,10 @@ func (s *Store) fold(d *row, ev *Event, id int64, decided bool) {
 	}
 	d.Decision, d.Reason = ev.Decision, ev.Reason
 	if ev.Decision == "serve" {
-		d.pendingEvent, d.pendingImage, d.pendingDigests, d.pendingPrev = id, ev.Image, ev.ImageDigests, ev.Digest
+		d.pendingEvent, d.pendingImage, d.pendingDigests, d.pendingPrev, d.pendingFS = id, ev.Image, ev.ImageDigests, ev.Digest, false
+		if ev.FSDigest != "" {
+			d.pendingDigests, d.pendingPrev, d.pendingFS = []string{ev.FSDigest}, "", true
+		}
 	}
 }
 
@@ -427,7 +430,18 @@ func (s *Store) finish(tx wtx, ev *Event) error {
 	if err != nil || !found || d.pendingEvent != ev.ID {
 		return err
 	}
-	if ev.Bytes > 0 && ev.Method != "HEAD" {
+	switch {
+	case d.pendingFS:
+		// A filesystem image is not the device's firmware: its update
+		// state, hold-back and failures are about its sketch. Only an
+		// image sent whole is remembered as the device's.
+		if ev.Completed && ev.Method != "HEAD" {
+			d.Filesystem, d.FilesystemAt, d.Downloads = d.pendingImage, ev.Time, d.Downloads+1
+			if len(d.pendingDigests) > 0 {
+				d.FilesystemSHA256 = d.pendingDigests[0]
+			}
+		}
+	case ev.Bytes > 0 && ev.Method != "HEAD":
 		if d.Sent != d.pendingImage {
 			d.Failures, d.HeldUntil = 0, time.Time{} // a new image starts its own count
 		}
@@ -440,7 +454,7 @@ func (s *Store) finish(tx wtx, ev *Event) error {
 			d.Reason = ev.Reason
 		}
 	}
-	d.pendingEvent, d.pendingImage, d.pendingDigests, d.pendingPrev = 0, "", nil, ""
+	d.pendingEvent, d.pendingImage, d.pendingDigests, d.pendingPrev, d.pendingFS = 0, "", nil, "", false
 	return saveDevice(tx, d)
 }
 
@@ -462,7 +476,12 @@ func (s *Store) recoverUnfinished(db *sql.DB) (int64, error) {
 		if _, err := tx.Exec(`UPDATE devices SET state = ?, sent = pending_image, sent_digests = pending_digests,
 			prev_digest = pending_prev, sent_at = last_seen, downloads = downloads + 1, reason = ?,
 			pending_event = 0, pending_image = '', pending_digests = '', pending_prev = ''
-			WHERE pending_event != 0`, StateCut, interrupted); err != nil {
+			WHERE pending_event != 0 AND pending_fs = 0`, StateCut, interrupted); err != nil {
+			return err
+		}
+		// A filesystem image cut off by the stop is not the device's.
+		if _, err := tx.Exec(`UPDATE devices SET pending_event = 0, pending_image = '', pending_digests = '', pending_prev = '', pending_fs = 0
+			WHERE pending_event != 0`); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(`UPDATE batch_devices SET result = ?, reason = ?, ended = last_seen WHERE result = ?`,
