@@ -648,9 +648,9 @@ func inspect(c *cli.Context) error {
 		}
 		// With --key, the verdict is part of the answer: an image that
 		// would be left out of the catalog fails the command too.
-		verdict := ""
+		verdict, how := "", ""
 		if len(keys) > 0 {
-			how, err := espimage.Verify(b, img, keys)
+			how, err = espimage.Verify(b, img, keys)
 			if verdict = "ok (" + how + ")"; err != nil {
 				verdict = "FAILED: " + err.Error()
 				failed++
@@ -669,6 +669,9 @@ func inspect(c *cli.Context) error {
 		espimage.Describe(os.Stdout, img)
 		if verdict != "" {
 			fmt.Printf("  %-15s %s\n", "signature:", verdict)
+			if cores := espimage.ESP8266Cores(how); cores != "" && img.Family == espimage.ESP8266 {
+				fmt.Printf("  %-15s %s\n", "accepted by:", cores)
+			}
 		}
 	}
 	if failed > 0 {

@@ -294,6 +294,57 @@ func TestSignedImagesServedAnd304InEveryFlashMode(t *testing.T) {
 	}
 }
 
+// TestLegacySignedImageNeverSentToACoreThatRejectsIt: under --verify-key
+// otabox knows each ESP8266 signature's form, and a device that sends
+// x-ESP8266-Chip-ID runs core 2.6.0 or later, which checks only the
+// openssl dgst form: a legacy-signed image (signing.py --legacy) is
+// refused to it before a byte with the reason, and /update passes over
+// it, while a core 2.5 device (no Chip-ID, the legacy verifier) takes it.
+// Each emulated core checks the signature as its Updater does, so the
+// refused case would otherwise fail after the whole download.
+func TestLegacySignedImageNeverSentToACoreThatRejectsIt(t *testing.T) {
+	ok := mustSign(t)
+	site := newSiteKey(t, "rsa2048")
+	v14, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 48 << 10, Project: "meter", Version: "1.4.0", Seed: 51})
+	v15, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 48 << 10, Project: "meter", Version: "1.5.0", Seed: 52})
+	good, legacy := ok(imagegen.SignESP8266(v14, site.priv, false)), ok(imagegen.SignESP8266(v15, site.priv, true))
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "meter-1.4.bin"), good, 0o644)
+	os.WriteFile(filepath.Join(dir, "meter-1.5.bin"), legacy, 0o644)
+	r := start(t, "--catalog", dir, "--verify-key", site.pem)
+	device := func(core emu.Core, mac string) *emu.Device {
+		d := emu.New(core)
+		d.STAMAC, d.SigningKey = mac, site.pub
+		return d
+	}
+
+	if res := device(emu.ESP8266v31, "5C:CF:7F:00:72:01").Update(r.addr, "/meter-1.5.bin"); res.Status != 403 || !strings.Contains(res.Headers["x-otabox-reason"], "signed in the legacy rsautl form") {
+		t.Errorf("legacy-signed image to core 3.1: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if res := device(emu.ESP8266v31, "5C:CF:7F:00:72:02").Update(r.addr, "/meter-1.4.bin"); res.Outcome != emu.OK {
+		t.Errorf("dgst-signed image to core 3.1: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if res := device(emu.ESP8266v25, "5C:CF:7F:00:72:03").Update(r.addr, "/meter-1.5.bin"); res.Outcome != emu.OK {
+		t.Errorf("legacy-signed image to core 2.5: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+
+	d31 := device(emu.ESP8266v31, "5C:CF:7F:00:72:04")
+	d31.Running = good
+	if res := d31.Update(r.addr, "/update"); res.Status != 304 || !strings.Contains(res.Headers["x-otabox-reason"], "meter 1.4.0") {
+		t.Errorf("/update to core 3.1 running 1.4.0: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	d25 := device(emu.ESP8266v25, "5C:CF:7F:00:72:05")
+	d25.Running = good
+	if res := d25.Update(r.addr, "/update"); res.Outcome != emu.OK || !bytes.Equal(res.Image, legacy) {
+		t.Errorf("/update to core 2.5 running 1.4.0: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+
+	out, err := exec.Command(otabox, "inspect", "--key", site.pem, filepath.Join(dir, "meter-1.5.bin")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "legacy rsautl form") || !strings.Contains(string(out), "2.6.0 and later reject this form") {
+		t.Errorf("inspect of the legacy-signed image: %v\n%s", err, out)
+	}
+}
+
 // TestVerifyKeyServesOnlyVerifiedImages: with --verify-key, an unsigned
 // image, one signed by another key and one whose signature block is
 // corrupt stay out of the catalog, each with a warning that says why;

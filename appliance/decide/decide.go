@@ -220,6 +220,11 @@ func firmware(r Request) Verdict {
 		// The Updater writes the chip's own flash mode into byte 2 before
 		// it checks the signature over what it flashed: an image signed
 		// with another mode in its header fails, after the whole download.
+		if espimage.LegacySigned(e.Verified) && d.ChipID != "" {
+			// x-ESP8266-Chip-ID arrived with core 2.6.0, which checks
+			// only the openssl dgst form.
+			return refuse(http.StatusForbidden, e, "%s is signed in the legacy rsautl form, which the device's core (2.6.0 or later: it sends x-ESP8266-Chip-ID) rejects after the download; sign it with signing.py without --legacy", e.Path)
+		}
 		if mode, ok := flashMode(r); ok && mode != img.FlashMode {
 			return refuse(http.StatusForbidden, e, "%s is signed with flash mode %s in its header and the device's chip runs %s: its core writes %s there before it checks the signature, which would then fail", e.Path, img.FlashMode, mode, mode)
 		}

@@ -32,6 +32,7 @@ type Core struct {
 // The cores the spec describes.
 var (
 	ESP8266v24  = Core{espimage.ESP8266, "2.4"}
+	ESP8266v25  = Core{espimage.ESP8266, "2.5"} // signed updates, legacy signature form only; not in AllCores
 	ESP8266v27  = Core{espimage.ESP8266, "2.7"}
 	ESP8266v31  = Core{espimage.ESP8266, "3.1"}
 	ESP32v10    = Core{espimage.ESP32, "1.0"}

@@ -230,7 +230,10 @@ func (d *Device) verifyEnd(body []byte) string {
 			if err != nil {
 				return "Update error: Signature verification failed"
 			}
-			if _, err := espimage.Verify(flashed, img, []*espimage.Key{d.SigningKey}); err != nil {
+			how, err := espimage.Verify(flashed, img, []*espimage.Key{d.SigningKey})
+			if err != nil || espimage.LegacySigned(how) == d.Core.atLeast("2.6") {
+				// Each core checks one form: 2.5.x the legacy one, 2.6.0
+				// and later the DigestInfo one (esp8266/Arduino #6250).
 				return "Update error: Signature verification failed"
 			}
 		}

@@ -79,6 +79,30 @@ func (k *Key) Describe() string {
 	return "unknown"
 }
 
+// legacyForm ends what Verify reports for an ESP8266 signature made by
+// signing.py --legacy (`openssl rsautl -sign` over the bare SHA-256).
+const legacyForm = "legacy rsautl form"
+
+// LegacySigned reports whether Verify's answer verified says the legacy
+// form. The ESP8266 cores check one form each (esp8266/Arduino PR #6250,
+// doc/ota_updates "Old And New Signature Formats"): 2.5.0–2.5.2 only the
+// legacy one, 2.6.0 and later only PKCS#1 v1.5 with the SHA-256
+// DigestInfo (`openssl dgst -sha256 -sign`), so a legacy-signed image
+// downloads whole and then fails with "Signature verification failed".
+func LegacySigned(verified string) bool { return strings.HasSuffix(verified, legacyForm) }
+
+// ESP8266Cores is which ESP8266 cores accept the signature Verify
+// reported as verified: "" for a scheme the ESP8266 does not check.
+func ESP8266Cores(verified string) string {
+	switch {
+	case LegacySigned(verified):
+		return "ESP8266 cores 2.5.0 to 2.5.2 only; 2.6.0 and later reject this form"
+	case strings.HasSuffix(verified, "PKCS#1 v1.5 SHA-256"):
+		return "ESP8266 cores 2.6.0 and later; 2.5.x check the legacy form"
+	}
+	return ""
+}
+
 // ErrUnsigned is Verify's answer for an image that carries no signature.
 var ErrUnsigned = errors.New("the image carries no signature")
 
@@ -118,7 +142,7 @@ func verifyESP8266(b []byte, sig *Signature, keys []*Key) (string, error) {
 			// signing.py --legacy: openssl rsautl over the bare digest,
 			// no DigestInfo in the padding.
 			if rsa.VerifyPKCS1v15(p, 0, sum[:], s) == nil {
-				return fmt.Sprintf("key %s, %s legacy rsautl form", k.Name, k.Describe()), nil
+				return fmt.Sprintf("key %s, %s %s", k.Name, k.Describe(), legacyForm), nil
 			}
 		case *ecdsa.PublicKey:
 			if ecdsa.VerifyASN1(p, sum[:], s) {
