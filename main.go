@@ -5,7 +5,11 @@ package main
 
 import (
 	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -27,6 +31,7 @@ import (
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
 	"otabox/appliance/espimage"
+	"otabox/appliance/fsimage"
 	"otabox/appliance/httpapi"
 	"otabox/appliance/policy"
 	"otabox/appliance/report"
@@ -611,7 +616,10 @@ func list(c *cli.Context) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATH\tNAME\tTYPE\tCHIP\tVERSION\tSIZE\tMD5")
 	for _, e := range cat.Files() {
-		chip, ver := "-", "-"
+		chip, ver, typ := "-", "-", string(e.Type)
+		if e.FS != nil {
+			typ = string(e.FS.Kind)
+		}
 		if e.Type == catalog.Bin {
 			chip = e.Image.Chip.String()
 			if e.Image.Compressed {
@@ -621,7 +629,7 @@ func list(c *cli.Context) error {
 				ver = e.Image.Version
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Path, e.Name, e.Type, chip, ver, e.Size, e.MD5)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Path, e.Name, typ, chip, ver, e.Size, e.MD5)
 	}
 	return tw.Flush()
 }
@@ -640,6 +648,13 @@ func inspect(c *cli.Context) error {
 		var img *espimage.Image
 		if err == nil {
 			img, err = espimage.Parse(b)
+		}
+		var notImage *espimage.FormatError
+		if errors.As(err, &notImage) && notImage.NotImage {
+			if fsi := fsimage.Recognise(name, b[:min(len(b), fsimage.HeadLen)], int64(len(b))); fsi != nil {
+				inspectFilesystem(name, b, fsi, c.Bool("json"))
+				continue
+			}
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
@@ -678,6 +693,29 @@ func inspect(c *cli.Context) error {
 		return cli.Exit("", 1)
 	}
 	return nil
+}
+
+// inspectFilesystem describes a filesystem image (what updateFS() and
+// updateSpiffs() flash): its kind, size and digests.
+func inspectFilesystem(name string, b []byte, fsi *fsimage.Image, asJSON bool) {
+	md5sum, sha := md5.Sum(b), sha256.Sum256(b)
+	if asJSON {
+		out, _ := json.MarshalIndent(struct {
+			File       string         `json:"file"`
+			Filesystem *fsimage.Image `json:"filesystem"`
+			Size       int            `json:"size"`
+			MD5        string         `json:"md5"`
+			SHA256     string         `json:"sha256"`
+		}{name, fsi, len(b), hex.EncodeToString(md5sum[:]), hex.EncodeToString(sha[:])}, "", "  ")
+		fmt.Println(string(out))
+		return
+	}
+	fmt.Println(name)
+	fmt.Printf("  %-15s %s\n", "filesystem:", fsi.Describe())
+	fmt.Printf("  %-15s %d bytes\n", "size:", len(b))
+	fmt.Printf("  %-15s %x\n", "md5:", md5sum)
+	fmt.Printf("  %-15s %x\n", "sha256:", sha)
+	fmt.Printf("  %-15s %s\n", "served to:", "updateFS() / updateSpiffs() (mode spiffs); /update gives it when named after a project")
 }
 
 // readKeys reads --verify-key / --key files.

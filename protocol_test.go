@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -522,6 +523,33 @@ func TestFilesystemImagesFillTheirArea(t *testing.T) {
 	}
 	if body := getBody(t, "http://"+r.addr+"/api/catalog"); !strings.Contains(body, `"filesystem": "littlefs"`) || !strings.Contains(body, `"filesystem": "spiffs"`) {
 		t.Errorf("/api/catalog does not say which files are filesystem images:\n%s", body)
+	}
+}
+
+// TestFilesystemImagesShownAsSuch: `otabox inspect` describes a LittleFS
+// image by its superblock and a SPIFFS one by its name (size and
+// digests, exit 0), `otabox list` gives their kind as the type, and the
+// status page names them as filesystems.
+func TestFilesystemImagesShownAsSuch(t *testing.T) {
+	dir := t.TempDir()
+	lfs := filepath.Join(dir, "meter.littlefs.bin")
+	os.WriteFile(lfs, fsimage.Build(4096, 64), 0o644)
+	os.WriteFile(filepath.Join(dir, "site.spiffs.bin"), make([]byte, 8192), 0o644)
+	out, err := exec.Command(otabox, "inspect", lfs, filepath.Join(dir, "site.spiffs.bin")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "filesystem:     LittleFS 2.0, 64 blocks of 4096 bytes") || !strings.Contains(string(out), "filesystem:     SPIFFS (by its name)") {
+		t.Errorf("inspect: %v\n%s", err, out)
+	}
+	out, err = exec.Command(otabox, "inspect", "--json", lfs).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"kind": "littlefs"`) || !strings.Contains(string(out), `"block_count": 64`) {
+		t.Errorf("inspect --json: %v\n%s", err, out)
+	}
+	out, err = exec.Command(otabox, "list", "--catalog", dir).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`meter\.littlefs\.bin\s+meter\.littlefs\.bin\s+littlefs\s`).Match(out) || !regexp.MustCompile(`site\.spiffs\.bin\s+site\.spiffs\.bin\s+spiffs\s`).Match(out) {
+		t.Errorf("list: %v\n%s", err, out)
+	}
+	r := start(t, "--catalog", dir)
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, "littlefs filesystem") || !strings.Contains(page, "spiffs filesystem") {
+		t.Errorf("the status page does not name the filesystem images")
 	}
 }
 

@@ -477,17 +477,11 @@ func (c *Catalog) add(e *Entry, opts Options, skip func(p, why string)) {
 // LittleFS superblock) or its name (SPIFFS); nil for any other file.
 func filesystem(e *Entry) *fsimage.Image {
 	if fsimage.SPIFFSName(e.Name) {
-		return &fsimage.Image{Kind: fsimage.SPIFFS}
+		return fsimage.Recognise(e.Name, nil, e.Size)
 	}
 	head := make([]byte, min(e.Size, fsimage.HeadLen))
-	if n, _ := e.Content().ReadAt(head, 0); n < len(head) {
-		return nil
-	}
-	im, err := fsimage.Parse(head, e.Size)
-	if err != nil {
-		return nil
-	}
-	return im
+	n, _ := e.Content().ReadAt(head, 0)
+	return fsimage.Recognise(e.Name, head[:n], e.Size)
 }
 
 // holds reports whether c serves e's pinned file (c may be nil).

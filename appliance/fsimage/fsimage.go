@@ -22,12 +22,12 @@ const (
 
 // Image is what an image says about the filesystem area it fills.
 type Image struct {
-	Kind Kind
+	Kind Kind `json:"kind"`
 	// Version, BlockSize and BlockCount are LittleFS's superblock fields
 	// (zero for SPIFFS).
-	Version    uint32
-	BlockSize  uint32
-	BlockCount uint32
+	Version    uint32 `json:"version,omitempty"`
+	BlockSize  uint32 `json:"block_size,omitempty"`
+	BlockCount uint32 `json:"block_count,omitempty"`
 }
 
 // Describe is one line for inspect and the logs.
@@ -43,6 +43,23 @@ func (im *Image) Describe() string {
 func SPIFFSName(name string) bool {
 	n := strings.ToLower(path.Base(name))
 	return n == "spiffs.bin" || strings.HasSuffix(n, ".spiffs.bin") || strings.HasSuffix(n, ".spiffs")
+}
+
+// Recognise tells a filesystem image by its name (SPIFFS) or its first
+// bytes (head, at least min(size, HeadLen) of them: a LittleFS
+// superblock); nil for any other file. The catalog and inspect use it.
+func Recognise(name string, head []byte, size int64) *Image {
+	if SPIFFSName(name) {
+		return &Image{Kind: SPIFFS}
+	}
+	if int64(len(head)) < min(size, HeadLen) {
+		return nil
+	}
+	im, err := Parse(head, size)
+	if err != nil {
+		return nil
+	}
+	return im
 }
 
 // LittleFS's superblock entry, the first of the metadata pair in blocks 0
