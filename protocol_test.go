@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto"
 	"crypto/md5"
 	"crypto/x509"
@@ -629,6 +630,68 @@ func TestFilesystemUpdateGivesTheNewestOnce(t *testing.T) {
 	}
 	if got := devs[esp32.STAMAC]; got.Filesystem != "sensor.spiffs.bin" {
 		t.Errorf("record of the ESP32: %+v", got)
+	}
+}
+
+// TestTasmotaUpgradesThroughItsMinimalImage: a Tasmota ESP8266 whose
+// free space cannot take tasmota.bin.gz asks for tasmota-minimal.bin.gz
+// only after its updater failed with "Not Enough space"
+// (HTTP_UE_TOO_LESS_SPACE), so with the minimal image beside it otabox
+// answers the full one with its length and no body: the device's own
+// check fails that way, it takes the minimal image, boots it, and the
+// minimal firmware takes the full image, now with room (OtaMagic, as
+// support_tasmota.ino drives ESPhttpUpdate). The .bin.gz files are
+// served as they are, with x-MD5 of the compressed bytes, and listed as
+// compressed images. Without a minimal image beside it the image that
+// does not fit is refused with 403 and the reason, as for every device.
+func TestTasmotaUpgradesThroughItsMinimalImage(t *testing.T) {
+	build := func(size int, version string, seed uint64) []byte {
+		b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: size, FlashSize: 1 << 20, Project: "tasmota", Version: version, Seed: seed})
+		return b
+	}
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		zw.Write(b)
+		zw.Close()
+		return buf.Bytes()
+	}
+	old, full, minimal := build(600<<10, "12.5.0", 61), build(600<<10, "13.2.0", 62), build(300<<10, "13.2.0", 63)
+	fullGz, minimalGz := gz(full), gz(minimal)
+	dir := t.TempDir()
+	for name, b := range map[string][]byte{"tasmota.bin.gz": fullGz, "tasmota-minimal.bin.gz": minimalGz, "sensors/tasmota-sensors.bin.gz": fullGz} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+
+	// A 1 MB layout's sketch area: the minimal image fits beside the old
+	// one, the full one only beside the minimal one.
+	area := int64(len(old)+4095)&^4095 + int64(len(minimalGz)+len(fullGz))/2
+	d := emu.New(emu.ESP8266v31)
+	d.Running, d.Version, d.ChipSize, d.STAMAC = old, "12.5.0(tasmota)", 1<<20, "5C:CF:7F:00:73:01"
+	tas := &emu.Tasmota{Device: d, URL: "/tasmota.bin.gz", SketchArea: area}
+	res := tas.Upgrade(r.addr)
+	if res.Outcome != emu.OK || !bytes.Equal(d.Running, full) || !bytes.Equal(res.Image, fullGz) || res.Headers["x-md5"] != md5hex(fullGz) {
+		t.Fatalf("Upgrade: %v %q after %q", res, res.Headers["x-otabox-reason"], tas.Asked)
+	}
+	if got := strings.Join(tas.Asked, " "); got != "/tasmota.bin.gz /tasmota-minimal.bin.gz /tasmota.bin.gz" {
+		t.Errorf("Tasmota asked for %s", got)
+	}
+	waitLog(t, r, "so that its updater fails with")
+
+	lone := emu.New(emu.ESP8266v31)
+	lone.Running, lone.Version, lone.ChipSize, lone.STAMAC, lone.FreeSpace = old, "12.5.0(tasmota)", 1<<20, "5C:CF:7F:00:73:02", int64(len(fullGz)/2)&^4095
+	if res := lone.Update(r.addr, "/sensors/tasmota-sensors.bin.gz"); res.Status != 403 || !strings.Contains(res.Headers["x-otabox-reason"], "needs") {
+		t.Errorf("an image whose -minimal one is in another folder only: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	list := emu.New(emu.ESP8266v31).Catalog(r.addr, ".")
+	if len(list.Firmwares) != 2 || list.Firmwares[1].Name != "tasmota.bin.gz" {
+		t.Errorf("catalog lists %+v", list.Firmwares)
+	}
+	if out, err := exec.Command(otabox, "list", "--catalog", dir).CombinedOutput(); err != nil || !strings.Contains(string(out), "ESP8266 (gzip)") {
+		t.Errorf("list: %v\n%s", err, out)
 	}
 }
 

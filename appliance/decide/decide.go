@@ -25,6 +25,13 @@ const (
 	NotModified               // 304: the device reports "no update"
 	Refuse                    // 4xx with a reason
 	Version                   // 200, no body: x-version and x-MD5 of Entry (getAvailableVersion)
+	// TooLarge is 200 with Entry's length and digests and no body, for an
+	// ESP8266 image larger than the device's free space when a Tasmota
+	// -minimal image beside it fits: the updater's own check then fails
+	// with HTTP_UE_TOO_LESS_SPACE, the one error on which Tasmota asks for
+	// the -minimal image next (a 403 would leave it asking for the full
+	// one for ever). Recorded as a refusal; no body byte is sent.
+	TooLarge
 )
 
 // Verdict is a decision with its HTTP status and the one-line reason that
@@ -66,6 +73,8 @@ type Request struct {
 	// Pending reports a catalog file that is there but not read yet
 	// (catalog.Pending); nil for none. A rule naming one waits for it.
 	Pending func(path string) bool
+	// File looks a path up in the catalog being served (nil: none).
+	File func(path string) (*catalog.Entry, bool)
 	// Filesystem is the SHA-256 of the filesystem image the fleet record
 	// says the device last received whole ("" for none): devices report
 	// no digest of their filesystem.
@@ -238,7 +247,32 @@ func firmware(r Request) Verdict {
 			return v
 		}
 	}
-	return fits(e, d)
+	v := fits(e, d)
+	if v.Action == Refuse && img.Family == espimage.ESP8266 && e.Size > d.FreeSpace && r.File != nil {
+		if m, ok := r.File(TasmotaMinimal(e.Path)); ok && m != e && m.Type == catalog.Bin && fits(m, d).Action == Serve {
+			return Verdict{Action: TooLarge, Status: http.StatusOK, Entry: e,
+				Reason: fmt.Sprintf("%s (%d bytes) is larger than the device's %d bytes free: answered with its length only, so that its updater fails with \"Not Enough space\" and Tasmota asks for %s, which fits", e.Path, e.Size, d.FreeSpace, m.Path)}
+		}
+	}
+	return v
+}
+
+// TasmotaMinimal is the image Tasmota asks for after an update failed
+// for lack of space (its OtaMagic, tasmota_support/support_tasmota.ino):
+// the file name up to its last "-" (or its first "." when it has none),
+// then "-minimal", then the name's type from its first "." on:
+// tasmota.bin.gz and tasmota-DE.bin.gz give tasmota-minimal.bin.gz.
+func TasmotaMinimal(p string) string {
+	dir, name := path.Split(p)
+	dot := strings.IndexByte(name, '.')
+	if dot < 0 {
+		dot = len(name)
+	}
+	cut := strings.LastIndexByte(name, '-')
+	if cut < 0 {
+		cut = dot
+	}
+	return dir + name[:cut] + "-minimal" + name[dot:]
 }
 
 // filesystemFits checks a filesystem image the way the device cannot

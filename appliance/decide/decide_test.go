@@ -42,3 +42,22 @@ func FuzzCompareVersions(f *testing.F) {
 		}
 	})
 }
+
+// TestTasmotaMinimal: the names Tasmota's source lists for its OtaMagic
+// (support_tasmota.ino, the comment above its rename), for the file part.
+func TestTasmotaMinimal(t *testing.T) {
+	for in, want := range map[string]string{
+		"tasmota":                        "tasmota-minimal",
+		"tasmota-DE":                     "tasmota-minimal",
+		"tasmota.bin":                    "tasmota-minimal.bin",
+		"tasmota.xyz":                    "tasmota-minimal.xyz",
+		"tasmota.bin.gz":                 "tasmota-minimal.bin.gz",
+		"tasmota.ino.bin.gz":             "tasmota-minimal.ino.bin.gz",
+		"api/arduino/tasmota-DE.bin.gz":  "api/arduino/tasmota-minimal.bin.gz",
+		"api/ard-uino/tasmota-DE.bin.gz": "api/ard-uino/tasmota-minimal.bin.gz",
+	} {
+		if got := decide.TasmotaMinimal(in); got != want {
+			t.Errorf("decide.TasmotaMinimal(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

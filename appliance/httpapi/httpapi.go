@@ -489,6 +489,8 @@ func (x *exchange) exchangeFor(took time.Duration) *Exchange {
 	switch {
 	case x.verdict != nil && x.verdict.Action == decide.Version:
 		ev.Decision = "version" // headers only: never a download
+	case x.verdict != nil && x.verdict.Action == decide.TooLarge:
+		ev.Decision = "refuse" // headers only: the device's own check refuses it
 	case (x.status == http.StatusOK || x.status == http.StatusPartialContent) && x.endpoint != "catalog":
 		ev.Decision = "serve"
 		ev.Bytes = x.sentBytes()
@@ -671,6 +673,7 @@ func (h *Handler) decide(x *exchange, cat *catalog.Catalog, ip string, req decid
 	req.Policy = h.policy.Load()
 	req.Now = time.Now()
 	req.Pending = cat.Pending
+	req.File = cat.File
 	if h.opts.Record != nil && mac != "" && facts.Client == device.Updater {
 		rec := h.opts.Record(facts)
 		req.Hold, req.Filesystem = rec.Hold, rec.Filesystem
@@ -704,6 +707,19 @@ func (h *Handler) answer(x *exchange, r *http.Request, v decide.Verdict) (again 
 		hd["x-version"] = []string{v.Entry.Image.Version}
 		hd["x-MD5"] = []string{v.Entry.MD5}
 		hd["Content-Length"] = []string{"0"}
+		x.WriteHeader(http.StatusOK)
+		return false
+	}
+	if v.Action == decide.TooLarge {
+		// The length the device compares with its free space, and no
+		// body: the connection closes (fewer bytes than declared).
+		x.reason = v.Reason
+		hd := x.Header()
+		hd["Content-Type"] = []string{"application/octet-stream"}
+		hd["Content-Length"] = []string{strconv.FormatInt(v.Entry.Size, 10)}
+		hd["x-MD5"] = []string{v.Entry.MD5}
+		hd["X-Otabox-Reason"] = []string{v.Reason}
+		hd["Connection"] = []string{"close"}
 		x.WriteHeader(http.StatusOK)
 		return false
 	}
