@@ -852,6 +852,69 @@ func esphomeParse(t *testing.T, sourceURL string, body []byte, variant string) (
 	return "", "", "", false
 }
 
+// TestESP32FOTAManifest: esp32FOTA reads /esp32fota/NAME.json, parsed as
+// its checkJSONManifest parses it (type, version as semver, host, port and
+// bin, and littlefs, which it reads only beside host/port/bin), then
+// downloads the filesystem image and the firmware with arduino-esp32's
+// HTTPClient and no device headers. The manifest names the project's
+// newest version; with builds for several chips at it (esp32FOTA has no
+// chip field) it needs ?chip=, and without says so with a 404. A device
+// already on the newest version is not updated; an ESP8266 image asked
+// for with that client is refused.
+func TestESP32FOTAManifest(t *testing.T) {
+	build := func(chip espimage.Chip, version string, seed uint64) []byte {
+		b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Chip: chip, Size: 96 << 10, Project: "gate", Version: version, Seed: seed})
+		return b
+	}
+	old, v11, s3 := build(espimage.ChipESP32, "1.0.0", 81), build(espimage.ChipESP32, "1.1.0", 82), build(espimage.ChipESP32S3, "1.1.0", 83)
+	lfs := fsimage.Build(4096, 352)
+	e8266, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 32 << 10, Project: "gate", Version: "9.0.0", Seed: 84})
+	dir := t.TempDir()
+	for name, b := range map[string][]byte{"gate-1.0.bin": old, "gate-1.1.bin": v11, "s3/gate-1.1.bin": s3, "gate-fs-1.1.littlefs.bin": lfs, "gate-8266.bin": e8266} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	r := start(t, "--catalog", dir)
+	device := func(chip espimage.Chip, version string) *emu.FOTA {
+		d := emu.New(emu.ESP32v30)
+		d.Chip, d.FSArea, d.Running = chip, 1441792, old
+		return &emu.FOTA{Device: d, Name: "gate", Version: version}
+	}
+
+	both := device(espimage.ChipESP32, "1.0.0")
+	if res := both.Run(r.addr, "/esp32fota/gate.json"); res.Updated || !strings.Contains(res.Error, "404") ||
+		!strings.Contains(res.Manifest, "ESP32, ESP32-S3 at 1.1.0") || !strings.Contains(res.Manifest, "?chip=esp32") {
+		t.Errorf("a project built for two chips, no ?chip=: %+v", res)
+	}
+
+	fota := device(espimage.ChipESP32, "1.0.0")
+	res := fota.Run(r.addr, "/esp32fota/gate.json?chip=esp32")
+	if !res.Updated || !bytes.Equal(fota.Device.Running, v11) || !bytes.Equal(fota.Device.FS, lfs) {
+		t.Fatalf("esp32FOTA on an ESP32 at 1.0.0: %+v", res)
+	}
+	if !strings.HasPrefix(fota.Requests[0], "GET /esp32fota/gate.json?chip=esp32 HTTP/1.1\r\nHost: "+r.addr+"\r\nUser-Agent: ESP32HTTPClient\r\n") ||
+		len(fota.Requests) != 3 || !strings.HasPrefix(fota.Requests[1], "GET /gate-fs-1.1.littlefs.bin ") || !strings.HasPrefix(fota.Requests[2], "GET /gate-1.1.bin ") {
+		t.Errorf("requests: %q", fota.Requests)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(res.Manifest), &m); err != nil || m["type"] != "gate" || m["version"] != "1.1.0" || m["bin"] != "/gate-1.1.bin" || m["littlefs"] != "/gate-fs-1.1.littlefs.bin" {
+		t.Errorf("manifest: %v %s", err, res.Manifest)
+	}
+
+	onS3 := device(espimage.ChipESP32S3, "1.0.0")
+	if res := onS3.Run(r.addr, "/esp32fota/gate.json?chip=esp32s3"); !res.Updated || !bytes.Equal(onS3.Device.Running, s3) {
+		t.Errorf("esp32FOTA on an ESP32-S3: %+v", res)
+	}
+	current := device(espimage.ChipESP32, "1.1.0")
+	if res := current.Run(r.addr, "/esp32fota/gate.json?chip=esp32"); res.Updated || res.Error != "" || len(current.Requests) != 1 {
+		t.Errorf("a device on the newest version: %+v %q", res, current.Requests)
+	}
+	raw := "GET /gate-8266.bin HTTP/1.1\r\nHost: " + r.addr + "\r\nUser-Agent: ESP32HTTPClient\r\nConnection: close\r\n\r\n"
+	if status, reason := rawExchange(t, r.addr, raw); status != 403 || !strings.Contains(reason, "is an ESP8266 image, the device is an ESP32") {
+		t.Errorf("an ESP8266 image to esp32FOTA: %d %q", status, reason)
+	}
+}
+
 // TestESPHomeManifest: ESPHome's update platform http_request reads a
 // project's manifest (/esphome/project/NAME.json) or one image's
 // (/esphome/image/PATH.json), parsed here as its C++ parses it: the
@@ -958,4 +1021,22 @@ func TestSignedImageRefusedForAnotherFlashMode(t *testing.T) {
 	if res := unknown.Update(r.addr, "/meter-2.bin"); res.Status != 200 || !strings.Contains(res.Error, "Signature verification failed") {
 		t.Fatalf("mode unknown: %v", res)
 	}
+}
+
+// rawExchange sends the request bytes raw and returns the answer's status
+// and reason header.
+func rawExchange(t *testing.T, addr, raw string) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, raw)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Otabox-Reason")
 }

@@ -857,6 +857,8 @@ func reserved(p string, dir bool) string {
 		return "the name is reserved for the status page and its API; rename it"
 	case "esphome":
 		return "the name is reserved for ESPHome's manifests (/esphome/...); rename it"
+	case "esp32fota":
+		return "the name is reserved for esp32FOTA's manifests (/esp32fota/...); rename it"
 	case "update", "_catalog":
 		if !dir {
 			return "the name is a device endpoint (/" + p + "), which answers instead of the file; rename it"

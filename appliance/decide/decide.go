@@ -158,7 +158,7 @@ func RunningChip(r Request) (espimage.Chip, bool) {
 func Firmware(r Request) Verdict {
 	e, d := r.Entry, r.Device
 	if !d.Downloads() {
-		return refuse(http.StatusForbidden, e, "only the ESP8266/ESP32 HTTP updater, ESP-IDF's esp_https_ota or ESPHome may download firmware (User-Agent is not ESP8266-http-Update, ESP32-http-Update, "+device.IDFUserAgent+" or ESPHome/...)")
+		return refuse(http.StatusForbidden, e, "only the ESP8266/ESP32 HTTP updater, ESP-IDF's esp_https_ota, ESPHome or esp32FOTA may download firmware (User-Agent is not ESP8266-http-Update, ESP32-http-Update, "+device.IDFUserAgent+", ESPHome/... or ESP32HTTPClient)")
 	}
 	if ok, why := r.Policy.Allowed(d.MAC()); !ok {
 		return refuse(http.StatusForbidden, e, "%s", why)
@@ -183,6 +183,11 @@ func firmware(r Request) Verdict {
 		return version(e) // headers only, whatever the file: never a download
 	}
 	if e.Type != catalog.Bin {
+		if d.ESP32FOTA() && e.FS != nil {
+			// esp32FOTA's littlefs / spiffs URL: the same headerless
+			// GET; the device checks the length against its partition.
+			return Verdict{Action: Serve, Status: http.StatusOK, Entry: e, Reason: "a filesystem image for esp32FOTA, which sends nothing about its device"}
+		}
 		switch {
 		case d.Flashing():
 			return refuse(http.StatusForbidden, e, "%s is not a firmware image", e.Path)
@@ -195,10 +200,14 @@ func firmware(r Request) Verdict {
 	}
 	img := e.Image
 	if d.Headerless() {
-		// esp_https_ota and ESPHome send no device headers: family, chip,
-		// free space and running image are not known here. The device
-		// checks the image header's chip id before it writes, and the
-		// whole image (ESPHome: the manifest's MD5) at the end.
+		// esp_https_ota, ESPHome and esp32FOTA send no device headers:
+		// chip, free space and running image are not known here (the
+		// family only from esp32FOTA's User-Agent). The device checks the
+		// image header's chip id before it writes, and the whole image
+		// (ESPHome: the manifest's MD5) at the end.
+		if d.Family != espimage.FamilyUnknown && img.Family != d.Family {
+			return refuse(http.StatusForbidden, e, "%s is an %s image, the device is an %s", e.Path, img.Chip, d.Family)
+		}
 		return Verdict{Action: Serve, Status: http.StatusOK, Entry: e,
 			Reason: "the client sends nothing about its device; the device checks the image itself"}
 	}
@@ -527,6 +536,20 @@ func FilesystemOf(e *catalog.Entry, p string) (version string, ok bool) {
 		}
 	}
 	return "", true
+}
+
+// NewestFilesystem is the newest filesystem image of project p in files
+// (FilesystemOf, newest by the version in its name, then its date); nil
+// for none.
+func NewestFilesystem(p string, files []*catalog.Entry) *catalog.Entry {
+	var best *catalog.Entry
+	var bestV string
+	for _, e := range files {
+		if ver, ok := FilesystemOf(e, p); ok && (best == nil || newerFS(e, ver, best, bestV)) {
+			best, bestV = e, ver
+		}
+	}
+	return best
 }
 
 // newerFS orders filesystem images as newer orders firmware: by the

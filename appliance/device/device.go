@@ -19,9 +19,12 @@ import (
 type Client uint8
 
 const (
-	Other         Client = iota
-	Updater              // ESP8266-http-Update / ESP32-http-Update: the firmware GET
-	CatalogClient        // ESP8266HTTPClient / ESP32HTTPClient: AutoConnect's catalog request
+	Other   Client = iota
+	Updater        // ESP8266-http-Update / ESP32-http-Update: the firmware GET
+	// CatalogClient is the cores' HTTPClient (ESP8266HTTPClient /
+	// ESP32HTTPClient): AutoConnect's catalog request, and on the ESP32
+	// esp32FOTA's manifest and firmware GETs, which send no device headers.
+	CatalogClient
 	// IDFClient is ESP-IDF's esp_http_client ("ESP32 HTTP Client/1.0"),
 	// as esp_https_ota uses it: a firmware GET (or HEAD, or a range of
 	// it) with no device headers at all. ESP8266_RTOS_SDK's copy of the
@@ -37,14 +40,24 @@ const (
 const IDFUserAgent = "ESP32 HTTP Client/1.0"
 
 // Downloads reports a client that may download firmware: the Arduino
-// updaters and ESP-IDF's esp_https_ota.
+// updaters, ESP-IDF's esp_https_ota, ESPHome, and arduino-esp32's
+// HTTPClient (esp32FOTA).
 func (f *Facts) Downloads() bool {
-	return f.Client == Updater || f.Client == IDFClient || f.Client == ESPHomeClient
+	return f.Client == Updater || f.Client == IDFClient || f.Client == ESPHomeClient || f.ESP32FOTA()
+}
+
+// ESP32FOTA is arduino-esp32's HTTPClient with its default
+// User-Agent, as esp32FOTA downloads an image: its family is known, and
+// nothing else.
+func (f *Facts) ESP32FOTA() bool {
+	return f.Client == CatalogClient && f.Family == espimage.ESP32
 }
 
 // Headerless reports a client whose request says nothing of its device
 // (ESP-IDF's, ESPHome's): only the image kind can be checked.
-func (f *Facts) Headerless() bool { return f.Client == IDFClient || f.Client == ESPHomeClient }
+func (f *Facts) Headerless() bool {
+	return f.Client == IDFClient || f.Client == ESPHomeClient || f.ESP32FOTA()
+}
 
 // Facts is what one request tells about its device. Numeric fields are -1
 // when the header is absent.

@@ -420,7 +420,8 @@ func TestReservedFolderNamesLeftOut(t *testing.T) {
 // TestEndpointNamedFilesLeftOut: a top-level file named update or
 // _catalog could never be downloaded (the endpoint answers instead), so
 // it is left out with the reason and never listed as an image; a folder
-// of either name stays reachable.
+// of either name stays reachable. A top-level esphome or esp32fota file
+// or folder is left out whole: the manifests answer there.
 func TestEndpointNamedFilesLeftOut(t *testing.T) {
 	fsys := testFS()
 	fsys["update"] = file(img8266)
@@ -438,6 +439,23 @@ func TestEndpointNamedFilesLeftOut(t *testing.T) {
 	resp := get(t, addr, string(emu.New(emu.ESP8266v31).CatalogRequest("h", ".")))
 	if body := readBody(t, resp); strings.Contains(body, `"update"`) || strings.Contains(body, `"_catalog"`) {
 		t.Errorf("listed: %s", body)
+	}
+	// The manifests' prefixes are taken whole: a file or a folder of
+	// either name is left out too.
+	manifests := testFS()
+	manifests["esphome"] = file(img8266)
+	manifests["esp32fota/fw.bin"] = file(img8266)
+	mcat, err := catalog.Load(manifests, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, why := range map[string]string{"esphome": "reserved for ESPHome's manifests", "esp32fota": "reserved for esp32FOTA's manifests"} {
+		if got := mcat.Skipped()[n]; !strings.Contains(got, why) {
+			t.Errorf("%s: skipped %q, want %q", n, got, why)
+		}
+	}
+	if _, ok := mcat.File("esp32fota/fw.bin"); ok {
+		t.Error("a file under the esp32fota folder is in the catalog")
 	}
 	folders := testFS()
 	folders["update/fw.bin"] = file(img8266)

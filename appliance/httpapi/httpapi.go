@@ -366,6 +366,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(r.URL.Path, ManifestPrefix):
 		x.endpoint = "manifest"
 		h.serveManifest(x, r, h.cat.Load())
+	case strings.HasPrefix(r.URL.Path, FOTAPrefix):
+		x.endpoint = "manifest"
+		h.serveFOTA(x, r, h.cat.Load())
 	case h.opts.UpdatePath != "" && r.URL.Path == h.opts.UpdatePath:
 		x.endpoint = "update"
 		for cat := h.cat.Load(); h.serveUpdate(x, r, facts, cat); cat = h.cat.Load() {
@@ -854,6 +857,49 @@ func skip(src io.Reader, n int64) error {
 // ManifestPrefix+"project/<project>.json" for a project's newest release.
 const ManifestPrefix = "/esphome/"
 
+// FOTAPrefix is where esp32FOTA finds its manifests:
+// FOTAPrefix+"<project>.json", with ?chip=<chip> for a project built for
+// several ESP32 chips.
+const FOTAPrefix = "/esp32fota/"
+
+// serveFOTA answers an esp32FOTA manifest, rendered from cat, naming this
+// box as the request's Host header does.
+func (h *Handler) serveFOTA(x *exchange, r *http.Request, cat *catalog.Catalog) {
+	project, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, FOTAPrefix), ".json")
+	if !ok || project == "" || strings.Contains(project, "/") {
+		h.fail(x, http.StatusNotFound, "no such manifest: ask "+FOTAPrefix+"<project>.json")
+		return
+	}
+	host, port := r.Host, 80
+	if hp, p, err := net.SplitHostPort(r.Host); err == nil {
+		if n, err := strconv.Atoi(p); err == nil && n > 0 && n < 65536 {
+			host, port = hp, n
+		}
+	}
+	if host == "" {
+		h.fail(x, http.StatusBadRequest, "the request has no Host header, which the manifest needs to name this box")
+		return
+	}
+	m, err := manifest.ForFOTA(project, r.URL.Query().Get("chip"), cat.Files(), host, port)
+	if err != nil {
+		h.fail(x, http.StatusNotFound, err.Error())
+		return
+	}
+	h.writeJSON(x, r, m.JSON())
+}
+
+// writeJSON answers a manifest.
+func (h *Handler) writeJSON(x *exchange, r *http.Request, body []byte) {
+	hd := x.Header()
+	hd["Content-Type"] = []string{"application/json"}
+	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
+	hd["Cache-Control"] = []string{"no-store"}
+	x.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		x.Write(body)
+	}
+}
+
 // serveManifest answers an ESPHome manifest, rendered from cat.
 func (h *Handler) serveManifest(x *exchange, r *http.Request, cat *catalog.Catalog) {
 	rest, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, ManifestPrefix), ".json")
@@ -881,15 +927,7 @@ func (h *Handler) serveManifest(x *exchange, r *http.Request, cat *catalog.Catal
 		h.fail(x, http.StatusNotFound, err.Error())
 		return
 	}
-	body := m.JSON()
-	hd := x.Header()
-	hd["Content-Type"] = []string{"application/json"}
-	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
-	hd["Cache-Control"] = []string{"no-store"}
-	x.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		x.Write(body)
-	}
+	h.writeJSON(x, r, m.JSON())
 }
 
 // maxRedecide bounds how often one request is decided again because its
