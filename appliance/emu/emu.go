@@ -72,7 +72,7 @@ type Device struct {
 	// and sketch-sha256. Nil sends the digests of an unknown sketch.
 	Running []byte
 	NoWiFi  bool   // ESP32 parts without Wi-Fi send no STA/AP MAC
-	Auth    string // "user:pass" for setAuthorization (ESP8266 ≥ 3.0, ESP32 ≥ 2.0)
+	Auth    string // "user:pass" for setAuthorization (ESP8266 ≥ 3.0; ESP32 ≥ 2.0.7, emulated from 2.0)
 	// HostHeader is what the device puts in Host; "" uses the dialled address.
 	HostHeader string
 	// Source is the local address to connect from (a loopback address such
