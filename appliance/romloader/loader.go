@@ -1,0 +1,363 @@
+package romloader
+
+import (
+	"bufio"
+	"context"
+	"crypto/md5"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Commands, as the Serial Protocol numbers them.
+const (
+	opFlashBegin  = 0x02
+	opFlashData   = 0x03
+	opFlashEnd    = 0x04
+	opMemBegin    = 0x05
+	opMemEnd      = 0x06
+	opMemData     = 0x07
+	opSync        = 0x08
+	opWriteReg    = 0x09
+	opReadReg     = 0x0a
+	opSPIParams   = 0x0b
+	opSPIAttach   = 0x0d
+	opChangeBaud  = 0x0f
+	opFlashMD5    = 0x13
+	opSecInfo     = 0x14
+	checksumSeed  = 0xEF
+	romInvalidMsg = 0x05 // the error byte of a command the ROM does not know
+	// ROMBlock is the FLASH_DATA block size the ROM takes.
+	ROMBlock = 0x400
+)
+
+// ROM error codes (the Serial Protocol's table), for the messages.
+var romErrors = map[byte]string{
+	0x05: "received message is invalid",
+	0x06: "failed to act on received message",
+	0x07: "invalid CRC in message",
+	0x08: "flash write error",
+	0x09: "flash read error",
+	0x0a: "flash read length error",
+	0x0b: "deflate error",
+}
+
+// StatusError is a command the ROM answered with a failure status.
+type StatusError struct {
+	Op   byte
+	Code byte
+}
+
+func (e *StatusError) Error() string {
+	why := romErrors[e.Code]
+	if why == "" {
+		why = "unknown error"
+	}
+	return fmt.Sprintf("command 0x%02x failed: 0x%02x, %s", e.Op, e.Code, why)
+}
+
+// ErrUnsupported is a command this ROM does not have.
+var ErrUnsupported = errors.New("the ROM does not support this command")
+
+// Loader talks to one chip's ROM loader over rw. It is not safe for
+// concurrent use: one goroutine per port.
+type Loader struct {
+	rw     io.ReadWriter
+	frames chan []byte
+	rerr   chan error
+	// Chip is set by Detect.
+	Chip *Chip
+	// Timeout bounds each command's answer; 3 s by default.
+	Timeout time.Duration
+}
+
+// New starts reading frames from rw. Close rw to stop it.
+func New(rw io.ReadWriter) *Loader {
+	l := &Loader{rw: rw, frames: make(chan []byte, 16), rerr: make(chan error, 1), Timeout: 3 * time.Second}
+	go l.read()
+	return l
+}
+
+func (l *Loader) read() {
+	fr := NewFrameReader(bufio.NewReaderSize(l.rw, 4096))
+	for {
+		f, err := fr.Next()
+		if err != nil {
+			l.rerr <- err
+			close(l.frames)
+			return
+		}
+		l.frames <- append([]byte(nil), f...)
+	}
+}
+
+type response struct {
+	op   byte
+	val  uint32
+	data []byte
+}
+
+// next waits up to d for a response frame.
+func (l *Loader) next(d time.Duration) (response, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case f, ok := <-l.frames:
+			if !ok {
+				err := <-l.rerr
+				l.rerr <- err
+				return response{}, fmt.Errorf("port closed: %w", err)
+			}
+			if len(f) < 8 || f[0] != 0x01 {
+				continue // not a response
+			}
+			return response{op: f[1], val: binary.LittleEndian.Uint32(f[4:8]), data: f[8:]}, nil
+		case <-t.C:
+			return response{}, fmt.Errorf("no answer within %v", d)
+		}
+	}
+}
+
+// drain drops the frames that arrive within d (the ROM's extra SYNC answers).
+func (l *Loader) drain(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-l.frames:
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
+		}
+	}
+}
+
+func (l *Loader) send(op byte, data []byte, chk uint32) error {
+	p := make([]byte, 8, 8+len(data))
+	p[1] = op
+	binary.LittleEndian.PutUint16(p[2:], uint16(len(data)))
+	binary.LittleEndian.PutUint32(p[4:], chk)
+	p = append(p, data...)
+	_, err := l.rw.Write(AppendFrame(nil, p))
+	return err
+}
+
+// command sends one command and returns its answer's value and data
+// (less the status bytes, which are checked: the first two after
+// dataLen bytes of result, whatever the ROM's status length).
+func (l *Loader) command(op byte, data []byte, chk uint32, dataLen int, timeout time.Duration) (uint32, []byte, error) {
+	if timeout == 0 {
+		timeout = l.Timeout
+	}
+	if err := l.send(op, data, chk); err != nil {
+		return 0, nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		r, err := l.next(time.Until(deadline))
+		if err != nil {
+			return 0, nil, fmt.Errorf("command 0x%02x: %w", op, err)
+		}
+		if r.op != op {
+			if len(r.data) >= 2 && r.data[0] != 0 && r.data[1] == romInvalidMsg {
+				return 0, nil, ErrUnsupported
+			}
+			continue // a late answer to an earlier command
+		}
+		if len(r.data) < dataLen+2 {
+			if len(r.data) >= 2 && r.data[0] != 0 {
+				if r.data[1] == romInvalidMsg {
+					return 0, nil, ErrUnsupported
+				}
+				return 0, nil, &StatusError{Op: op, Code: r.data[1]}
+			}
+			return 0, nil, fmt.Errorf("command 0x%02x: %d bytes of answer, want %d", op, len(r.data), dataLen+2)
+		}
+		if st := r.data[dataLen : dataLen+2]; st[0] != 0 {
+			if st[1] == romInvalidMsg {
+				return 0, nil, ErrUnsupported
+			}
+			return 0, nil, &StatusError{Op: op, Code: st[1]}
+		}
+		return r.val, r.data[:dataLen], nil
+	}
+}
+
+// Sync sends SYNC until the ROM answers (up to attempts times, 100 ms
+// each), then drops the further answers the ROM sends to one SYNC.
+func (l *Loader) Sync(ctx context.Context, attempts int) error {
+	payload := append([]byte{0x07, 0x07, 0x12, 0x20}, make([]byte, 32)...)
+	for i := 4; i < len(payload); i++ {
+		payload[i] = 0x55
+	}
+	var err error
+	for i := 0; i < attempts; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if _, _, err = l.command(opSync, payload, 0, 0, 100*time.Millisecond); err == nil {
+			l.drain(100 * time.Millisecond)
+			return nil
+		}
+		if strings.Contains(err.Error(), "port closed") {
+			return err
+		}
+	}
+	return fmt.Errorf("no SYNC answer in %d attempts (is the board in download mode?): %w", attempts, err)
+}
+
+// ReadReg reads a 32-bit register.
+func (l *Loader) ReadReg(addr uint32) (uint32, error) {
+	v, _, err := l.command(opReadReg, le32(addr), 0, 0, 0)
+	return v, err
+}
+
+// Detect tells the chip from its ROM: GET_SECURITY_INFO's chip id where
+// the ROM has it, else the chip-detect word. Never from the operator.
+func (l *Loader) Detect() (*Chip, error) {
+	_, info, err := l.command(opSecInfo, nil, 0, 20, 0)
+	if err == nil {
+		c, err := chipByID(binary.LittleEndian.Uint32(info[12:16]))
+		if err != nil {
+			return nil, err
+		}
+		l.Chip = c
+		return c, nil
+	}
+	if !errors.Is(err, ErrUnsupported) {
+		var se *StatusError
+		if !errors.As(err, &se) && !strings.Contains(err.Error(), "bytes of answer") {
+			return nil, fmt.Errorf("detect chip: %w", err)
+		}
+	}
+	v, err := l.ReadReg(MagicReg)
+	if err != nil {
+		return nil, fmt.Errorf("detect chip: %w", err)
+	}
+	c, err := chipByMagic(v)
+	if err != nil {
+		return nil, err
+	}
+	l.Chip = c
+	return c, nil
+}
+
+// MAC reads the factory MAC from eFuse.
+func (l *Loader) MAC() (string, error) {
+	if l.Chip == nil {
+		return "", errors.New("MAC: chip not detected")
+	}
+	w := make([]uint32, 4)
+	for i := range w {
+		if l.Chip.Name != "ESP8266" && i > 1 {
+			break
+		}
+		v, err := l.ReadReg(l.Chip.MACReg + uint32(4*i))
+		if err != nil {
+			return "", fmt.Errorf("MAC: %w", err)
+		}
+		w[i] = v
+	}
+	if l.Chip.Name == "ESP8266" {
+		m, err := macFromESP8266(w[0], w[1], w[3])
+		return FormatMAC(m), err
+	}
+	return FormatMAC(macFromWords(w[0], w[1])), nil
+}
+
+// Progress is told the bytes written so far of a total.
+type Progress func(done, total int)
+
+// WriteFlash writes image at offset with the ROM's FLASH_BEGIN / DATA
+// commands, retrying a block the ROM refused for its checksum up to
+// three times, and returns the flash's MD5 of the region afterwards
+// ("" where the ROM has no MD5 command: the ESP8266's).
+func (l *Loader) WriteFlash(ctx context.Context, image []byte, offset uint32, progress Progress) (string, error) {
+	if l.Chip == nil {
+		return "", errors.New("write flash: chip not detected")
+	}
+	if l.Chip.NeedsAttach {
+		if _, _, err := l.command(opSPIAttach, make([]byte, 8), 0, 0, 0); err != nil {
+			return "", fmt.Errorf("SPI attach: %w", err)
+		}
+	}
+	size := uint32(len(image))
+	erase := size
+	if l.Chip.EraseBug {
+		erase = eraseSize(offset, size)
+	}
+	blocks := (size + ROMBlock - 1) / ROMBlock
+	begin := append(append(append(le32(erase), le32(blocks)...), le32(ROMBlock)...), le32(offset)...)
+	if l.Chip.BeginWords == 5 {
+		begin = append(begin, le32(0)...) // not encrypted
+	}
+	// The ROM erases before it answers: allow for 4 s a megabyte.
+	if _, _, err := l.command(opFlashBegin, begin, 0, 0, l.Timeout+time.Duration(size>>20+1)*4*time.Second); err != nil {
+		return "", fmt.Errorf("flash begin at 0x%x: %w", offset, err)
+	}
+	block := make([]byte, ROMBlock)
+	for seq := uint32(0); seq < blocks; seq++ {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n := copy(block, image[seq*ROMBlock:])
+		for i := n; i < len(block); i++ {
+			block[i] = 0xff // the last block is padded, as the ROM wants whole blocks
+		}
+		data := append(append(append(append(le32(ROMBlock), le32(seq)...), le32(0)...), le32(0)...), block...)
+		var err error
+		for attempt := 0; attempt < 3; attempt++ {
+			if _, _, err = l.command(opFlashData, data, checksum(block), 0, 0); err == nil {
+				break
+			}
+			var se *StatusError
+			if !errors.As(err, &se) || se.Code != 0x07 {
+				break // only a checksum refusal is worth sending again
+			}
+		}
+		if err != nil {
+			return "", fmt.Errorf("flash block %d of %d at 0x%x: %w", seq+1, blocks, offset+seq*ROMBlock, err)
+		}
+		if progress != nil {
+			progress(min(int(seq+1)*ROMBlock, len(image)), len(image))
+		}
+	}
+	if !l.Chip.ROMMD5 {
+		return "", nil
+	}
+	_, sum, err := l.command(opFlashMD5, append(append(append(le32(offset), le32(size)...), le32(0)...), le32(0)...), 0, 32, l.Timeout+time.Duration(size>>20+1)*2*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("flash MD5: %w", err)
+	}
+	return strings.ToLower(string(sum)), nil
+}
+
+// FlashEnd leaves the loader; reboot runs the new firmware.
+func (l *Loader) FlashEnd(reboot bool) error {
+	stay := uint32(1)
+	if reboot {
+		stay = 0
+	}
+	_, _, err := l.command(opFlashEnd, le32(stay), 0, 0, 0)
+	return err
+}
+
+// MD5 of b as the ROM writes it: lower-case hex.
+func MD5(b []byte) string { s := md5.Sum(b); return hex.EncodeToString(s[:]) }
+
+func checksum(data []byte) uint32 {
+	c := byte(checksumSeed)
+	for _, b := range data {
+		c ^= b
+	}
+	return uint32(c)
+}
+
+func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
