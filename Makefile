@@ -10,7 +10,7 @@ GO         ?= go
 SHELL      := /bin/bash
 export CGO_ENABLED = 0
 
-.PHONY: build manifest run test fmt vet fuzz samples release clean
+.PHONY: build manifest run test fmt vet fuzz samples release clean esptooljs
 
 # The build-time description of firmware/ that lets start-up skip hashing.
 manifest:
@@ -32,12 +32,21 @@ run: build
 # every skipped test with its reason and ends with "N passed, N failed,
 # N skipped"; under CI=true the browser, qemu, mDNS and disk-full tests
 # fail instead of skipping.
-test: vet
+test: vet esptooljs
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	set -o pipefail; CGO_ENABLED=1 $(GO) test -race -count=1 -json ./... | $(GO) run ./tools/testsummary
 
 vet:
 	$(GO) vet ./...
+
+# Espressif's esptool-js (npm, Apache-2.0, pinned in its package-lock),
+# the host no one here wrote that checks the ROM emulator
+# (TestEsptoolJSDrivesTheEmulator). Without npm the test says it skipped.
+ESPTOOLJS := appliance/romloader/romemu/testdata/esptooljs
+esptooljs:
+	@if command -v npm >/dev/null; then \
+	  [ -f $(ESPTOOLJS)/node_modules/esptool-js/package.json ] || (cd $(ESPTOOLJS) && npm ci --no-audit --no-fund --loglevel=error); \
+	else echo "npm not found: TestEsptoolJSDrivesTheEmulator will skip (apt-get install -y nodejs npm)"; fi
 
 fmt:
 	gofmt -w .
