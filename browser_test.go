@@ -181,7 +181,7 @@ func TestStationPageInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := startData(t, data, "--catalog", dir)
-	boards := tray(sketch, 10)
+	boards := wifiTray(sketch, 10)
 	for _, i := range []int{0, 3, 9} { // confirmed, refused, waiting
 		boards[i].run(t, r.addr)
 	}

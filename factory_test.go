@@ -63,13 +63,13 @@ type board struct {
 	attempts int
 }
 
-// tray makes n boards: every tenth board's fate is fixed by its index, so
+// wifiTray makes n boards: every tenth board's fate is fixed by its index, so
 // that a tray of 50 holds five of each trouble. 3: an ESP32 on an ESP8266
 // tray (refused); 5: loses power mid-download and is taken off the bench
 // (cut-off); 7: loses power mid-download, then comes back and finishes
 // (confirmed on its second attempt); 9: flashed but never reboots
 // (waiting). The rest provision and confirm.
-func tray(sketch []byte, n int) []*board {
+func wifiTray(sketch []byte, n int) []*board {
 	var out []*board
 	for i := 0; i < n; i++ {
 		mac := macN("5C:CF:7F", 0x100+i)
@@ -157,7 +157,7 @@ func TestFactoryBatchOf50(t *testing.T) {
 	if !strings.Contains(out, "batch tray-1 open: every device asking /update get prod.bin 2.0.0") {
 		t.Errorf("batch start says %q", out)
 	}
-	boards := tray(sketch, 50)
+	boards := wifiTray(sketch, 50)
 	runTray(t, r.addr, boards[:25])
 
 	// kill -9 between two waves, and start again on the same record.

@@ -37,6 +37,7 @@ import (
 	"otabox/appliance/report"
 	"otabox/appliance/store"
 	"otabox/appliance/suggest"
+	"otabox/appliance/tray"
 )
 
 // Set by the Makefile with -ldflags.
@@ -159,6 +160,16 @@ func main() {
 				Action: batchReport,
 			},
 			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
+			{
+				Name: "flash", Usage: "flash a tray of boards over their serial ports at once (chip and MAC read from each ROM)", ArgsUsage: "[OFFSET=FILE...]",
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "port", Usage: "a board's port: /dev/ttyUSB0, /dev/serial/by-path/..., socket://host:port (ser2net raw); SLOT=PORT names its slot (repeatable)"},
+					&cli.StringFlag{Name: "image", Usage: "a merged image (or an ESP8266 app) written at 0"},
+					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "boards flashed at once"},
+					&cli.BoolFlag{Name: "json", Usage: "print each board's row as JSON"},
+				},
+				Action: flashTray,
+			},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
 				Flags: []cli.Flag{
@@ -716,6 +727,52 @@ func inspectFilesystem(name string, b []byte, fsi *fsimage.Image, asJSON bool) {
 	fmt.Printf("  %-15s %x\n", "md5:", md5sum)
 	fmt.Printf("  %-15s %x\n", "sha256:", sha)
 	fmt.Printf("  %-15s %s\n", "served to:", "updateFS() / updateSpiffs() (mode spiffs); /update gives it when named after a project")
+}
+
+// flashTray is `otabox flash`: the parts, the slots, one row per board.
+func flashTray(c *cli.Context) error {
+	slots, err := tray.ParseSlots(c.StringSlice("port"))
+	if err != nil {
+		return cli.Exit("otabox flash: "+err.Error(), 2)
+	}
+	var parts []tray.Part
+	add := func(offset uint32, file string) error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, tray.NewPart(offset, filepath.Base(file), b))
+		return nil
+	}
+	if img := c.String("image"); img != "" {
+		if err := add(0, img); err != nil {
+			return cli.Exit("otabox flash: "+err.Error(), 2)
+		}
+	}
+	for _, a := range c.Args().Slice() {
+		off, file, err := tray.ParsePart(a)
+		if err == nil {
+			err = add(off, file)
+		}
+		if err != nil {
+			return cli.Exit("otabox flash: "+err.Error(), 2)
+		}
+	}
+	if len(parts) == 0 {
+		return cli.Exit("otabox flash: nothing to write: give --image FILE or OFFSET=FILE parts", 2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rows := tray.Flash(ctx, slots, parts, tray.Options{Parallel: c.Int("parallel")})
+	if err := tray.WriteRows(os.Stdout, rows, c.Bool("json")); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if !r.Passed {
+			return cli.Exit("", 1)
+		}
+	}
+	return nil
 }
 
 // readKeys reads --verify-key / --key files.

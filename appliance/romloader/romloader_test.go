@@ -136,3 +136,25 @@ func TestUnpluggedAndMuteBoards(t *testing.T) {
 		t.Fatalf("mute: %v", err)
 	}
 }
+
+// TestStubLeftRunning: a board whose flasher stub an earlier session left
+// running answers SYNC with 0 (the ROM does not); the Loader then speaks
+// to the stub (four-word FLASH_BEGIN, 16-byte MD5), and the write is
+// verified all the same.
+func TestStubLeftRunning(t *testing.T) {
+	c, _ := romloader.ChipNamed("ESP32")
+	b := romemu.New(c, [6]byte{1, 2, 3, 4, 5, 9}, 4<<20)
+	b.StartStub()
+	host, dev := net.Pipe()
+	defer host.Close()
+	go b.Serve(dev)
+	l := romloader.New(host)
+	if err := l.Sync(context.Background(), 3); err != nil || !l.Stub {
+		t.Fatalf("sync: %v, stub %v", err, l.Stub)
+	}
+	l.Detect()
+	img := random(t, 50000)
+	if sum, err := l.WriteFlash(context.Background(), img, 0x10000, nil); err != nil || sum != romloader.MD5(img) || !bytes.Equal(b.Read(0x10000, len(img)), img) {
+		t.Fatalf("write through the stub: %q %v", sum, err)
+	}
+}

@@ -309,6 +309,10 @@ func (b *Board) erase(off, size uint32) {
 	}
 }
 
+// StartStub is a board whose flasher stub is already running (an earlier
+// session loaded it and left).
+func (b *Board) StartStub() { b.mu.Lock(); b.stub = true; b.mu.Unlock() }
+
 // Read returns a copy of n flash bytes at off.
 func (b *Board) Read(off, n int) []byte {
 	b.mu.Lock()

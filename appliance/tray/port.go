@@ -1,0 +1,120 @@
+package tray
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.bug.st/serial"
+)
+
+// Port is the line to one board: a USB serial adapter or a board's own
+// USB-Serial/JTAG, or a TCP connection to one (ser2net's raw mode, a
+// remote bench, the tests' emulator).
+type Port interface {
+	io.ReadWriteCloser
+	// Reset puts the board into its ROM download mode; false when the
+	// line has no modem lines to do it with (TCP).
+	Reset(usbJTAG bool) (bool, error)
+}
+
+// Open opens spec: "socket://host:port" or a serial device path (a /dev
+// name or a /dev/serial/by-path link). rfc2217:// is refused: its telnet
+// control channel is not implemented, and guessing would write to a
+// board at a baud rate nobody set.
+func Open(spec string) (Port, error) {
+	switch {
+	case strings.HasPrefix(spec, "socket://"):
+		addr := strings.TrimPrefix(spec, "socket://")
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("port %s: %w", spec, err)
+		}
+		return tcpPort{c}, nil
+	case strings.HasPrefix(spec, "rfc2217://"):
+		return nil, fmt.Errorf("port %s: rfc2217 is not supported yet; run ser2net in raw mode and give socket://host:port", spec)
+	case strings.Contains(spec, "://"):
+		return nil, fmt.Errorf("port %s: unknown scheme (socket://host:port, or a /dev path)", spec)
+	}
+	p, err := serial.Open(spec, &serial.Mode{BaudRate: 115200})
+	if err != nil {
+		return nil, fmt.Errorf("port %s: %w", spec, err)
+	}
+	return serialPort{p}, nil
+}
+
+type tcpPort struct{ net.Conn }
+
+func (tcpPort) Reset(bool) (bool, error) { return false, nil }
+
+type serialPort struct{ serial.Port }
+
+// Reset is the reset into the ROM loader the esptool documentation
+// ("Entering the Bootloader") describes: the classic auto-reset circuit
+// (DTR drives IO0 and RTS drives EN through two transistors: EN low, then
+// IO0 low as EN rises, then IO0 released), or, for chips on their own
+// USB-Serial/JTAG, the sequence its peripheral decodes from the two lines.
+func (p serialPort) Reset(usbJTAG bool) (bool, error) {
+	set := func(dtr, rts bool) error {
+		if err := p.SetDTR(dtr); err != nil {
+			return err
+		}
+		return p.SetRTS(rts)
+	}
+	var steps []struct {
+		dtr, rts bool
+		wait     time.Duration
+	}
+	if usbJTAG {
+		steps = append(steps, []struct {
+			dtr, rts bool
+			wait     time.Duration
+		}{{false, false, 100 * time.Millisecond}, {true, false, 100 * time.Millisecond}, {false, true, 100 * time.Millisecond}, {false, false, 0}}...)
+	} else {
+		steps = append(steps, []struct {
+			dtr, rts bool
+			wait     time.Duration
+		}{{false, true, 100 * time.Millisecond}, {true, false, 50 * time.Millisecond}, {false, false, 0}}...)
+	}
+	for _, s := range steps {
+		if err := set(s.dtr, s.rts); err != nil {
+			return true, fmt.Errorf("reset: %w", err)
+		}
+		time.Sleep(s.wait)
+	}
+	return true, p.ResetInputBuffer()
+}
+
+// usbPath matches a USB device's path in sysfs ("1-1.3" of ".../1-1.3:1.0/ttyUSB0").
+var usbPath = regexp.MustCompile(`^\d+-[\d.]+$`)
+
+// USBPath is the USB path ("1-1.3": bus 1, port 1, hub port 3) of a
+// serial device, from sysfs: it stays the same when a board on that hub
+// port is swapped or re-enumerates under another /dev name. "" for a line
+// that is not a USB device.
+func USBPath(dev string) string {
+	real, err := filepath.EvalSymlinks(dev)
+	if err != nil {
+		return ""
+	}
+	link, err := filepath.EvalSymlinks(filepath.Join("/sys/class/tty", filepath.Base(real), "device"))
+	if err != nil {
+		return ""
+	}
+	parts := strings.Split(link, string(os.PathSeparator))
+	for i := len(parts) - 1; i >= 0; i-- {
+		if usbPath.MatchString(parts[i]) {
+			return parts[i]
+		}
+	}
+	return ""
+}
+
+// ErrNoPorts is a tray with nothing to flash.
+var ErrNoPorts = errors.New("no port given: name each board's port (--port /dev/ttyUSB0, --port 3=socket://host:port)")

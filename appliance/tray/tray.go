@@ -1,0 +1,253 @@
+// Package tray flashes a tray of blank ESP boards at once over their
+// serial ports, one goroutine per port: each board's chip and MAC are read
+// from its ROM, the image is checked against the chip before the first
+// write, written, verified by the ROM's MD5 where it has one, and the
+// board's row says what happened. A slot is where a board sits on the
+// tray, not a /dev name: named by the operator ("3=/dev/ttyUSB0"), else
+// the USB path of its port, which survives a swap and a re-enumeration.
+package tray
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"otabox/appliance/espimage"
+	"otabox/appliance/romloader"
+)
+
+// Part is one file written at an offset.
+type Part struct {
+	Offset uint32
+	Name   string
+	Data   []byte
+	SHA256 string
+	// Image is the ESP image header of the part, when it has one: its
+	// family and chip are checked against the board's.
+	Image *espimage.Image
+}
+
+// NewPart reads what a part says of itself.
+func NewPart(offset uint32, name string, data []byte) Part {
+	sum := sha256.Sum256(data)
+	p := Part{Offset: offset, Name: name, Data: data, SHA256: hex.EncodeToString(sum[:])}
+	if len(data) > 0 && data[0] == espimage.Magic {
+		if img, err := espimage.Parse(data); err == nil {
+			p.Image = img
+		}
+	}
+	return p
+}
+
+// ParsePart reads "OFFSET=FILE" (0x10000=app.bin); the file is read by
+// the caller.
+func ParsePart(arg string) (offset uint32, file string, err error) {
+	o, f, ok := strings.Cut(arg, "=")
+	if !ok || f == "" {
+		return 0, "", fmt.Errorf("%q: give OFFSET=FILE (0x10000=app.bin)", arg)
+	}
+	n, err := strconv.ParseUint(o, 0, 32)
+	if err != nil {
+		return 0, "", fmt.Errorf("%q: offset %q is not a number", arg, o)
+	}
+	return uint32(n), f, nil
+}
+
+// Slot is one port on the tray.
+type Slot struct {
+	Name string // "3", or the USB path "1-1.3"
+	Port string // what Open takes
+}
+
+// ParseSlots reads --port values: "SLOT=PORT" or a bare port, whose slot
+// is its USB path, or its place in the list for a line that has none.
+func ParseSlots(args []string) ([]Slot, error) {
+	if len(args) == 0 {
+		return nil, ErrNoPorts
+	}
+	var slots []Slot
+	seen := map[string]bool{}
+	for i, a := range args {
+		s := Slot{Port: a}
+		if name, port, ok := strings.Cut(a, "="); ok && !strings.Contains(name, "/") && !strings.Contains(name, ":") {
+			s = Slot{Name: name, Port: port}
+		}
+		if s.Name == "" {
+			if s.Name = USBPath(s.Port); s.Name == "" {
+				s.Name = strconv.Itoa(i + 1)
+			}
+		}
+		if seen[s.Name] {
+			return nil, fmt.Errorf("slot %s is given twice", s.Name)
+		}
+		seen[s.Name] = true
+		slots = append(slots, s)
+	}
+	return slots, nil
+}
+
+// Board is one board's row.
+type Board struct {
+	Slot     string        `json:"slot"`
+	Port     string        `json:"port"`
+	Chip     string        `json:"chip,omitempty"`
+	MAC      string        `json:"mac,omitempty"`
+	Parts    []Written     `json:"parts,omitempty"`
+	Bytes    int           `json:"bytes"`
+	Took     time.Duration `json:"took_ns"`
+	Verified string        `json:"verified"` // "md5" or "written, not verified (...)"
+	Passed   bool          `json:"passed"`
+	Reason   string        `json:"reason,omitempty"`
+}
+
+// Written is one part as written to one board.
+type Written struct {
+	Offset uint32 `json:"offset"`
+	File   string `json:"file"`
+	SHA256 string `json:"sha256"`
+	Bytes  int    `json:"bytes"`
+	MD5    string `json:"md5,omitempty"` // the flash's, read back by the ROM
+}
+
+// Options tune a run.
+type Options struct {
+	// Parallel bounds the boards flashed at once; 8 when zero.
+	Parallel int
+	// Progress, when set, is told each slot's bytes written.
+	Progress func(slot string, done, total int)
+	// Open opens a port; tray.Open when nil.
+	Open func(spec string) (Port, error)
+}
+
+// Flash flashes parts onto every slot's board at once and returns a row
+// per slot, in slot order. A board that fails is its row's reason; the
+// others go on.
+func Flash(ctx context.Context, slots []Slot, parts []Part, opts Options) []Board {
+	if opts.Parallel <= 0 {
+		opts.Parallel = 8
+	}
+	if opts.Open == nil {
+		opts.Open = Open
+	}
+	rows := make([]Board, len(slots))
+	sem := make(chan struct{}, opts.Parallel)
+	var wg sync.WaitGroup
+	for i, s := range slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			rows[i] = flashOne(ctx, s, parts, opts)
+		}()
+	}
+	wg.Wait()
+	sort.SliceStable(rows, func(i, j int) bool { return slotLess(rows[i].Slot, rows[j].Slot) })
+	return rows
+}
+
+func slotLess(a, b string) bool {
+	na, ea := strconv.Atoi(a)
+	nb, eb := strconv.Atoi(b)
+	if ea == nil && eb == nil {
+		return na < nb
+	}
+	return a < b
+}
+
+func flashOne(ctx context.Context, s Slot, parts []Part, opts Options) (row Board) {
+	row = Board{Slot: s.Name, Port: s.Port}
+	start := time.Now()
+	defer func() { row.Took = time.Since(start) }()
+	fail := func(format string, args ...any) Board {
+		row.Reason = fmt.Sprintf(format, args...)
+		return row
+	}
+	p, err := opts.Open(s.Port)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer p.Close()
+	if _, err := p.Reset(false); err != nil {
+		return fail("%v", err)
+	}
+	l := romloader.New(p)
+	if err := l.Sync(ctx, 10); err != nil {
+		return fail("%v", err)
+	}
+	chip, err := l.Detect()
+	if err != nil {
+		return fail("%v", err)
+	}
+	row.Chip = chip.Name
+	if row.MAC, err = l.MAC(); err != nil {
+		return fail("%v", err)
+	}
+	for _, part := range parts {
+		if why := fits(part, chip); why != "" {
+			return fail("%s: nothing written", why)
+		}
+	}
+	total := 0
+	for _, part := range parts {
+		total += len(part.Data)
+	}
+	row.Verified = "md5"
+	if !chip.ROMMD5 && !l.Stub {
+		row.Verified = "written, not verified (the " + chip.Name + " ROM has no MD5 command)"
+	}
+	for _, part := range parts {
+		base := row.Bytes
+		sum, err := l.WriteFlash(ctx, part.Data, part.Offset, func(done, _ int) {
+			if opts.Progress != nil {
+				opts.Progress(s.Name, base+done, total)
+			}
+		})
+		w := Written{Offset: part.Offset, File: part.Name, SHA256: part.SHA256, MD5: sum}
+		if err != nil {
+			row.Parts = append(row.Parts, w)
+			return fail("%s at 0x%x: %v", part.Name, part.Offset, err)
+		}
+		w.Bytes = len(part.Data)
+		row.Parts = append(row.Parts, w)
+		row.Bytes += len(part.Data)
+		if sum != "" && sum != romloader.MD5(part.Data) {
+			return fail("%s at 0x%x: the flash reads back with MD5 %s, the file's is %s", part.Name, part.Offset, sum, romloader.MD5(part.Data))
+		}
+	}
+	if err := l.FlashEnd(true); err != nil && !errors.Is(err, context.Canceled) {
+		// The ROM may reboot before it answers; the image is written and verified.
+		row.Reason = "written; the board did not confirm leaving the loader (" + err.Error() + ")"
+	}
+	row.Passed = true
+	return row
+}
+
+// fits says why part cannot go onto chip ("" when it can): an ESP image
+// built for another chip is refused before the first write.
+func fits(part Part, chip *romloader.Chip) string {
+	img := part.Image
+	if img == nil {
+		return ""
+	}
+	if chip.Name == "ESP8266" {
+		if img.Family != espimage.ESP8266 {
+			return fmt.Sprintf("%s is an %s image, the board is an ESP8266", part.Name, img.Chip)
+		}
+		return ""
+	}
+	if img.Family != espimage.ESP32 {
+		return fmt.Sprintf("%s is an ESP8266 image, the board is an %s", part.Name, chip.Name)
+	}
+	if want, ok := espimage.ParseChip(chip.Name); ok && img.Chip != want {
+		return fmt.Sprintf("%s is built for %s, the board is an %s", part.Name, img.Chip, chip.Name)
+	}
+	return ""
+}

@@ -1,0 +1,138 @@
+package tray_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"net"
+	"strings"
+	"testing"
+
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
+	"otabox/appliance/romloader"
+	"otabox/appliance/romloader/romemu"
+	"otabox/appliance/tray"
+)
+
+// listen serves an emulated board on a loopback port, as ser2net would
+// serve a real one, and returns its socket:// spec.
+func listen(t *testing.T, b *romemu.Board) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.Serve(c)
+		}
+	}()
+	return "socket://" + ln.Addr().String()
+}
+
+func emulated(name string, n int) *romemu.Board {
+	c, _ := romloader.ChipNamed(name)
+	return romemu.New(c, [6]byte{0x24, 0x6f, 0x28, 0xaa, 0x00, byte(n)}, 4<<20)
+}
+
+// TestTrayOfEight: eight boards of mixed chips flashed at once, each
+// image read back byte for byte; of three more, one unplugged mid-write
+// is a failed slot with the reason, one whose blocks keep failing their
+// checksum fails after three tries, one of another chip than the image
+// is refused before the first write; the others finish all the same.
+func TestTrayOfEight(t *testing.T) {
+	app32, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Project: "prod", Version: "2.0.0", Seed: 1})
+	appS3, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Chip: espimage.ChipESP32S3, Size: 200 << 10, Project: "prod", Version: "2.0.0", Seed: 2})
+	app8266, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 200 << 10, Project: "prod", Version: "2.0.0", Seed: 3})
+	boot := make([]byte, 20000)
+	rand.Read(boot)
+	parts := map[string][]tray.Part{
+		"ESP32":    {tray.NewPart(0x1000, "bootloader.bin", boot), tray.NewPart(0x10000, "prod-esp32.bin", app32)},
+		"ESP32-S3": {tray.NewPart(0x10000, "prod-s3.bin", appS3)},
+		"ESP8266":  {tray.NewPart(0, "prod-8266.bin", app8266)},
+	}
+	chips := []string{"ESP32", "ESP32", "ESP32-S3", "ESP8266", "ESP32", "ESP32-S3", "ESP8266", "ESP32"}
+	boards := map[string]*romemu.Board{}
+	var slots []tray.Slot
+	for i, c := range chips {
+		b := emulated(c, i)
+		name := string(rune('1' + i))
+		boards[name] = b
+		slots = append(slots, tray.Slot{Name: name, Port: listen(t, b)})
+	}
+	// Per chip, one run each, at once.
+	rows := map[string]tray.Board{}
+	done := make(chan []tray.Board)
+	for chip, p := range parts {
+		var mine []tray.Slot
+		for i, s := range slots {
+			if chips[i] == chip {
+				mine = append(mine, s)
+			}
+		}
+		go func() { done <- tray.Flash(context.Background(), mine, p, tray.Options{}) }()
+	}
+	for range parts {
+		for _, r := range <-done {
+			rows[r.Slot] = r
+		}
+	}
+	for i, c := range chips {
+		name := string(rune('1' + i))
+		r := rows[name]
+		if !r.Passed || r.Chip != c || r.MAC != romloader.FormatMAC(boards[name].MAC) {
+			t.Errorf("slot %s: %+v", name, r)
+			continue
+		}
+		for _, p := range parts[c] {
+			if !bytes.Equal(boards[name].Read(int(p.Offset), len(p.Data)), p.Data) {
+				t.Errorf("slot %s: %s at 0x%x does not read back", name, p.Name, p.Offset)
+			}
+		}
+		if want := "md5"; c != "ESP8266" && r.Verified != want || c == "ESP8266" && !strings.HasPrefix(r.Verified, "written, not verified") {
+			t.Errorf("slot %s (%s): verified %q", name, c, r.Verified)
+		}
+	}
+
+	unplugged, corrupt, wrong, good := emulated("ESP32", 20), emulated("ESP32", 21), emulated("ESP32-S3", 22), emulated("ESP32", 23)
+	unplugged.UnplugAfter = 50000
+	corrupt.CorruptFrom, corrupt.BadChecksum = 5, 100
+	faulty := []tray.Slot{{Name: "9", Port: listen(t, unplugged)}, {Name: "10", Port: listen(t, corrupt)}, {Name: "11", Port: listen(t, wrong)}, {Name: "12", Port: listen(t, good)}}
+	got := tray.Flash(context.Background(), faulty, parts["ESP32"], tray.Options{})
+	for i, want := range []string{"port closed", "invalid CRC", "prod-esp32.bin is built for ESP32, the board is an ESP32-S3: nothing written", ""} {
+		r := got[i]
+		if want == "" {
+			if !r.Passed {
+				t.Errorf("slot %s beside the faulty ones: %+v", r.Slot, r)
+			}
+			continue
+		}
+		if r.Passed || !strings.Contains(r.Reason, want) {
+			t.Errorf("slot %s: passed=%v reason %q, want %q", r.Slot, r.Passed, r.Reason, want)
+		}
+	}
+	if n := wrong.Commands[0x02]; n != 0 {
+		t.Errorf("the board of the wrong chip got %d FLASH_BEGIN", n)
+	}
+}
+
+// TestSlotsFromPorts: "N=port" names the slot; a bare port without a USB
+// path is numbered by its place; a slot named twice is refused.
+func TestSlotsFromPorts(t *testing.T) {
+	s, err := tray.ParseSlots([]string{"3=socket://127.0.0.1:1", "socket://127.0.0.1:2"})
+	if err != nil || s[0].Name != "3" || s[0].Port != "socket://127.0.0.1:1" || s[1].Name != "2" {
+		t.Fatalf("%+v %v", s, err)
+	}
+	if _, err := tray.ParseSlots([]string{"1=socket://a:1", "1=socket://b:2"}); err == nil {
+		t.Fatal("a slot given twice was taken")
+	}
+	if _, err := tray.Open("rfc2217://127.0.0.1:4000"); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("rfc2217: %v", err)
+	}
+}
