@@ -166,6 +166,7 @@ func main() {
 					&cli.StringSliceFlag{Name: "port", Usage: "a board's port: /dev/ttyUSB0, /dev/serial/by-path/..., socket://host:port (ser2net raw); SLOT=PORT names its slot (repeatable)"},
 					&cli.StringFlag{Name: "image", Usage: "a merged image (or an ESP8266 app) written at 0"},
 					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "boards flashed at once"},
+					&cli.IntFlag{Name: "baud", Value: 460800, Usage: "baud rate to write at once the ROM is synced at 115200 (the ESP8266 ROM stays at 115200)"},
 					&cli.BoolFlag{Name: "json", Usage: "print each board's row as JSON"},
 				},
 				Action: flashTray,
@@ -763,7 +764,7 @@ func flashTray(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rows := tray.Flash(ctx, slots, parts, tray.Options{Parallel: c.Int("parallel")})
+	rows := tray.Flash(ctx, slots, parts, tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud")})
 	if err := tray.WriteRows(os.Stdout, rows, c.Bool("json")); err != nil {
 		return err
 	}

@@ -352,6 +352,22 @@ func (l *Loader) WriteFlash(ctx context.Context, image []byte, offset uint32, pr
 	return strings.ToLower(string(sum)), nil
 }
 
+// ChangeBaud asks the loader to talk at baud from its next byte on; the
+// caller then sets its own side. The ESP8266 ROM cannot (the Serial
+// Protocol: CHANGE_BAUDRATE is not in it); the second word is the
+// current rate for a stub, 0 for a ROM.
+func (l *Loader) ChangeBaud(baud, current uint32) error {
+	if l.Chip != nil && l.Chip.Name == "ESP8266" && !l.Stub {
+		return fmt.Errorf("the ESP8266 ROM cannot change its baud rate: %w", ErrUnsupported)
+	}
+	old := uint32(0)
+	if l.Stub {
+		old = current
+	}
+	_, _, err := l.command(opChangeBaud, append(le32(baud), le32(old)...), 0, 0, 0)
+	return err
+}
+
 // FlashEnd leaves the loader; reboot runs the new firmware.
 func (l *Loader) FlashEnd(reboot bool) error {
 	stay := uint32(1)

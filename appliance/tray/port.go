@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.bug.st/serial"
@@ -22,6 +23,8 @@ type Port interface {
 	// Reset puts the board into its ROM download mode; false when the
 	// line has no modem lines to do it with (TCP).
 	Reset(usbJTAG bool) (bool, error)
+	// SetBaud sets the host side's rate (a TCP line has none: no-op).
+	SetBaud(baud int) error
 }
 
 // Open opens spec: "socket://host:port" or a serial device path (a /dev
@@ -52,8 +55,11 @@ func Open(spec string) (Port, error) {
 type tcpPort struct{ net.Conn }
 
 func (tcpPort) Reset(bool) (bool, error) { return false, nil }
+func (tcpPort) SetBaud(int) error         { return nil }
 
 type serialPort struct{ serial.Port }
+
+func (p serialPort) SetBaud(baud int) error { return p.SetMode(&serial.Mode{BaudRate: baud}) }
 
 // Reset is the reset into the ROM loader the esptool documentation
 // ("Entering the Bootloader") describes: the classic auto-reset circuit
@@ -84,6 +90,11 @@ func (p serialPort) Reset(usbJTAG bool) (bool, error) {
 	}
 	for _, s := range steps {
 		if err := set(s.dtr, s.rts); err != nil {
+			if errors.Is(err, syscall.ENOTTY) || errors.Is(err, syscall.EINVAL) {
+				// No modem lines (a pseudo-terminal, an adapter without
+				// them): the board must already be in download mode.
+				return false, p.ResetInputBuffer()
+			}
 			return true, fmt.Errorf("reset: %w", err)
 		}
 		time.Sleep(s.wait)
@@ -98,12 +109,14 @@ var usbPath = regexp.MustCompile(`^\d+-[\d.]+$`)
 // serial device, from sysfs: it stays the same when a board on that hub
 // port is swapped or re-enumerates under another /dev name. "" for a line
 // that is not a USB device.
-func USBPath(dev string) string {
+func USBPath(dev string) string { return usbPathIn("/sys", dev) }
+
+func usbPathIn(sys, dev string) string {
 	real, err := filepath.EvalSymlinks(dev)
 	if err != nil {
 		return ""
 	}
-	link, err := filepath.EvalSymlinks(filepath.Join("/sys/class/tty", filepath.Base(real), "device"))
+	link, err := filepath.EvalSymlinks(filepath.Join(sys, "class/tty", filepath.Base(real), "device"))
 	if err != nil {
 		return ""
 	}

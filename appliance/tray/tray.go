@@ -103,6 +103,7 @@ type Board struct {
 	Bytes    int           `json:"bytes"`
 	Took     time.Duration `json:"took_ns"`
 	Verified string        `json:"verified"` // "md5" or "written, not verified (...)"
+	Baud     int           `json:"baud"`
 	Passed   bool          `json:"passed"`
 	Reason   string        `json:"reason,omitempty"`
 }
@@ -124,6 +125,10 @@ type Options struct {
 	Progress func(slot string, done, total int)
 	// Open opens a port; tray.Open when nil.
 	Open func(spec string) (Port, error)
+	// Baud is the rate to write at once the ROM is synced at 115,200
+	// (CHANGE_BAUDRATE); 0 stays at 115,200. The ESP8266 ROM cannot
+	// change it and stays.
+	Baud int
 }
 
 // Flash flashes parts onto every slot's board at once and returns a row
@@ -193,6 +198,21 @@ func flashOne(ctx context.Context, s Slot, parts []Part, opts Options) (row Boar
 	for _, part := range parts {
 		if why := fits(part, chip); why != "" {
 			return fail("%s: nothing written", why)
+		}
+	}
+	row.Baud = 115200
+	if opts.Baud > 0 && opts.Baud != row.Baud {
+		switch err := l.ChangeBaud(uint32(opts.Baud), 115200); {
+		case errors.Is(err, romloader.ErrUnsupported):
+			// the ESP8266 ROM: stays at 115,200
+		case err != nil:
+			return fail("change baud rate to %d: %v", opts.Baud, err)
+		default:
+			if err := p.SetBaud(opts.Baud); err != nil {
+				return fail("change baud rate to %d: %v", opts.Baud, err)
+			}
+			time.Sleep(50 * time.Millisecond) // the ROM switches after its answer
+			row.Baud = opts.Baud
 		}
 	}
 	total := 0

@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"io"
 	"sync"
+	"time"
 
 	"otabox/appliance/romloader"
 )
@@ -39,6 +40,9 @@ type Board struct {
 	UnplugAfter int
 	// Mute never answers (a board not in download mode).
 	Mute bool
+	// Baud, when set, paces the line as a UART at that rate would (ten
+	// bits a byte, both ways); CHANGE_BAUDRATE changes it.
+	Baud int
 
 	mu       sync.Mutex
 	regs     map[uint32]uint32
@@ -103,13 +107,15 @@ func (b *Board) flashID() uint32 {
 // Serve answers the protocol on rw until it is closed, or until the
 // board is unplugged (then rw is closed).
 func (b *Board) Serve(rw io.ReadWriteCloser) error {
-	fr := romloader.NewFrameReader(bufio.NewReaderSize(rw, 4096))
-	w := bufio.NewWriter(rw)
+	line := &paced{b: b}
+	fr := romloader.NewFrameReader(bufio.NewReaderSize(io.TeeReader(rw, line), 4096))
+	w := bufio.NewWriter(io.MultiWriter(rw, line))
 	for {
 		f, err := fr.Next()
 		if err != nil {
 			return err
 		}
+		line.wait()
 		if b.Mute || len(f) < 8 || f[0] != 0x00 {
 			continue
 		}
@@ -199,7 +205,16 @@ func (b *Board) handle(w *bufio.Writer, op byte, chk uint32, data []byte) (unplu
 			info = binary.LittleEndian.AppendUint32(info, 0) // api version
 		}
 		b.reply(w, op, 0, info, 0)
-	case 0x0d, 0x0b, 0x0f: // SPI_ATTACH, SPI_SET_PARAMS, CHANGE_BAUDRATE
+	case 0x0f: // CHANGE_BAUDRATE: the answer still goes at the old rate
+		if b.Chip.Name == "ESP8266" && !b.stub {
+			b.reply(w, 0x00, 0, nil, 0x05)
+			return
+		}
+		ok()
+		if b.Baud > 0 {
+			b.Baud = int(u32(data, 0))
+		}
+	case 0x0d, 0x0b: // SPI_ATTACH, SPI_SET_PARAMS
 		ok()
 	case 0x05, 0x07: // MEM_BEGIN, MEM_DATA: the stub's bytes, accepted
 		ok()
@@ -287,6 +302,37 @@ func (b *Board) handle(w *bufio.Writer, op byte, chk uint32, data []byte) (unplu
 		b.reply(w, 0x00, 0, nil, 0x05)
 	}
 	return false
+}
+
+// paced counts the bytes on the line and, with Board.Baud set, makes
+// the board wait as long as a UART at that rate would take to carry them.
+type paced struct {
+	b     *Board
+	secs  float64 // the line's time for what it carried, at each rate's own pace
+	start time.Time
+}
+
+func (p *paced) Write(q []byte) (int, error) {
+	p.b.mu.Lock()
+	baud := p.b.Baud
+	p.b.mu.Unlock()
+	if baud > 0 {
+		if p.start.IsZero() {
+			p.start = time.Now()
+		}
+		p.secs += float64(len(q)*10) / float64(baud)
+	}
+	return len(q), nil
+}
+
+// wait sleeps until the line has carried what it has been given.
+func (p *paced) wait() {
+	if p.start.IsZero() {
+		return
+	}
+	if d := time.Until(p.start.Add(time.Duration(p.secs * float64(time.Second)))); d > 0 {
+		time.Sleep(d)
+	}
 }
 
 // erase erases what FLASH_BEGIN asked, as the ROM does: the ESP8266 ROM
