@@ -7,6 +7,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
 	"otabox/appliance/romloader"
@@ -56,7 +59,8 @@ func TestFlashCommandFlashesATray(t *testing.T) {
 	b1, p1 := serveBoard(t, "ESP32", 1)
 	b2, p2 := serveBoard(t, "ESP32", 2)
 	b3, p3 := serveBoard(t, "ESP32-C3", 3)
-	cmd := exec.Command(otabox, "flash", "--port", "1="+p1, "--port", "2="+p2, "--port", "3="+p3,
+	data := t.TempDir()
+	cmd := exec.Command(otabox, "flash", "--data-dir", data, "--port", "1="+p1, "--port", "2="+p2, "--port", "3="+p3,
 		"0x1000="+filepath.Join(dir, "bootloader.bin"), "0x10000="+filepath.Join(dir, "app.bin"))
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
@@ -76,7 +80,7 @@ func TestFlashCommandFlashesATray(t *testing.T) {
 	if b3.Commands[0x02] != 0 {
 		t.Error("the ESP32-C3 was written to")
 	}
-	out, _ = exec.Command(otabox, "flash", "--json", "--port", "7="+p1, "0x10000="+filepath.Join(dir, "app.bin")).Output()
+	out, _ = exec.Command(otabox, "flash", "--no-record", "--json", "--port", "7="+p1, "0x10000="+filepath.Join(dir, "app.bin")).Output()
 	var rows []struct {
 		Slot, Chip, MAC string
 		Passed          bool
@@ -86,3 +90,58 @@ func TestFlashCommandFlashesATray(t *testing.T) {
 		t.Errorf("--json: %v %s", err, out)
 	}
 }
+
+// TestUSBFlashedBoardsAreBatchRowsAndConfirmOverWiFi: `otabox flash
+// --batch B` records each board in the open batch by its slot (result
+// "flashed", with the written image's SHA-256; a board of the wrong chip
+// "refused"), and as a fleet device sent the image: when it later checks
+// in over Wi-Fi running it, the record and the batch say confirmed.
+func TestUSBFlashedBoardsAreBatchRowsAndConfirmOverWiFi(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	app, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Project: "prod", Version: "2.1.0", Seed: 8})
+	os.WriteFile(filepath.Join(dir, "app.bin"), app, 0o644)
+	if out, err := exec.Command(otabox, "batch", "start", "tray-u", "--image", "app.bin", "--expect", "3", "--catalog", dir, "--data-dir", data).CombinedOutput(); err != nil {
+		t.Fatalf("batch start: %v\n%s", err, out)
+	}
+	b1, p1 := serveBoard(t, "ESP32", 0x11)
+	_, p2 := serveBoard(t, "ESP32", 0x12)
+	_, p3 := serveBoard(t, "ESP32-S3", 0x13)
+	out, err := exec.Command(otabox, "flash", "--batch", "tray-u", "--data-dir", data, "--port", "1="+p1, "--port", "2="+p2, "--port", "3="+p3,
+		"0x10000="+filepath.Join(dir, "app.bin")).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "recorded 3 boards") {
+		t.Fatalf("flash: %v\n%s", err, out)
+	}
+	csvOut, err := exec.Command(otabox, "report", "tray-u", "--data-dir", data).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(string(csvOut)), "\n")
+	byMAC := map[string]string{}
+	for _, r := range rows[1:] {
+		byMAC[strings.Split(r, ",")[1]] = r
+	}
+	sha := sha256hex(app)
+	mac1 := romloader.FormatMAC(b1.MAC)
+	if r := byMAC[mac1]; !strings.Contains(r, ",flashed,") || !strings.HasSuffix(r, ",1,"+sha) {
+		t.Errorf("slot 1's row: %q", r)
+	}
+	if r := byMAC["24:6F:28:55:00:13"]; !strings.Contains(r, ",refused,") || !strings.Contains(r, "is built for ESP32, the board is an ESP32-S3") {
+		t.Errorf("slot 3's row: %q", r)
+	}
+
+	r := startData(t, data, "--catalog", dir)
+	d := emu.New(emu.ESP32v30)
+	d.Running, d.STAMAC = app, mac1
+	if res := d.Update(r.addr, "/update"); res.Status != 304 {
+		t.Fatalf("check-in running the flashed image: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if got := recorded(t, data)[mac1]; got.State != "confirmed" {
+		t.Errorf("fleet record after the check-in: %+v", got)
+	}
+	csvOut, _ = exec.Command(otabox, "report", "tray-u", "--data-dir", data).Output()
+	if !strings.Contains(string(csvOut), mac1) || !strings.Contains(strings.Split(string(csvOut), mac1)[1], ",confirmed,") {
+		t.Errorf("the batch row after the check-in:\n%s", csvOut)
+	}
+}
+
+func sha256hex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }

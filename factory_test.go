@@ -285,8 +285,8 @@ func TestFactoryBatchOf50(t *testing.T) {
 			t.Error("report.html is not the A4 report of 50 boards")
 		}
 		sheet := getBody(t, "http://"+r.addr+"/api/batches/tray-1/labels")
-		if n := strings.Count(sheet, `<div class="label"`); n != 50 {
-			t.Errorf("label sheet has %d labels, want 50", n)
+		if n := strings.Count(sheet, `<div class="label"`); n != count["confirmed"] {
+			t.Errorf("label sheet has %d labels, want one per confirmed board (%d)", n, count["confirmed"])
 		}
 		if resp, _ := http.Get("http://" + r.addr + "/api/batches/tray-9/report.csv"); resp == nil || resp.StatusCode != http.StatusNotFound {
 			t.Errorf("a batch that does not exist: %v", resp)
@@ -335,15 +335,27 @@ func TestFactoryBatchOf50(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := strings.Count(sheet, `<div class="label"`); n != 50 {
-			t.Errorf("label sheet has %d labels, want 50", n)
+		if n := strings.Count(sheet, `<div class="label"`); n != count["confirmed"] {
+			t.Errorf("label sheet has %d labels, want one per confirmed board (%d)", n, count["confirmed"])
+		}
+		all, err := otaboxCmd(t, "report", "tray-1", "--format", "labels", "--all-labels", "--data-dir", data)
+		if n, marked := strings.Count(all, `<div class="label"`), strings.Count(all, "NOT PASSED</span>"); err != nil || n != 50 || marked != 50-count["confirmed"] {
+			t.Errorf("--all-labels: %d labels, %d marked NOT PASSED (%v)", n, marked, err)
 		}
 	})
 
 	t.Run("close", func(t *testing.T) {
-		out, err := otaboxCmd(t, "batch", "close", "tray-1", "--data-dir", data)
+		// Boards still waiting for their check-in keep the batch open
+		// unless --force; the report then says they are unproven.
+		if _, err := otaboxCmd(t, "batch", "close", "tray-1", "--data-dir", data); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d still waiting", count["waiting"])) {
+			t.Fatalf("close with %d boards waiting: %v", count["waiting"], err)
+		}
+		out, err := otaboxCmd(t, "batch", "close", "tray-1", "--force", "--data-dir", data)
 		if err != nil || !strings.Contains(out, "batch tray-1 closed") {
 			t.Fatalf("%q %v", out, err)
+		}
+		if page, _ := otaboxCmd(t, "report", "tray-1", "--format", "html", "--data-dir", data); !strings.Contains(page, fmt.Sprintf("closed with %d unproven", count["waiting"])) {
+			t.Errorf("the report of a batch closed with boards waiting does not say so")
 		}
 		// A fresh board on the bench now gets the usual answer: nothing
 		// newer for the provisioning sketch's project.

@@ -147,7 +147,8 @@ func main() {
 						},
 						Action: batchStart,
 					},
-					{Name: "close", Usage: "close a batch: its devices get the usual /update answers again", ArgsUsage: "NAME", Flags: []cli.Flag{dataDirFlag()}, Action: batchClose},
+					{Name: "close", Usage: "close a batch: its devices get the usual /update answers again", ArgsUsage: "NAME", Flags: []cli.Flag{dataDirFlag(),
+						&cli.BoolFlag{Name: "force", Usage: "close even with boards still waiting to prove they run the image (the report says so)"}}, Action: batchClose},
 					{Name: "list", Usage: "print every batch with its counts", Flags: []cli.Flag{dataDirFlag()}, Action: batchList},
 				},
 			},
@@ -156,6 +157,7 @@ func main() {
 				Flags: []cli.Flag{
 					dataDirFlag(),
 					&cli.StringFlag{Name: "format", Value: "csv", Usage: "csv, json, html or labels"},
+					&cli.BoolFlag{Name: "all-labels", Usage: "labels: one for every board, those that did not pass marked NOT PASSED (default: only boards that passed)"},
 				},
 				Action: batchReport,
 			},
@@ -168,6 +170,9 @@ func main() {
 					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "boards flashed at once"},
 					&cli.IntFlag{Name: "baud", Value: 460800, Usage: "baud rate to write at once the ROM is synced at 115200 (the ESP8266 ROM stays at 115200)"},
 					&cli.BoolFlag{Name: "json", Usage: "print each board's row as JSON"},
+					&cli.StringFlag{Name: "batch", Usage: "record the boards in this open batch (otabox batch start)"},
+					&cli.BoolFlag{Name: "no-record", Usage: "keep no record of the boards in the data dir"},
+					dataDirFlag(),
 				},
 				Action: flashTray,
 			},
@@ -251,6 +256,18 @@ func readDataDir(c *cli.Context) string {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "otabox: reading %s\n", filepath.Join(dir, store.FileName))
+	return dir
+}
+
+// writeDataDir is the data dir a writing command uses: as readDataDir,
+// so that beside the installed service it writes the service's record.
+func writeDataDir(c *cli.Context) string {
+	dir := c.String("data-dir")
+	if !c.IsSet("data-dir") && os.Getenv("STATE_DIRECTORY") == "" {
+		if _, err := os.Stat(filepath.Join(serviceDataDir, store.FileName)); err == nil {
+			dir = serviceDataDir
+		}
+	}
 	return dir
 }
 
@@ -475,7 +492,7 @@ func batchClose(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit("otabox batch close: name the batch", 2)
 	}
-	b, err := store.CloseBatch(readDataDir(c), c.Args().First())
+	b, err := store.CloseBatch(readDataDir(c), c.Args().First(), c.Bool("force"))
 	if err != nil {
 		return cli.Exit("otabox batch close: "+err.Error(), 1)
 	}
@@ -541,7 +558,9 @@ func batchReport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return report.Write(os.Stdout, f, report.New(*b, devs, time.Now()))
+	r := report.New(*b, devs, time.Now())
+	r.AllLabels = c.Bool("all-labels")
+	return report.Write(os.Stdout, f, r)
 }
 
 func discover(c *cli.Context) error {
@@ -764,9 +783,18 @@ func flashTray(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if c.String("batch") != "" && c.Bool("no-record") {
+		return cli.Exit("otabox flash: --batch records the boards; it cannot go with --no-record", 2)
+	}
 	rows := tray.Flash(ctx, slots, parts, tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud")})
 	if err := tray.WriteRows(os.Stdout, rows, c.Bool("json")); err != nil {
 		return err
+	}
+	if dir := writeDataDir(c); dir != "" && !c.Bool("no-record") {
+		if err := store.RecordFlashed(dir, c.String("batch"), tray.Record(rows, parts)); err != nil {
+			return cli.Exit("otabox flash: the boards are flashed, but not recorded: "+err.Error(), 1)
+		}
+		fmt.Fprintf(os.Stderr, "otabox: recorded %d boards in %s\n", len(rows), filepath.Join(dir, store.FileName))
 	}
 	for _, r := range rows {
 		if !r.Passed {

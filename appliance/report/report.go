@@ -28,6 +28,63 @@ type Report struct {
 	// Generated is when the report was made (shown, and the "as of" of
 	// open batches).
 	Generated time.Time `json:"generated"`
+	// AllLabels prints a label for every board, those that did not pass
+	// marked NOT PASSED across it; by default only boards that passed get
+	// one (a label is what goes into the customer's box).
+	AllLabels bool `json:"-"`
+}
+
+// Passed reports a board proven to hold the image: it checked in running
+// it, or it was written over USB and its flash read back by MD5.
+func Passed(d store.BatchDevice) bool {
+	return d.Result == store.ResultConfirmed || d.Result == store.ResultFlashed
+}
+
+// Labelled are the boards that get a label.
+func (r *Report) Labelled() []store.BatchDevice {
+	if r.AllLabels {
+		return r.Devices
+	}
+	var out []store.BatchDevice
+	for _, d := range r.Devices {
+		if Passed(d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Verdict is the report's one line: how many passed of how many, and
+// which boards need a hand (by slot where they had one, else by MAC).
+func (r *Report) Verdict() string {
+	s := r.Summary
+	of := s.Seen
+	if s.Expect > of {
+		of = s.Expect
+	}
+	passed := s.Confirmed + s.Flashed
+	v := fmt.Sprintf("%d passed of %d", passed, of)
+	if s.Expect > 0 {
+		v += " expected"
+	}
+	var hand []string
+	for _, d := range r.Devices {
+		if Passed(d) || (d.Result == store.ResultWaiting || d.Result == store.ResultInProgress) && s.IsOpen() {
+			continue
+		}
+		if d.Slot != "" {
+			hand = append(hand, "slot "+d.Slot)
+		} else {
+			hand = append(hand, d.MAC)
+		}
+	}
+	if missing := s.Expect - s.Seen; missing > 0 {
+		hand = append(hand, fmt.Sprintf("%d never seen", missing))
+	}
+	if len(hand) > 0 {
+		v += "; need a hand: " + strings.Join(hand, ", ")
+	}
+	return v
 }
 
 // New builds a report of b from its devices (by MAC, as the store lists
@@ -35,6 +92,11 @@ type Report struct {
 func New(b store.Batch, devs []store.BatchDevice, now time.Time) *Report {
 	for i := range devs {
 		devs[i].DurationS = int64(devs[i].Duration().Seconds())
+		if !Passed(devs[i]) {
+			// "After" is only what a board was proven to run: one cut off,
+			// refused or still waiting was given an image, nothing more.
+			devs[i].AfterImage, devs[i].AfterVersion, devs[i].AfterMD5, devs[i].AfterSHA256 = "", "", "", ""
+		}
 	}
 	return &Report{Summary: store.Summarize(b, devs, now), Devices: devs, Generated: now.UTC()}
 }
@@ -65,7 +127,7 @@ func Write(w io.Writer, format string, r *Report) error {
 // csvHeader is the CSV's first row; one row per device follows.
 var csvHeader = []string{"batch", "mac", "ip", "family", "chip", "revision", "flash_size",
 	"before_image", "before_version", "before_md5", "after_image", "after_version", "after_md5",
-	"bytes", "started", "ended", "duration_s", "attempts", "result", "reason", "note", "customer", "order"}
+	"bytes", "started", "ended", "duration_s", "attempts", "result", "reason", "note", "customer", "order", "slot", "after_sha256"}
 
 func rfc3339(t time.Time) string {
 	if t.IsZero() {
@@ -92,7 +154,7 @@ func (r *Report) CSV(w io.Writer) error {
 		cw.Write([]string{b.Name, d.MAC, d.IP, d.Family, d.Chip, d.Revision, flash,
 			d.BeforeImage, d.BeforeVersion, d.BeforeMD5, d.AfterImage, d.AfterVersion, d.AfterMD5,
 			strconv.FormatInt(d.Bytes, 10), rfc3339(d.Started), rfc3339(d.Ended), dur, strconv.Itoa(d.Attempts),
-			d.Result, d.Reason, b.Note, b.Customer, b.Order})
+			d.Result, d.Reason, b.Note, b.Customer, b.Order, d.Slot, d.AfterSHA256})
 	}
 	cw.Flush()
 	return cw.Error()
@@ -113,8 +175,9 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 		if t.IsZero() {
 			return ""
 		}
-		return t.Local().Format("2006-01-02 15:04:05")
+		return t.Local().Format("2006-01-02 15:04:05 MST")
 	},
+	"passed": Passed,
 	"secs": func(d time.Duration) string {
 		if d <= 0 {
 			return ""
@@ -148,12 +211,13 @@ func (r *Report) Sheet(w io.Writer) error {
 }
 
 // LabelText is what a device's QR code says: its MAC, the batch, the image
-// and version it was given, and the result, one "KEY: value" per line
-// (what a phone's scanner shows as is).
+// and version it was proven to run (the batch's image, for a board that
+// did not pass), and the result, one "KEY: value" per line (what a phone's
+// scanner shows as is).
 func LabelText(b store.Batch, d store.BatchDevice) string {
 	img, ver := d.AfterImage, d.AfterVersion
-	if img == "" {
-		img = b.Image
+	if !Passed(d) || img == "" {
+		img, ver = b.Image, ""
 	}
 	lines := []string{"MAC: " + d.MAC, "BATCH: " + b.Name, "IMAGE: " + img}
 	if ver != "" {

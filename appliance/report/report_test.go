@@ -117,7 +117,9 @@ func decodeQR(t *testing.T, b []byte) string {
 }
 
 // TestLabelsDecodeBack: every label's QR code says the board's MAC,
-// batch, image, version and result, and the sheet carries one per board.
+// batch, image, version (only what it was proven to run) and result; the
+// sheet carries labels only for boards that passed, and with AllLabels
+// one per board, those that did not pass marked NOT PASSED.
 func TestLabelsDecodeBack(t *testing.T) {
 	r := batch()
 	for _, d := range r.Devices {
@@ -127,18 +129,64 @@ func TestLabelsDecodeBack(t *testing.T) {
 		}
 		got := decodeQR(t, png)
 		want := "MAC: " + d.MAC + "\nBATCH: tray-7\nIMAGE: prod/app.bin\n"
-		if d.AfterVersion != "" {
+		if Passed(d) {
 			want += "VERSION: 1.4.0\n"
 		}
 		if want += "RESULT: " + d.Result; got != want {
 			t.Errorf("%s: QR says %q, want %q", d.MAC, got, want)
 		}
 	}
-	var sheet bytes.Buffer
-	if err := r.Sheet(&sheet); err != nil {
-		t.Fatal(err)
+	for _, all := range []bool{false, true} {
+		r.AllLabels = all
+		var sheet bytes.Buffer
+		if err := r.Sheet(&sheet); err != nil {
+			t.Fatal(err)
+		}
+		want, marked := 1, 0 // one board of four passed
+		if all {
+			want, marked = len(r.Devices), len(r.Devices)-1
+		}
+		if n := strings.Count(sheet.String(), `src="data:image/png;base64,`); n != want {
+			t.Errorf("all=%v: sheet has %d label images, want %d", all, n, want)
+		}
+		if n := strings.Count(sheet.String(), "NOT PASSED</span>"); n != marked {
+			t.Errorf("all=%v: %d labels marked NOT PASSED, want %d", all, n, marked)
+		}
 	}
-	if n := strings.Count(sheet.String(), `src="data:image/png;base64,`); n != len(r.Devices) {
-		t.Errorf("sheet has %d label images, want %d", n, len(r.Devices))
+}
+
+// TestReportSaysOnlyWhatWasProven: a board cut off, refused or waiting
+// shows no "after" image; the verdict counts the boards that passed
+// against those expected and names those that need a hand; a batch
+// closed with boards still waiting says so, and counts them as needing
+// attention; times carry the zone; the page ends with a sign-off line.
+func TestReportSaysOnlyWhatWasProven(t *testing.T) {
+	r := batch()
+	var b bytes.Buffer
+	r.HTML(&b)
+	page := b.String()
+	if n := strings.Count(page, "prod/app.bin 1.4.0"); n != 1 {
+		t.Errorf("%d rows show prod/app.bin 1.4.0 as after, want only the confirmed one", n)
+	}
+	if v := r.Verdict(); v != "1 passed of 5 expected; need a hand: 5C:CF:7F:00:00:02, 24:0A:C4:00:00:03, 1 never seen" {
+		t.Errorf("verdict %q", v)
+	}
+	zone := r.Generated.Local().Format("MST") // the box's zone
+	for _, want := range []string{`id="verdict"`, "Checked by", "08:00:00 " + zone, `class="pagehead"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	closed := batch()
+	closed.Summary.Batch.Closed = closed.Generated
+	devs := closed.Devices
+	closed = New(closed.Summary.Batch, devs, closed.Generated)
+	if s := closed.Summary; s.Unproven != 1 || s.NeedsHelp != 3 {
+		t.Errorf("closed with a board waiting: unproven %d, needs attention %d", s.Unproven, s.NeedsHelp)
+	}
+	b.Reset()
+	closed.HTML(&b)
+	if !strings.Contains(b.String(), "closed with 1 unproven") || !strings.Contains(closed.Verdict(), "5C:CF:7F:00:00:04") {
+		t.Errorf("a batch closed with a waiting board does not say so: %s", closed.Verdict())
 	}
 }

@@ -42,6 +42,9 @@ const (
 	ResultCutOff     = "cut-off"     // the download stopped part-way
 	ResultRefused    = "refused"     // the image does not suit it (chip, flash, policy)
 	ResultHeld       = "held"        // asked, not sent, for another reason (see Reason)
+	// ResultFlashed is a board written over USB and verified by its ROM's
+	// MD5 (otabox flash): proven to hold the image, not yet seen running it.
+	ResultFlashed = "flashed"
 )
 
 // BatchDevice is what one device did in one batch.
@@ -69,6 +72,10 @@ type BatchDevice struct {
 	Attempts      int       `json:"attempts"`
 	Result        string    `json:"result"`
 	Reason        string    `json:"reason,omitempty"`
+	// Slot is where the board sat on the tray when it was flashed over
+	// USB; AfterSHA256 the SHA-256 of what was written there.
+	Slot        string `json:"slot,omitempty"`
+	AfterSHA256 string `json:"after_sha256,omitempty"`
 }
 
 // Duration is the time from the first download to the result, rounded to
@@ -199,14 +206,41 @@ func StartBatch(dir string, b Batch) error {
 	return startBatch(context.Background(), db, b, time.Now())
 }
 
+// ErrUnproven is a batch close refused because boards have not yet
+// proved they run the image (waiting for their check-in, or downloading).
+var ErrUnproven = errors.New("boards have not proved they run the image")
+
 // CloseBatch closes the open batch name in the store in dir (`otabox
-// batch close`); devices are no longer given its image.
-func CloseBatch(dir, name string) (*Batch, error) {
+// batch close`); devices are no longer given its image. With boards still
+// waiting or downloading it refuses (ErrUnproven, naming them) unless
+// force: the report then says the batch closed with them unproven.
+func CloseBatch(dir, name string, force bool) (*Batch, error) {
 	db, err := openWriter(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
+	if !force {
+		rows, err := db.Query(`SELECT mac, slot FROM batch_devices WHERE batch = ? AND result IN (?, ?) ORDER BY mac`, name, ResultWaiting, ResultInProgress)
+		if err != nil {
+			return nil, err
+		}
+		var waiting []string
+		for rows.Next() {
+			var mac, slot string
+			if rows.Scan(&mac, &slot) == nil {
+				if slot != "" {
+					mac += " (slot " + slot + ")"
+				}
+				waiting = append(waiting, mac)
+			}
+		}
+		rows.Close()
+		if len(waiting) > 0 {
+			return nil, fmt.Errorf("%w: %d still waiting or downloading (%s); wait for their check-in, or close with --force and the report says they are unproven",
+				ErrUnproven, len(waiting), strings.Join(waiting, ", "))
+		}
+	}
 	res, err := db.Exec(`UPDATE batches SET closed = ? WHERE name = ? AND closed = 0`, ms(time.Now()), name)
 	if err != nil {
 		return nil, err
@@ -295,13 +329,15 @@ func (s *Store) Batch(ctx context.Context, name string) (*Batch, bool, error) {
 }
 
 const batchDeviceCols = `batch, mac, ip, family, chip, revision, flash_size, before_image, before_version, before_md5,
-	after_image, after_version, after_md5, bytes, size, first_seen, last_seen, started, ended, attempts, result, reason`
+	after_image, after_version, after_md5, bytes, size, first_seen, last_seen, started, ended, attempts, result, reason,
+	slot, after_sha256`
 
 func scanBatchDevice(sc scanner) (*BatchDevice, error) {
 	var d BatchDevice
 	var first, last, started, ended int64
 	if err := sc.Scan(&d.Batch, &d.MAC, &d.IP, &d.Family, &d.Chip, &d.Revision, &d.FlashSize, &d.BeforeImage, &d.BeforeVersion, &d.BeforeMD5,
-		&d.AfterImage, &d.AfterVersion, &d.AfterMD5, &d.Bytes, &d.Size, &first, &last, &started, &ended, &d.Attempts, &d.Result, &d.Reason); err != nil {
+		&d.AfterImage, &d.AfterVersion, &d.AfterMD5, &d.Bytes, &d.Size, &first, &last, &started, &ended, &d.Attempts, &d.Result, &d.Reason,
+		&d.Slot, &d.AfterSHA256); err != nil {
 		return nil, err
 	}
 	d.FirstSeen, d.LastSeen = time.UnixMilli(first).UTC(), time.UnixMilli(last).UTC()
@@ -399,7 +435,7 @@ func (s *Store) foldBatch(tx wtx, ev *Event, finished bool) error {
 		d.Result, d.Reason = ResultConfirmed, ""
 	case ev.Decision == "refuse":
 		d.Result, d.Reason, d.Ended = ResultRefused, ev.Reason, ev.Time
-	case d.Result == ResultWaiting && ev.Digest != "":
+	case (d.Result == ResultWaiting || d.Result == ResultFlashed) && ev.Digest != "":
 		// Sent whole, and it came back running something else: the image
 		// did not boot (eboot or the bootloader fell back), or it was
 		// replaced.
@@ -418,10 +454,14 @@ func (s *Store) foldBatch(tx wtx, ev *Event, finished bool) error {
 	default:
 		d.Result, d.Reason = ResultHeld, ev.Reason
 	}
-	_, err = tx.Exec(`INSERT OR REPLACE INTO batch_devices (`+batchDeviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	return saveBatchDevice(tx, d)
+}
+
+func saveBatchDevice(tx wtx, d *BatchDevice) error {
+	_, err := tx.Exec(`INSERT OR REPLACE INTO batch_devices (`+batchDeviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		d.Batch, d.MAC, d.IP, d.Family, d.Chip, d.Revision, d.FlashSize, d.BeforeImage, d.BeforeVersion, d.BeforeMD5,
 		d.AfterImage, d.AfterVersion, d.AfterMD5, d.Bytes, d.Size, ms(d.FirstSeen), ms(d.LastSeen), msOrZero(d.Started), msOrZero(d.Ended),
-		d.Attempts, d.Result, d.Reason)
+		d.Attempts, d.Result, d.Reason, d.Slot, d.AfterSHA256)
 	return err
 }
 
@@ -439,7 +479,9 @@ type Summary struct {
 	Seen       int            `json:"seen"`
 	Results    map[string]int `json:"results"`
 	Confirmed  int            `json:"confirmed"`
-	NeedsHelp  int            `json:"needs_attention"` // failed, cut off, refused or held
+	Flashed    int            `json:"flashed"`         // written over USB and verified, not yet seen running
+	NeedsHelp  int            `json:"needs_attention"` // failed, cut off, refused or held; in a closed batch also the unproven
+	Unproven   int            `json:"unproven"`        // waiting or in progress when the batch closed
 	PerHour    float64        `json:"boards_per_hour"` // confirmed per hour since the first board started
 	MedianTime time.Duration  `json:"-"`
 	MedianSecs float64        `json:"median_seconds"` // per confirmed board, first download to confirmation
@@ -456,8 +498,12 @@ func Summarize(b Batch, devs []BatchDevice, now time.Time) Summary {
 		s.Results[d.Result]++
 		s.Bytes += d.Bytes
 		switch d.Result {
-		case ResultConfirmed:
-			s.Confirmed++
+		case ResultConfirmed, ResultFlashed:
+			if d.Result == ResultConfirmed {
+				s.Confirmed++
+			} else {
+				s.Flashed++
+			}
 			times = append(times, d.Duration())
 			if first.IsZero() || d.Started.Before(first) {
 				first = d.Started
@@ -467,6 +513,11 @@ func Summarize(b Batch, devs []BatchDevice, now time.Time) Summary {
 			}
 		case ResultFailed, ResultCutOff, ResultRefused, ResultHeld:
 			s.NeedsHelp++
+		case ResultWaiting, ResultInProgress:
+			if !b.IsOpen() {
+				s.Unproven++
+				s.NeedsHelp++ // closed before it proved it runs the image
+			}
 		}
 	}
 	if len(times) > 0 {
@@ -481,7 +532,7 @@ func Summarize(b Batch, devs []BatchDevice, now time.Time) Summary {
 			end = b.Closed
 		}
 		if span := end.Sub(first); span > 0 {
-			s.PerHour = float64(s.Confirmed) / span.Hours()
+			s.PerHour = float64(s.Confirmed+s.Flashed) / span.Hours()
 		}
 	}
 	return s

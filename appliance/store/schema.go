@@ -150,6 +150,10 @@ var migrations = []string{
 	ALTER TABLE devices ADD COLUMN fs_sha256 TEXT NOT NULL DEFAULT '';
 	ALTER TABLE devices ADD COLUMN fs_at INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE devices ADD COLUMN pending_fs INTEGER NOT NULL DEFAULT 0; -- the pending download is a filesystem image`,
+	// 8: boards flashed over USB by otabox flash: the tray slot, and the
+	// SHA-256 of what was written.
+	`ALTER TABLE batch_devices ADD COLUMN slot TEXT NOT NULL DEFAULT '';
+	ALTER TABLE batch_devices ADD COLUMN after_sha256 TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema this build writes.

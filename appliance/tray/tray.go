@@ -21,6 +21,7 @@ import (
 
 	"otabox/appliance/espimage"
 	"otabox/appliance/romloader"
+	"otabox/appliance/store"
 )
 
 // Part is one file written at an offset.
@@ -105,7 +106,9 @@ type Board struct {
 	Verified string        `json:"verified"` // "md5" or "written, not verified (...)"
 	Baud     int           `json:"baud"`
 	Passed   bool          `json:"passed"`
-	Reason   string        `json:"reason,omitempty"`
+	// Refused says nothing was written: the image is for another chip.
+	Refused bool   `json:"refused,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // Written is one part as written to one board.
@@ -197,6 +200,7 @@ func flashOne(ctx context.Context, s Slot, parts []Part, opts Options) (row Boar
 	}
 	for _, part := range parts {
 		if why := fits(part, chip); why != "" {
+			row.Refused = true
 			return fail("%s: nothing written", why)
 		}
 	}
@@ -270,4 +274,59 @@ func fits(part Part, chip *romloader.Chip) string {
 		return fmt.Sprintf("%s is built for %s, the board is an %s", part.Name, img.Chip, chip.Name)
 	}
 	return ""
+}
+
+// App is the application among parts for a board of chip: what the board
+// runs once it boots, whose digests it reports when it checks in (the
+// part at 0 on an ESP8266; on the ESP32 family the part at 0x10000, or
+// the app inside a merged image at 0). Nil when none is an image.
+func App(parts []Part, chip string) (name string, img *espimage.Image) {
+	const appOffset = 0x10000
+	for _, p := range parts {
+		switch {
+		case chip == "ESP8266" && p.Offset == 0:
+			return p.Name, p.Image
+		case chip != "ESP8266" && p.Offset == appOffset:
+			return p.Name, p.Image
+		case chip != "ESP8266" && p.Offset == 0 && len(p.Data) > appOffset && p.Data[appOffset] == espimage.Magic:
+			if img, err := espimage.Parse(p.Data[appOffset:]); err == nil {
+				return p.Name, img
+			}
+		}
+	}
+	return "", nil
+}
+
+// Record is rows as the fleet record keeps them.
+func Record(rows []Board, parts []Part) []store.Flashed {
+	size := int64(0)
+	for _, p := range parts {
+		size += int64(len(p.Data))
+	}
+	now := time.Now()
+	out := make([]store.Flashed, 0, len(rows))
+	for _, r := range rows {
+		f := store.Flashed{Time: now.Add(-r.Took), Slot: r.Slot, Port: r.Port, MAC: r.MAC, Chip: r.Chip, Bytes: int64(r.Bytes), Size: size,
+			Passed: r.Passed, Refused: r.Refused, Reason: r.Reason, Took: r.Took, FlashSize: -1}
+		f.Family = "ESP32"
+		if r.Chip == "ESP8266" {
+			f.Family = "ESP8266"
+		}
+		if r.Chip == "" {
+			f.Family = ""
+		}
+		if name, img := App(parts, r.Chip); img != nil {
+			f.Image, f.Version = name, img.Version
+			f.Digests = append(append([]string(nil), img.Digests.RunningMD5...), img.Digests.RunningSHA256)
+			for _, p := range parts {
+				if p.Name == name {
+					f.SHA256 = p.SHA256
+				}
+			}
+		} else if len(parts) > 0 {
+			f.Image, f.SHA256 = parts[len(parts)-1].Name, parts[len(parts)-1].SHA256
+		}
+		out = append(out, f)
+	}
+	return out
 }

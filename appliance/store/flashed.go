@@ -1,0 +1,133 @@
+package store
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+)
+
+// Flashed is one board written over USB by `otabox flash`.
+type Flashed struct {
+	Time      time.Time
+	Slot      string // where it sat on the tray
+	Port      string
+	MAC       string
+	Family    string // ESP8266 or ESP32
+	Chip      string // as its ROM names it
+	Image     string // the app part's file name
+	SHA256    string // of the app part
+	Version   string
+	Digests   []string // what it reports running once it boots the app (its running MD5s and SHA-256)
+	Bytes     int64    // written
+	Size      int64    // to write
+	Passed    bool     // written and verified
+	Refused   bool     // nothing written: the image is not for its chip
+	Reason    string
+	Took      time.Duration
+	FlashSize int64 // -1: not known
+}
+
+// RecordFlashed keeps boards flashed over USB in the fleet record in dir,
+// beside a server that may be running: each is an event, a device whose
+// update state is "sent" (so that its first check-in over Wi-Fi running
+// the image confirms it) and, with batch, a row of that open batch whose
+// result is "flashed", "refused" or "failed".
+func RecordFlashed(dir, batch string, boards []Flashed) error {
+	db, err := openWriter(dir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if batch != "" {
+		var closed int64
+		err := db.QueryRow(`SELECT closed FROM batches WHERE name = ?`, batch).Scan(&closed)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("no batch %q in %s: start it first (otabox batch start %s --image ...)", batch, filepath.Join(dir, FileName), batch)
+		case err != nil:
+			return err
+		case closed != 0:
+			return fmt.Errorf("batch %s is closed", batch)
+		}
+	}
+	s := &Store{} // for its prepared statements and bounds; no writer
+	return s.withTx(db, func(tx wtx) error {
+		for _, f := range boards {
+			if err := s.recordFlashed(tx, batch, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) recordFlashed(tx wtx, batch string, f Flashed) error {
+	decision, status := "serve", 200
+	switch {
+	case f.Refused:
+		decision, status = "refuse", 403
+	case !f.Passed:
+		decision, status = "error", 500
+	}
+	ev := s.bound(&Event{Time: f.Time, Client: "usb:" + f.Slot, MAC: f.MAC, Family: f.Family, Method: "FLASH", Endpoint: "serial",
+		Target: f.Port, Decision: decision, Status: status, Reason: f.Reason, Image: f.Image, FreeSpace: -1, ChipSize: f.FlashSize,
+		Bytes: f.Bytes, Size: f.Size, Completed: f.Passed, Took: f.Took.Milliseconds(), Chip: f.Chip, ImageDigests: f.Digests})
+	if _, err := tx.Exec(`INSERT INTO events (`+eventInsertCols+`) VALUES `+eventRow,
+		ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
+		ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), 1, ev.Took, 1); err != nil {
+		return err
+	}
+	if ev.MAC == "" {
+		return nil // a board whose ROM never answered has no identity: only its event
+	}
+	d, found, err := loadDevice(tx, ev.MAC)
+	if err != nil {
+		return err
+	}
+	if !found {
+		d = &row{Device: Device{MAC: ev.MAC, FirstSeen: ev.Time}}
+	}
+	d.Requests++
+	if ev.Time.After(d.LastSeen) {
+		d.LastSeen = ev.Time
+	}
+	d.Family, d.Chip, d.Decision, d.Reason = ev.Family, ev.Chip, decision, ev.Reason
+	if f.Passed {
+		d.State, d.Sent, d.SentDigests, d.SentAt, d.PrevDigest = StateSent, ev.Image, ev.ImageDigests, ev.Time, d.Digest
+		d.Downloads++
+		d.Failures, d.HeldUntil = 0, time.Time{}
+		d.Reason = "flashed over USB (slot " + f.Slot + "), verified"
+	}
+	if err := saveDevice(tx, d); err != nil {
+		return err
+	}
+	if batch == "" {
+		return nil
+	}
+	bd, err := scanBatchDevice(tx.QueryRow(`SELECT `+batchDeviceCols+` FROM batch_devices WHERE batch = ? AND mac = ?`, batch, ev.MAC))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		bd = &BatchDevice{Batch: batch, MAC: ev.MAC, FlashSize: f.FlashSize, FirstSeen: ev.Time}
+	case err != nil:
+		return err
+	}
+	bd.IP, bd.Slot, bd.Family, bd.Chip, bd.LastSeen = ev.Client, f.Slot, ev.Family, ev.Chip, ev.Time
+	bd.Attempts++
+	bd.Bytes, bd.Size = f.Bytes, f.Size
+	if bd.Started.IsZero() {
+		bd.Started = ev.Time
+	}
+	bd.Ended = ev.Time.Add(f.Took)
+	switch {
+	case f.Passed:
+		bd.Result, bd.Reason = ResultFlashed, ""
+		bd.AfterImage, bd.AfterVersion, bd.AfterSHA256 = ev.Image, s.cut(f.Version, MaxString), s.cut(f.SHA256, MaxString)
+	case f.Refused:
+		bd.Result, bd.Reason = ResultRefused, ev.Reason
+	default:
+		bd.Result, bd.Reason = ResultFailed, ev.Reason
+	}
+	return saveBatchDevice(tx, bd)
+}
