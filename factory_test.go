@@ -22,6 +22,7 @@ import (
 	"github.com/makiuchi-d/gozxing/qrcode"
 
 	"otabox/appliance/emu"
+	"otabox/appliance/store"
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
 )
@@ -508,5 +509,36 @@ func TestBenchPagesNeedThePassword(t *testing.T) {
 				t.Errorf("GET %s with password %q: %d", p, pw, resp.StatusCode)
 			}
 		}
+	}
+}
+
+// TestBatchStartUsesTheServicesCatalog: beside the installed service
+// (its record and firmware/ in its state folder), `otabox batch start`
+// and `otabox list` look at the firmware the service serves, not at the
+// binary's embedded catalog, and the batch goes into the service's record.
+func TestBatchStartUsesTheServicesCatalog(t *testing.T) {
+	svc := t.TempDir()
+	os.MkdirAll(filepath.Join(svc, "firmware"), 0o755)
+	prod, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 40 << 10, Project: "prod", Version: "3.0.0", Seed: 90})
+	os.WriteFile(filepath.Join(svc, "firmware", "prod.bin"), prod, 0o644)
+	st, err := store.Open(svc, store.Options{}) // the service has run once: its record is there
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	cmd := exec.Command(otabox, "batch", "start", "tray-7", "--image", "prod.bin")
+	cmd.Env = append(os.Environ(), "OTABOX_SERVICE_DIR="+svc)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "batch tray-7 open") {
+		t.Fatalf("batch start beside the service: %v\n%s", err, out)
+	}
+	list := exec.Command(otabox, "list")
+	list.Env = cmd.Env
+	if out, err := list.CombinedOutput(); err != nil || !strings.Contains(string(out), "prod.bin") {
+		t.Errorf("list beside the service: %v\n%s", err, out)
+	}
+	bl := exec.Command(otabox, "batch", "list")
+	bl.Env = cmd.Env
+	if out, err := bl.CombinedOutput(); err != nil || !strings.Contains(string(out), "tray-7") {
+		t.Errorf("batch list beside the service: %v\n%s", err, out)
 	}
 }

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
@@ -234,8 +235,9 @@ func closest(word string, cmds []*cli.Command) string {
 	return best
 }
 
-// serviceDataDir is where the systemd unit keeps its record.
-const serviceDataDir = "/var/lib/otabox"
+// serviceDataDir is where the systemd unit keeps its record and its
+// firmware/ (OTABOX_SERVICE_DIR moves it, for a packager and the tests).
+var serviceDataDir = cmp.Or(os.Getenv("OTABOX_SERVICE_DIR"), "/var/lib/otabox")
 
 // dataDirFlag defaults to systemd's StateDirectory when run as the unit.
 func dataDirFlag() cli.Flag {
@@ -597,6 +599,16 @@ func retry(c *cli.Context) error {
 func source(c *cli.Context) (appliance.Source, error) {
 	if dir := c.String("catalog"); dir != "" {
 		return appliance.OpenDir(dir)
+	}
+	if cmd := c.Command; cmd != nil && (cmd.Name == "start" || cmd.Name == "list") && os.Getenv("STATE_DIRECTORY") == "" {
+		// Beside the installed service (its record is there), `batch
+		// start` and `list` look at what it serves, not at this binary's
+		// embedded catalog.
+		if _, err := os.Stat(filepath.Join(serviceDataDir, store.FileName)); err == nil {
+			if st, err := os.Stat(filepath.Join(serviceDataDir, "firmware")); err == nil && st.IsDir() {
+				return appliance.OpenDir(filepath.Join(serviceDataDir, "firmware"))
+			}
+		}
 	}
 	sub, err := fs.Sub(firmware, "firmware")
 	if err != nil {
