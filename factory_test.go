@@ -22,9 +22,9 @@ import (
 	"github.com/makiuchi-d/gozxing/qrcode"
 
 	"otabox/appliance/emu"
-	"otabox/appliance/store"
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
+	"otabox/appliance/store"
 )
 
 // benchCatalog is a factory's catalog: the production image and the
