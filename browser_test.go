@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"otabox/appliance/emu"
+	"otabox/appliance/report"
+	"otabox/appliance/store"
 )
 
 // artifactsDir is where tests leave screenshots: $ARTIFACTS when set,
@@ -261,4 +264,56 @@ func stationAt(t *testing.T, chromium, addr string, width int, boards []*board) 
 		t.Fatal(err)
 	}
 	t.Logf("bar %.0f%% -> %.0f%%; screenshot %s", first, second, shot)
+}
+
+// TestReportFitsA4AndAPhone opens a batch report with long reasons in
+// headless Chromium: at the width of A4 portrait inside its margins
+// (186 mm, 703 px) no cell of the boards' table overflows (reasons wrap
+// inside their cell) and the table is no wider than the page; at a
+// phone's width (390 px) nothing scrolls sideways. Screenshots land in the
+// artifacts folder.
+func TestReportFitsA4AndAPhone(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		skipOrFail(t, "needs Debian's chromium (apt-get install chromium)")
+	}
+	t0 := time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC)
+	b := store.Batch{Name: "tray-42", Image: "customers/acme/production/sensor-node-esp32s3-release.bin", Expect: 12, Customer: "ACME Industrial Sensors GmbH", Order: "PO-2026-000123", Opened: t0,
+		ImageVersion: "12.4.1-rc3", ImageMD5: "fedcba9876543210fedcba9876543210", ImageSHA256: strings.Repeat("ab", 32)}
+	var devs []store.BatchDevice
+	for i := 0; i < 12; i++ {
+		d := store.BatchDevice{Batch: b.Name, MAC: fmt.Sprintf("24:0A:C4:00:10:%02X", i), Family: "ESP32", Chip: "ESP32-S3-WROOM-1-N16R8", Revision: "0.2", FlashSize: 16 << 20,
+			BeforeImage: "customers/acme/production/sensor-node-esp32s3-previous.bin", BeforeVersion: "12.3.0", Slot: fmt.Sprint(i + 1),
+			AfterImage: b.Image, AfterVersion: b.ImageVersion, Started: t0, Ended: t0.Add(40 * time.Second), Attempts: 1, Result: store.ResultFlashed}
+		if i%3 == 1 {
+			d.Result = store.ResultFailed
+			d.Reason = "sensor-node-esp32s3-release.bin at 0x10000: flash block 187 of 1024 at 0x5ac00: command 0x03 failed: 0x07, invalid CRC in message; port closed: read /dev/serial/by-path/platform-fd500000.pcie-pci-0000:01:00.0-usb-0:1.3.4:1.0-port0: input/output error"
+		}
+		devs = append(devs, d)
+	}
+	var page bytes.Buffer
+	if err := report.New(b, devs, t0.Add(time.Hour)).HTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "report.html")
+	os.WriteFile(file, page.Bytes(), 0o644)
+	for _, width := range []int{703, 390} {
+		t.Run(strconv.Itoa(width)+"px", func(t *testing.T) {
+			ctx := browser(t, chromium, width)
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), 1000), chromedp.Navigate("file://"+file), chromedp.WaitVisible(chromedp.CSS(`#devices`))); err != nil {
+				t.Fatal(err)
+			}
+			sideways, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.documentElement.scrollWidth - window.innerWidth`))
+			if err != nil || sideways > 0 {
+				t.Errorf("the page scrolls %v px sideways (%v)", sideways, err)
+			}
+			over, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`Array.from(document.querySelectorAll('#devices td')).filter(function(td){return td.scrollWidth > td.clientWidth + 1;}).length`))
+			if err != nil || over > 0 {
+				t.Errorf("%v cells overflow (%v)", over, err)
+			}
+			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+				os.WriteFile(filepath.Join(artifactsDir(t), fmt.Sprintf("report-%dpx.png", width)), png, 0o644)
+			}
+		})
+	}
 }

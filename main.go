@@ -473,7 +473,11 @@ func batchStart(c *cli.Context) error {
 		return cli.Exit(msg, 1)
 	}
 	b := store.Batch{Name: name, Image: image, Group: c.String("group"), Expect: c.Int("expect"),
-		Note: c.String("note"), Customer: c.String("customer"), Order: c.String("order"), Source: "cli"}
+		Note: c.String("note"), Customer: c.String("customer"), Order: c.String("order"), Source: "cli",
+		ImageMD5: e.MD5, ImageSHA256: e.SHA256}
+	if e.Image != nil {
+		b.ImageVersion = e.Image.Version
+	}
 	dir := readDataDir(c)
 	if err := store.StartBatch(dir, b); err != nil {
 		return cli.Exit("otabox batch start: "+err.Error(), 1)

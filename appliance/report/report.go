@@ -34,6 +34,13 @@ type Report struct {
 	AllLabels bool `json:"-"`
 }
 
+func sign(n int) int {
+	if n < 0 {
+		return -1
+	}
+	return 1
+}
+
 // Passed reports a board proven to hold the image: it checked in running
 // it, or it was written over USB and its flash read back by MD5.
 func Passed(d store.BatchDevice) bool {
@@ -178,6 +185,10 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 		return t.Local().Format("2006-01-02 15:04:05 MST")
 	},
 	"passed": Passed,
+	"zone": func(t time.Time) string {
+		name, off := t.Local().Zone()
+		return fmt.Sprintf("%s (UTC%+03d:%02d)", name, off/3600, (off%3600)/60*sign(off))
+	},
 	"secs": func(d time.Duration) string {
 		if d <= 0 {
 			return ""

@@ -28,6 +28,11 @@ type Batch struct {
 	Source   string    `json:"source"`
 	Opened   time.Time `json:"opened"`
 	Closed   time.Time `json:"closed,omitzero"`
+	// ImageVersion, ImageMD5 and ImageSHA256 are the image's as the
+	// catalog had it when the batch opened.
+	ImageVersion string `json:"image_version,omitempty"`
+	ImageMD5     string `json:"image_md5,omitempty"`
+	ImageSHA256  string `json:"image_sha256,omitempty"`
 }
 
 // IsOpen reports whether the batch still gives devices its image.
@@ -96,12 +101,12 @@ type BatchEvent struct {
 	ImageVersion   string // the version of the image served or considered
 }
 
-const batchCols = `name, image, grp, expect, note, customer, ord, source, opened, closed`
+const batchCols = `name, image, grp, expect, note, customer, ord, source, opened, closed, image_version, image_md5, image_sha256`
 
 func scanBatch(sc scanner) (*Batch, error) {
 	var b Batch
 	var opened, closed int64
-	if err := sc.Scan(&b.Name, &b.Image, &b.Group, &b.Expect, &b.Note, &b.Customer, &b.Order, &b.Source, &opened, &closed); err != nil {
+	if err := sc.Scan(&b.Name, &b.Image, &b.Group, &b.Expect, &b.Note, &b.Customer, &b.Order, &b.Source, &opened, &closed, &b.ImageVersion, &b.ImageMD5, &b.ImageSHA256); err != nil {
 		return nil, err
 	}
 	b.Opened = time.UnixMilli(opened).UTC()
@@ -168,8 +173,13 @@ func startBatch(ctx context.Context, db *sql.DB, b Batch, now time.Time) error {
 			return fmt.Errorf("batch %s is open and covers %s; close it first (otabox batch close %s), or give each batch its own --group", o.Name, cover, o.Name)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO batches (`+batchCols+`) VALUES (?,?,?,?,?,?,?,?,?,0)`,
-		b.Name, b.Image, b.Group, b.Expect, b.Note, b.Customer, b.Order, b.Source, ms(now)); err != nil {
+	for _, f := range []*string{&b.ImageVersion, &b.ImageMD5, &b.ImageSHA256} {
+		if len(*f) > MaxString {
+			*f = (*f)[:MaxString]
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO batches (`+batchCols+`) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)`,
+		b.Name, b.Image, b.Group, b.Expect, b.Note, b.Customer, b.Order, b.Source, ms(now), b.ImageVersion, b.ImageMD5, b.ImageSHA256); err != nil {
 		return err
 	}
 	return tx.Commit()

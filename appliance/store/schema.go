@@ -151,9 +151,13 @@ var migrations = []string{
 	ALTER TABLE devices ADD COLUMN fs_at INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE devices ADD COLUMN pending_fs INTEGER NOT NULL DEFAULT 0; -- the pending download is a filesystem image`,
 	// 8: boards flashed over USB by otabox flash: the tray slot, and the
-	// SHA-256 of what was written.
+	// SHA-256 of what was written; the batch image's version and digests,
+	// as the catalog had them when the batch opened, for the report.
 	`ALTER TABLE batch_devices ADD COLUMN slot TEXT NOT NULL DEFAULT '';
-	ALTER TABLE batch_devices ADD COLUMN after_sha256 TEXT NOT NULL DEFAULT '';`,
+	ALTER TABLE batch_devices ADD COLUMN after_sha256 TEXT NOT NULL DEFAULT '';
+	ALTER TABLE batches ADD COLUMN image_version TEXT NOT NULL DEFAULT '';
+	ALTER TABLE batches ADD COLUMN image_md5 TEXT NOT NULL DEFAULT '';
+	ALTER TABLE batches ADD COLUMN image_sha256 TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema this build writes.
