@@ -515,7 +515,8 @@ func TestBenchPagesNeedThePassword(t *testing.T) {
 // TestBatchStartUsesTheServicesCatalog: beside the installed service
 // (its record and firmware/ in its state folder), `otabox batch start`
 // and `otabox list` look at the firmware the service serves, not at the
-// binary's embedded catalog, and the batch goes into the service's record.
+// binary's embedded catalog, the batch goes into the service's record,
+// and so do the boards `otabox flash` writes.
 func TestBatchStartUsesTheServicesCatalog(t *testing.T) {
 	svc := t.TempDir()
 	os.MkdirAll(filepath.Join(svc, "firmware"), 0o755)
@@ -540,5 +541,11 @@ func TestBatchStartUsesTheServicesCatalog(t *testing.T) {
 	bl.Env = cmd.Env
 	if out, err := bl.CombinedOutput(); err != nil || !strings.Contains(string(out), "tray-7") {
 		t.Errorf("batch list beside the service: %v\n%s", err, out)
+	}
+	_, port := serveBoard(t, "ESP8266", 0x77)
+	fl := exec.Command(otabox, "flash", "--port", "1="+port, "0="+filepath.Join(svc, "firmware", "prod.bin"))
+	fl.Env = cmd.Env
+	if out, err := fl.CombinedOutput(); err != nil || !strings.Contains(string(out), "recorded 1 board in "+filepath.Join(svc, "otabox.db")) {
+		t.Errorf("flash beside the service: %v\n%s", err, out)
 	}
 }

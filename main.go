@@ -810,7 +810,11 @@ func flashTray(c *cli.Context) error {
 		if err := store.RecordFlashed(dir, c.String("batch"), tray.Record(rows, parts)); err != nil {
 			return cli.Exit("otabox flash: the boards are flashed, but not recorded: "+err.Error(), 1)
 		}
-		fmt.Fprintf(os.Stderr, "otabox: recorded %d boards in %s\n", len(rows), filepath.Join(dir, store.FileName))
+		boards := "boards"
+		if len(rows) == 1 {
+			boards = "board"
+		}
+		fmt.Fprintf(os.Stderr, "otabox: recorded %d %s in %s\n", len(rows), boards, filepath.Join(dir, store.FileName))
 	}
 	for _, r := range rows {
 		if !r.Passed {

@@ -38,7 +38,11 @@ func WriteRows(w io.Writer, rows []Board, asJSON bool) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%d of %d boards passed\n", passed, len(rows))
+	noun := "boards"
+	if len(rows) == 1 {
+		noun = "board"
+	}
+	_, err := fmt.Fprintf(w, "%d of %d %s passed\n", passed, len(rows), noun)
 	return err
 }
 
