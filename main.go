@@ -168,6 +168,7 @@ func main() {
 				Flags: []cli.Flag{
 					&cli.StringSliceFlag{Name: "port", Usage: "a board's port: /dev/ttyUSB0, /dev/serial/by-path/..., socket://host:port (ser2net raw); SLOT=PORT names its slot (repeatable)"},
 					&cli.StringFlag{Name: "image", Usage: "a merged image (or an ESP8266 app) written at 0"},
+					&cli.StringFlag{Name: "manifest", Usage: "an ESP Web Tools manifest: each board gets its own chip family's parts"},
 					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "boards flashed at once"},
 					&cli.IntFlag{Name: "baud", Value: 460800, Usage: "baud rate to write at once the ROM is synced at 115200 (the ESP8266 ROM stays at 115200)"},
 					&cli.BoolFlag{Name: "json", Usage: "print each board's row as JSON"},
@@ -794,20 +795,28 @@ func flashTray(c *cli.Context) error {
 			return cli.Exit("otabox flash: "+err.Error(), 2)
 		}
 	}
-	if len(parts) == 0 {
-		return cli.Exit("otabox flash: nothing to write: give --image FILE or OFFSET=FILE parts", 2)
+	plan := tray.Fixed(parts)
+	switch m := c.String("manifest"); {
+	case m != "" && len(parts) > 0:
+		return cli.Exit("otabox flash: give --manifest, or --image / OFFSET=FILE parts, not both", 2)
+	case m != "":
+		if plan, err = tray.ManifestPlan(m); err != nil {
+			return cli.Exit("otabox flash: "+err.Error(), 2)
+		}
+	case len(parts) == 0:
+		return cli.Exit("otabox flash: nothing to write: give --image FILE, OFFSET=FILE parts or --manifest FILE", 2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if c.String("batch") != "" && c.Bool("no-record") {
 		return cli.Exit("otabox flash: --batch records the boards; it cannot go with --no-record", 2)
 	}
-	rows := tray.Flash(ctx, slots, parts, tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud")})
+	rows := tray.Flash(ctx, slots, plan, tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud")})
 	if err := tray.WriteRows(os.Stdout, rows, c.Bool("json")); err != nil {
 		return err
 	}
 	if dir := writeDataDir(c); dir != "" && !c.Bool("no-record") {
-		if err := store.RecordFlashed(dir, c.String("batch"), tray.Record(rows, parts)); err != nil {
+		if err := store.RecordFlashed(dir, c.String("batch"), tray.Record(rows, plan)); err != nil {
 			return cli.Exit("otabox flash: the boards are flashed, but not recorded: "+err.Error(), 1)
 		}
 		boards := "boards"

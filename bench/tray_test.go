@@ -44,7 +44,7 @@ func BenchmarkTray(b *testing.B) {
 			slots = append(slots, tray.Slot{Name: fmt.Sprint(n + 1), Port: "socket://" + ln.Addr().String()})
 		}
 		start := time.Now()
-		rows := tray.Flash(context.Background(), slots, []tray.Part{tray.NewPart(0x10000, "app.bin", img)}, tray.Options{Baud: baud})
+		rows := tray.Flash(context.Background(), slots, tray.Fixed([]tray.Part{tray.NewPart(0x10000, "app.bin", img)}), tray.Options{Baud: baud})
 		took := time.Since(start)
 		for _, r := range rows {
 			if !r.Passed {

@@ -43,7 +43,7 @@ func TestFlashOverAPseudoTerminal(t *testing.T) {
 	img := bytes.Repeat([]byte("otabox-tray-"), 30000)
 	var unplugged bool
 	rows := tray.Flash(context.Background(), []tray.Slot{{Name: "1", Port: goodPath}, {Name: "2", Port: pulledPath}},
-		[]tray.Part{tray.NewPart(0x10000, "app.bin", img)}, tray.Options{Progress: func(slot string, done, total int) {
+		tray.Fixed([]tray.Part{tray.NewPart(0x10000, "app.bin", img)}), tray.Options{Progress: func(slot string, done, total int) {
 			if slot == "2" && done > total/3 && !unplugged {
 				unplugged = true
 				unplug()

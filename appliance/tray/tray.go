@@ -134,10 +134,17 @@ type Options struct {
 	Baud int
 }
 
-// Flash flashes parts onto every slot's board at once and returns a row
-// per slot, in slot order. A board that fails is its row's reason; the
-// others go on.
-func Flash(ctx context.Context, slots []Slot, parts []Part, opts Options) []Board {
+// Plan says what to write onto a board of chip (as its ROM names it), or
+// why nothing is.
+type Plan func(chip string) ([]Part, error)
+
+// Fixed is the same parts for every board.
+func Fixed(parts []Part) Plan { return func(string) ([]Part, error) { return parts, nil } }
+
+// Flash flashes what plan gives each board onto every slot's board at
+// once and returns a row per slot, in slot order. A board that fails is
+// its row's reason; the others go on.
+func Flash(ctx context.Context, slots []Slot, plan Plan, opts Options) []Board {
 	if opts.Parallel <= 0 {
 		opts.Parallel = 8
 	}
@@ -153,7 +160,7 @@ func Flash(ctx context.Context, slots []Slot, parts []Part, opts Options) []Boar
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			rows[i] = flashOne(ctx, s, parts, opts)
+			rows[i] = flashOne(ctx, s, plan, opts)
 		}()
 	}
 	wg.Wait()
@@ -170,7 +177,7 @@ func slotLess(a, b string) bool {
 	return a < b
 }
 
-func flashOne(ctx context.Context, s Slot, parts []Part, opts Options) (row Board) {
+func flashOne(ctx context.Context, s Slot, plan Plan, opts Options) (row Board) {
 	row = Board{Slot: s.Name, Port: s.Port}
 	start := time.Now()
 	defer func() { row.Took = time.Since(start) }()
@@ -197,6 +204,11 @@ func flashOne(ctx context.Context, s Slot, parts []Part, opts Options) (row Boar
 	row.Chip = chip.Name
 	if row.MAC, err = l.MAC(); err != nil {
 		return fail("%v", err)
+	}
+	parts, err := plan(chip.Name)
+	if err != nil {
+		row.Refused = true
+		return fail("%v: nothing written", err)
 	}
 	for _, part := range parts {
 		if why := fits(part, chip); why != "" {
@@ -298,14 +310,15 @@ func App(parts []Part, chip string) (name string, img *espimage.Image) {
 }
 
 // Record is rows as the fleet record keeps them.
-func Record(rows []Board, parts []Part) []store.Flashed {
-	size := int64(0)
-	for _, p := range parts {
-		size += int64(len(p.Data))
-	}
+func Record(rows []Board, plan Plan) []store.Flashed {
 	now := time.Now()
 	out := make([]store.Flashed, 0, len(rows))
 	for _, r := range rows {
+		parts, _ := plan(r.Chip)
+		size := int64(0)
+		for _, p := range parts {
+			size += int64(len(p.Data))
+		}
 		f := store.Flashed{Time: now.Add(-r.Took), Slot: r.Slot, Port: r.Port, MAC: r.MAC, Chip: r.Chip, Bytes: int64(r.Bytes), Size: size,
 			Passed: r.Passed, Refused: r.Refused, Reason: r.Reason, Took: r.Took, FlashSize: -1}
 		f.Family = "ESP32"

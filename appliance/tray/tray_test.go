@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -76,7 +78,7 @@ func TestTrayOfEight(t *testing.T) {
 				mine = append(mine, s)
 			}
 		}
-		go func() { done <- tray.Flash(context.Background(), mine, p, tray.Options{}) }()
+		go func() { done <- tray.Flash(context.Background(), mine, tray.Fixed(p), tray.Options{}) }()
 	}
 	for range parts {
 		for _, r := range <-done {
@@ -104,7 +106,7 @@ func TestTrayOfEight(t *testing.T) {
 	unplugged.UnplugAfter = 50000
 	corrupt.CorruptFrom, corrupt.BadChecksum = 5, 100
 	faulty := []tray.Slot{{Name: "9", Port: listen(t, unplugged)}, {Name: "10", Port: listen(t, corrupt)}, {Name: "11", Port: listen(t, wrong)}, {Name: "12", Port: listen(t, good)}}
-	got := tray.Flash(context.Background(), faulty, parts["ESP32"], tray.Options{})
+	got := tray.Flash(context.Background(), faulty, tray.Fixed(parts["ESP32"]), tray.Options{})
 	for i, want := range []string{"port closed", "invalid CRC", "prod-esp32.bin is built for ESP32, the board is an ESP32-S3: nothing written", ""} {
 		r := got[i]
 		if want == "" {
@@ -134,5 +136,43 @@ func TestSlotsFromPorts(t *testing.T) {
 	}
 	if _, err := tray.Open("rfc2217://127.0.0.1:4000"); err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Fatalf("rfc2217: %v", err)
+	}
+}
+
+// TestManifestGivesEachChipItsBuild: with an ESP Web Tools manifest, each
+// board is written its own chip family's parts (files beside the
+// manifest, at their offsets), so one run flashes a tray of mixed chips;
+// a board whose chip has no build is refused before the first write.
+func TestManifestGivesEachChipItsBuild(t *testing.T) {
+	dir := t.TempDir()
+	app32, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 100 << 10, Project: "node", Version: "1.0.0", Seed: 11})
+	app8266, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 100 << 10, Project: "node", Version: "1.0.0", Seed: 12})
+	boot := bytes.Repeat([]byte{0xb0}, 16<<10)
+	os.MkdirAll(filepath.Join(dir, "esp32"), 0o755)
+	os.WriteFile(filepath.Join(dir, "esp32", "bootloader.bin"), boot, 0o644)
+	os.WriteFile(filepath.Join(dir, "esp32", "node.bin"), app32, 0o644)
+	os.WriteFile(filepath.Join(dir, "node-8266.bin"), app8266, 0o644)
+	manifest := filepath.Join(dir, "manifest.json")
+	os.WriteFile(manifest, []byte(`{"name":"node","version":"1.0.0","builds":[
+		{"chipFamily":"ESP32","parts":[{"path":"esp32/bootloader.bin","offset":4096},{"path":"esp32/node.bin","offset":65536}]},
+		{"chipFamily":"ESP8266","parts":[{"path":"node-8266.bin","offset":0}]}]}`), 0o644)
+	plan, err := tray.ManifestPlan(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b32, b8266, c3 := emulated("ESP32", 1), emulated("ESP8266", 2), emulated("ESP32-C3", 3)
+	rows := tray.Flash(context.Background(), []tray.Slot{{Name: "1", Port: listen(t, b32)}, {Name: "2", Port: listen(t, b8266)}, {Name: "3", Port: listen(t, c3)}}, plan, tray.Options{})
+	if !rows[0].Passed || !bytes.Equal(b32.Read(0x1000, len(boot)), boot) || !bytes.Equal(b32.Read(0x10000, len(app32)), app32) {
+		t.Errorf("ESP32: %+v", rows[0])
+	}
+	if !rows[1].Passed || !bytes.Equal(b8266.Read(0, len(app8266)), app8266) {
+		t.Errorf("ESP8266: %+v", rows[1])
+	}
+	if rows[2].Passed || !rows[2].Refused || rows[2].Reason != "the manifest has no build for ESP32-C3 (it has ESP32, ESP8266): nothing written" || c3.Commands[0x02] != 0 {
+		t.Errorf("ESP32-C3: %+v", rows[2])
+	}
+	os.WriteFile(manifest, []byte(`{"builds":[{"chipFamily":"ESP32","parts":[{"path":"https://example.com/x.bin","offset":0}]}]}`), 0o644)
+	if _, err := tray.ManifestPlan(manifest); err == nil || !strings.Contains(err.Error(), "is a URL") {
+		t.Errorf("a part given by URL: %v", err)
 	}
 }
