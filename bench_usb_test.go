@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
@@ -145,3 +146,43 @@ func TestUSBFlashedBoardsAreBatchRowsAndConfirmOverWiFi(t *testing.T) {
 }
 
 func sha256hex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// TestStationFollowsAUSBTray: while `otabox flash --batch` writes a tray,
+// the running server's station page shows each board's tile by slot, with
+// its MAC and bytes written over USB, then "flashed".
+func TestStationFollowsAUSBTray(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	app, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 200 << 10, Project: "prod", Version: "2.2.0", Seed: 9})
+	os.WriteFile(filepath.Join(dir, "app.bin"), app, 0o644)
+	if out, err := exec.Command(otabox, "batch", "start", "tray-l", "--image", "app.bin", "--catalog", dir, "--data-dir", data).CombinedOutput(); err != nil {
+		t.Fatalf("batch start: %v\n%s", err, out)
+	}
+	r := startData(t, data, "--catalog", dir)
+	b1, p1 := serveBoard(t, "ESP32", 0x21)
+	b2, p2 := serveBoard(t, "ESP32", 0x22)
+	for _, b := range []*romemu.Board{b1, b2} {
+		b.Baud = 115200 // paced as a UART: the write takes a few seconds at 460,800
+	}
+	cmd := exec.Command(otabox, "flash", "--batch", "tray-l", "--data-dir", data, "--port", "1="+p1, "--port", "2="+p2, "0x10000="+filepath.Join(dir, "app.bin"))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sawLive := false
+	for i := 0; i < 100 && !sawLive; i++ {
+		page := getBody(t, "http://"+r.addr+"/station?batch=tray-l&fragment=1")
+		sawLive = strings.Contains(page, `data-result="in-progress" data-slot="1"`) && strings.Contains(page, "over USB: ")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("flash: %v\n%s", err, out.String())
+	}
+	if !sawLive {
+		t.Error("the station page never showed slot 1 being written over USB")
+	}
+	page := getBody(t, "http://"+r.addr+"/station?batch=tray-l&fragment=1")
+	if strings.Count(page, `data-result="flashed"`) != 2 || !strings.Contains(page, `<div class="slot">2</div><div class="mac">24:6F:28:55:00:22</div>`) {
+		t.Errorf("after the run:\n%.1500s", page)
+	}
+}

@@ -811,12 +811,45 @@ func flashTray(c *cli.Context) error {
 	if c.String("batch") != "" && c.Bool("no-record") {
 		return cli.Exit("otabox flash: --batch records the boards; it cannot go with --no-record", 2)
 	}
-	rows := tray.Flash(ctx, slots, plan, tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud")})
+	// The record is opened first: a batch that is not open stops the run
+	// before a board is touched.
+	var rec *store.FlashRecord
+	dir := writeDataDir(c)
+	if dir != "" && !c.Bool("no-record") {
+		if rec, err = store.OpenFlashRecord(dir, c.String("batch")); err != nil {
+			return cli.Exit("otabox flash: "+err.Error(), 1)
+		}
+		defer rec.Close()
+	}
+	live := tray.NewLive()
+	opts := tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud"), Progress: live.Progress, Detected: live.Detected}
+	done, stopped := make(chan struct{}), make(chan struct{})
+	if rec == nil || c.String("batch") == "" {
+		close(stopped)
+	} else {
+		// The station page follows the tray: each board's bytes, once a second.
+		go func() {
+			defer close(stopped)
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case now := <-t.C:
+					rec.Progress(now, live.Snapshot())
+				}
+			}
+		}()
+	}
+	rows := tray.Flash(ctx, slots, plan, opts)
+	close(done)
+	<-stopped
 	if err := tray.WriteRows(os.Stdout, rows, c.Bool("json")); err != nil {
 		return err
 	}
-	if dir := writeDataDir(c); dir != "" && !c.Bool("no-record") {
-		if err := store.RecordFlashed(dir, c.String("batch"), tray.Record(rows, plan)); err != nil {
+	if rec != nil {
+		if err := rec.Done(tray.Record(rows, plan)); err != nil {
 			return cli.Exit("otabox flash: the boards are flashed, but not recorded: "+err.Error(), 1)
 		}
 		boards := "boards"

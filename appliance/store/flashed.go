@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -29,38 +30,102 @@ type Flashed struct {
 	FlashSize int64 // -1: not known
 }
 
-// RecordFlashed keeps boards flashed over USB in the fleet record in dir,
-// beside a server that may be running: each is an event, a device whose
-// update state is "sent" (so that its first check-in over Wi-Fi running
-// the image confirms it) and, with batch, a row of that open batch whose
-// result is "flashed", "refused" or "failed".
-func RecordFlashed(dir, batch string, boards []Flashed) error {
+// FlashRecord is the fleet record in a data dir, open for one run of
+// `otabox flash` beside a server that may be running.
+type FlashRecord struct {
+	db    *sql.DB
+	s     *Store // for its prepared statements and bounds; no writer
+	batch string
+}
+
+// OpenFlashRecord opens dir's record for boards flashed over USB, into the
+// open batch named (none when "").
+func OpenFlashRecord(dir, batch string) (*FlashRecord, error) {
 	db, err := openWriter(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer db.Close()
 	if batch != "" {
 		var closed int64
 		err := db.QueryRow(`SELECT closed FROM batches WHERE name = ?`, batch).Scan(&closed)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("no batch %q in %s: start it first (otabox batch start %s --image ...)", batch, filepath.Join(dir, FileName), batch)
-		case err != nil:
-			return err
-		case closed != 0:
-			return fmt.Errorf("batch %s is closed", batch)
+			err = fmt.Errorf("no batch %q in %s: start it first (otabox batch start %s --image ...)", batch, filepath.Join(dir, FileName), batch)
+		case err == nil && closed != 0:
+			err = fmt.Errorf("batch %s is closed", batch)
+		}
+		if err != nil {
+			db.Close()
+			return nil, err
 		}
 	}
-	s := &Store{} // for its prepared statements and bounds; no writer
-	return s.withTx(db, func(tx wtx) error {
+	return &FlashRecord{db: db, s: &Store{}, batch: batch}, nil
+}
+
+// Close closes the record.
+func (r *FlashRecord) Close() error { return r.db.Close() }
+
+// Flashing is one board being written, for the station page's tile.
+type Flashing struct {
+	Slot, MAC, Chip, Family string
+	Done, Total             int64
+}
+
+// Progress marks boards being written as in progress in the batch, with
+// their bytes so far: the station page's tiles follow them live.
+func (r *FlashRecord) Progress(now time.Time, boards []Flashing) error {
+	if r.batch == "" {
+		return nil
+	}
+	return r.s.withTx(r.db, func(tx wtx) error {
 		for _, f := range boards {
-			if err := s.recordFlashed(tx, batch, f); err != nil {
+			if f.MAC == "" {
+				continue
+			}
+			mac := strings.ToUpper(r.s.cut(f.MAC, MaxString))
+			bd, err := scanBatchDevice(tx.QueryRow(`SELECT `+batchDeviceCols+` FROM batch_devices WHERE batch = ? AND mac = ?`, r.batch, mac))
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				bd = &BatchDevice{Batch: r.batch, MAC: mac, FlashSize: -1, FirstSeen: now, Started: now}
+			case err != nil:
+				return err
+			}
+			if bd.Result != ResultInProgress {
+				bd.Started, bd.Ended, bd.Reason = now, time.Time{}, ""
+			}
+			bd.IP, bd.Slot, bd.Chip, bd.Family, bd.LastSeen = "usb:"+f.Slot, r.s.cut(f.Slot, MaxString), r.s.cut(f.Chip, MaxString), f.Family, now
+			bd.Result, bd.Bytes, bd.Size = ResultInProgress, f.Done, f.Total
+			if err := saveBatchDevice(tx, bd); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// Done keeps each board's end: an event, the device (sent the image, so
+// that its first check-in over Wi-Fi running it confirms it) and, in a
+// batch, its row ("flashed", "refused" or "failed").
+func (r *FlashRecord) Done(boards []Flashed) error {
+	return r.s.withTx(r.db, func(tx wtx) error {
+		for _, f := range boards {
+			if err := r.s.recordFlashed(tx, r.batch, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// RecordFlashed keeps boards flashed over USB in the fleet record in dir
+// (OpenFlashRecord, then Done).
+func RecordFlashed(dir, batch string, boards []Flashed) error {
+	r, err := OpenFlashRecord(dir, batch)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.Done(boards)
 }
 
 func (s *Store) recordFlashed(tx wtx, batch string, f Flashed) error {

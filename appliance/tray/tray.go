@@ -126,6 +126,9 @@ type Options struct {
 	Parallel int
 	// Progress, when set, is told each slot's bytes written.
 	Progress func(slot string, done, total int)
+	// Detected, when set, is told each slot's chip and MAC once its ROM
+	// said them, before anything is written.
+	Detected func(slot, chip, mac string)
 	// Open opens a port; tray.Open when nil.
 	Open func(spec string) (Port, error)
 	// Baud is the rate to write at once the ROM is synced at 115,200
@@ -204,6 +207,9 @@ func flashOne(ctx context.Context, s Slot, plan Plan, opts Options) (row Board) 
 	row.Chip = chip.Name
 	if row.MAC, err = l.MAC(); err != nil {
 		return fail("%v", err)
+	}
+	if opts.Detected != nil {
+		opts.Detected(s.Name, chip.Name, row.MAC)
 	}
 	parts, err := plan(chip.Name)
 	if err != nil {
@@ -341,5 +347,55 @@ func Record(rows []Board, plan Plan) []store.Flashed {
 		}
 		out = append(out, f)
 	}
+	return out
+}
+
+// Live keeps each slot's chip, MAC and bytes while a tray is flashed, for
+// whoever shows it (the station page, through the record).
+type Live struct {
+	mu    sync.Mutex
+	slots map[string]*store.Flashing
+}
+
+// NewLive is an empty Live; its Progress and Detected go into Options.
+func NewLive() *Live { return &Live{slots: map[string]*store.Flashing{}} }
+
+func (l *Live) slot(name string) *store.Flashing {
+	f, ok := l.slots[name]
+	if !ok {
+		f = &store.Flashing{Slot: name}
+		l.slots[name] = f
+	}
+	return f
+}
+
+// Detected notes a slot's chip and MAC.
+func (l *Live) Detected(slot, chip, mac string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.slot(slot)
+	f.Chip, f.MAC, f.Family = chip, mac, "ESP32"
+	if chip == "ESP8266" {
+		f.Family = "ESP8266"
+	}
+}
+
+// Progress notes a slot's bytes written.
+func (l *Live) Progress(slot string, done, total int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.slot(slot)
+	f.Done, f.Total = int64(done), int64(total)
+}
+
+// Snapshot is every slot's state now, by slot.
+func (l *Live) Snapshot() []store.Flashing {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]store.Flashing, 0, len(l.slots))
+	for _, f := range l.slots {
+		out = append(out, *f)
+	}
+	sort.Slice(out, func(i, j int) bool { return slotLess(out[i].Slot, out[j].Slot) })
 	return out
 }

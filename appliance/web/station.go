@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,12 +25,13 @@ type tile struct {
 // ones, then those waiting for their reboot, then the confirmed.
 var attention = map[string]int{
 	store.ResultFailed: 0, store.ResultCutOff: 0, store.ResultRefused: 0, store.ResultHeld: 0,
-	store.ResultInProgress: 1, store.ResultWaiting: 2, store.ResultConfirmed: 3,
+	store.ResultInProgress: 1, store.ResultWaiting: 2, store.ResultConfirmed: 3, store.ResultFlashed: 3,
 }
 
 var tileLabel = map[string]string{
 	store.ResultFailed: "failed", store.ResultCutOff: "cut off", store.ResultRefused: "refused", store.ResultHeld: "not sent",
 	store.ResultInProgress: "updating", store.ResultWaiting: "waiting for reboot", store.ResultConfirmed: "done",
+	store.ResultFlashed: "flashed",
 }
 
 // pickBatch is the batch a page shows: the one named, else the newest
@@ -126,7 +128,14 @@ func (h *Handler) tiles(devs []store.BatchDevice) []tile {
 			if p, ok := running[d.MAC]; ok && p[1] > 0 {
 				t.Progress = max(1, 100*p[0]/p[1])
 				t.Detail = fmt.Sprintf("%d of %d KB", p[0]>>10, p[1]>>10)
+			} else if d.Slot != "" && d.Size > 0 {
+				// Written over USB by otabox flash, which keeps the bytes
+				// in the record once a second.
+				t.Progress = max(1, 100*d.Bytes/d.Size)
+				t.Detail = fmt.Sprintf("over USB: %d of %d KB", d.Bytes>>10, d.Size>>10)
 			}
+		case store.ResultFlashed:
+			t.Detail = strings.TrimSpace(d.AfterImage+" "+d.AfterVersion) + ", written over USB and verified"
 		case store.ResultConfirmed:
 			t.Detail = strings.TrimSpace(d.AfterImage + " " + d.AfterVersion)
 			if x := d.Duration(); x > 0 {
@@ -144,6 +153,18 @@ func (h *Handler) tiles(devs []store.BatchDevice) []tile {
 		a, b := attention[out[i].Result], attention[out[j].Result]
 		if a != b {
 			return a < b
+		}
+		if si, sj := out[i].Slot, out[j].Slot; si != sj {
+			// Boards on a USB tray stand in slot order, as they sit.
+			ni, ei := strconv.Atoi(si)
+			nj, ej := strconv.Atoi(sj)
+			switch {
+			case ei == nil && ej == nil:
+				return ni < nj
+			case si == "" || sj == "":
+				return sj == "" // slotted boards before the others
+			}
+			return si < sj
 		}
 		return out[i].MAC < out[j].MAC
 	})
