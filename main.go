@@ -169,6 +169,9 @@ func main() {
 					&cli.StringSliceFlag{Name: "port", Usage: "a board's port: /dev/ttyUSB0, /dev/serial/by-path/..., socket://host:port (ser2net raw); SLOT=PORT names its slot (repeatable)"},
 					&cli.StringFlag{Name: "image", Usage: "a merged image (or an ESP8266 app) written at 0"},
 					&cli.StringFlag{Name: "manifest", Usage: "an ESP Web Tools manifest: each board gets its own chip family's parts"},
+					&cli.StringFlag{Name: "flash-mode", Value: "keep", Usage: "set the bootloader header's flash mode: qio, qout, dio, dout or keep"},
+					&cli.StringFlag{Name: "flash-size", Value: "keep", Usage: "set the bootloader header's flash size: detect (from the flash chip's id), 1MB, 2MB, 4MB, ... or keep"},
+					&cli.StringFlag{Name: "flash-freq", Value: "keep", Usage: "set the bootloader header's flash frequency: 80m, 40m, 26m, 20m or keep"},
 					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "boards flashed at once"},
 					&cli.IntFlag{Name: "baud", Value: 460800, Usage: "baud rate to write at once the ROM is synced at 115200 (the ESP8266 ROM stays at 115200)"},
 					&cli.BoolFlag{Name: "json", Usage: "print each board's row as JSON"},
@@ -821,8 +824,12 @@ func flashTray(c *cli.Context) error {
 		}
 		defer rec.Close()
 	}
+	params := tray.FlashParams{Mode: c.String("flash-mode"), Size: c.String("flash-size"), Freq: c.String("flash-freq")}
+	if err := params.Check(); err != nil {
+		return cli.Exit("otabox flash: "+err.Error(), 2)
+	}
 	live := tray.NewLive()
-	opts := tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud"), Progress: live.Progress, Detected: live.Detected}
+	opts := tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud"), Progress: live.Progress, Detected: live.Detected, Flash: params}
 	done, stopped := make(chan struct{}), make(chan struct{})
 	if rec == nil || c.String("batch") == "" {
 		close(stopped)

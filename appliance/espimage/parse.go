@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/md5"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -403,6 +404,17 @@ var crcTable = func() (t [256]uint32) {
 
 // CRC8266 returns the elf2bin CRC for b, so that builders can stamp it.
 func CRC8266(b []byte) uint32 { return crc8266(b) }
+
+// RestampCRC8266 writes b's elf2bin CRC again after its bytes changed (a
+// flasher setting the header's flash mode or size), when b carries one;
+// it reports whether it did.
+func RestampCRC8266(b []byte) bool {
+	if len(b) < esp8266CRCValOffset+4 || int(le32(b, esp8266CRCSizeOffset)) != len(b) {
+		return false
+	}
+	binary.LittleEndian.PutUint32(b[esp8266CRCValOffset:], crc8266(b))
+	return true
+}
 
 func esp8266FlashSize(n uint8) (int64, bool) {
 	switch n {

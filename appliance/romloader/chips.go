@@ -31,6 +31,15 @@ type Chip struct {
 	// ImageChipID is the chip id an ESP32-family image header names
 	// (0 for the ESP32; ESP8266 images have none).
 	ImageChipID int
+	// SPI is the flash controller's register block, for the JEDEC id
+	// read (each chip's technical reference manual, "SPI"): base and the
+	// offsets of USR, USR1, USR2, W0 and the MOSI/MISO length registers
+	// (0: the ESP8266 keeps the lengths in USR1).
+	SPI spiRegs
+}
+
+type spiRegs struct {
+	base, usr, usr1, usr2, w0, mosiDlen, misoDlen uint32
 }
 
 // MagicReg is the register whose value tells the older chips apart.
@@ -38,11 +47,16 @@ const MagicReg = 0x40001000
 
 // Chips are the chips otabox flashes.
 var Chips = []*Chip{
-	{Name: "ESP8266", Magic: []uint32{0xfff0c101}, ChipID: -1, MACReg: 0x3ff00050, BeginWords: 4, EraseBug: true, ImageChipID: -1},
-	{Name: "ESP32", Magic: []uint32{0x00f01d83}, ChipID: -1, MACReg: 0x3ff5a004, BootloaderOffset: 0x1000, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 0},
-	{Name: "ESP32-S2", Magic: []uint32{0x000007c6}, ChipID: -1, MACReg: 0x3f41a044, BootloaderOffset: 0x1000, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 2},
-	{Name: "ESP32-S3", Magic: []uint32{0x9}, ChipID: 9, MACReg: 0x60007044, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 9},
-	{Name: "ESP32-C3", Magic: []uint32{0x6921506f, 0x1b31506f, 0x4881606f, 0x4361606f}, ChipID: 5, MACReg: 0x60008844, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 5},
+	{Name: "ESP8266", Magic: []uint32{0xfff0c101}, ChipID: -1, MACReg: 0x3ff00050, BeginWords: 4, EraseBug: true, ImageChipID: -1,
+		SPI: spiRegs{base: 0x60000200, usr: 0x1c, usr1: 0x20, usr2: 0x24, w0: 0x40}},
+	{Name: "ESP32", Magic: []uint32{0x00f01d83}, ChipID: -1, MACReg: 0x3ff5a004, BootloaderOffset: 0x1000, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 0,
+		SPI: spiRegs{base: 0x3ff42000, usr: 0x1c, usr1: 0x20, usr2: 0x24, w0: 0x80, mosiDlen: 0x28, misoDlen: 0x2c}},
+	{Name: "ESP32-S2", Magic: []uint32{0x000007c6}, ChipID: -1, MACReg: 0x3f41a044, BootloaderOffset: 0x1000, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 2,
+		SPI: spiRegs{base: 0x3f402000, usr: 0x18, usr1: 0x1c, usr2: 0x20, w0: 0x58, mosiDlen: 0x24, misoDlen: 0x28}},
+	{Name: "ESP32-S3", Magic: []uint32{0x9}, ChipID: 9, MACReg: 0x60007044, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 9,
+		SPI: spiRegs{base: 0x60002000, usr: 0x18, usr1: 0x1c, usr2: 0x20, w0: 0x58, mosiDlen: 0x24, misoDlen: 0x28}},
+	{Name: "ESP32-C3", Magic: []uint32{0x6921506f, 0x1b31506f, 0x4881606f, 0x4361606f}, ChipID: 5, MACReg: 0x60008844, BeginWords: 5, ROMMD5: true, NeedsAttach: true, ImageChipID: 5,
+		SPI: spiRegs{base: 0x60002000, usr: 0x18, usr1: 0x1c, usr2: 0x20, w0: 0x58, mosiDlen: 0x24, misoDlen: 0x28}},
 }
 
 // ChipNamed is the chip of that name (as Chip.Name spells it).

@@ -278,6 +278,83 @@ func (l *Loader) MAC() (string, error) {
 	return FormatMAC(macFromWords(w[0], w[1])), nil
 }
 
+// WriteReg writes a 32-bit register.
+func (l *Loader) WriteReg(addr, value uint32) error {
+	_, _, err := l.command(opWriteReg, append(append(append(le32(addr), le32(value)...), le32(0xffffffff)...), le32(0)...), 0, 0, 0)
+	return err
+}
+
+// FlashID reads the flash chip's JEDEC id (manufacturer in the low byte,
+// the capacity code in the third: 0x16 is 4 MB) by running the SPI
+// controller's RDID (0x9F) command through its registers: a 8-bit
+// command, 24 bits read back, the registers it used put back after.
+func (l *Loader) FlashID() (uint32, error) {
+	if l.Chip == nil {
+		return 0, errors.New("flash id: chip not detected")
+	}
+	r := l.Chip.SPI
+	if l.Chip.NeedsAttach {
+		if _, _, err := l.command(opSPIAttach, make([]byte, 8), 0, 0, 0); err != nil {
+			return 0, fmt.Errorf("SPI attach: %w", err)
+		}
+	}
+	const usrCommand, usrMISO, cmdUSR = 1 << 31, 1 << 28, 1 << 18
+	oldUsr, err := l.ReadReg(r.base + r.usr)
+	if err != nil {
+		return 0, fmt.Errorf("flash id: %w", err)
+	}
+	oldUsr2, err := l.ReadReg(r.base + r.usr2)
+	if err != nil {
+		return 0, fmt.Errorf("flash id: %w", err)
+	}
+	steps := [][2]uint32{}
+	if r.mosiDlen != 0 {
+		steps = append(steps, [2]uint32{r.base + r.misoDlen, 24 - 1})
+	} else {
+		steps = append(steps, [2]uint32{r.base + r.usr1, (24 - 1) << 8}) // the ESP8266: MISO bit length in USR1
+	}
+	steps = append(steps,
+		[2]uint32{r.base + r.usr, usrCommand | usrMISO},
+		[2]uint32{r.base + r.usr2, 7<<28 | 0x9f}, // an 8-bit command: RDID
+		[2]uint32{r.base + r.w0, 0},
+		[2]uint32{r.base, cmdUSR}, // run it
+	)
+	for _, s := range steps {
+		if err := l.WriteReg(s[0], s[1]); err != nil {
+			return 0, fmt.Errorf("flash id: %w", err)
+		}
+	}
+	for i := 0; ; i++ {
+		v, err := l.ReadReg(r.base)
+		if err != nil {
+			return 0, fmt.Errorf("flash id: %w", err)
+		}
+		if v&cmdUSR == 0 {
+			break
+		}
+		if i == 10 {
+			return 0, errors.New("flash id: the SPI command never finished")
+		}
+	}
+	id, err := l.ReadReg(r.base + r.w0)
+	if err != nil {
+		return 0, fmt.Errorf("flash id: %w", err)
+	}
+	l.WriteReg(r.base+r.usr, oldUsr)
+	l.WriteReg(r.base+r.usr2, oldUsr2)
+	return id & 0xffffff, nil
+}
+
+// FlashSize is the size a JEDEC id's capacity code names (2^code bytes),
+// 0 when the code is not a plausible size.
+func FlashSize(id uint32) int64 {
+	code := (id >> 16) & 0xff
+	if code < 0x12 || code > 0x1a {
+		return 0
+	}
+	return 1 << code
+}
+
 // Progress is told the bytes written so far of a total.
 type Progress func(done, total int)
 

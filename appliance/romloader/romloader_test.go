@@ -35,7 +35,8 @@ func random(t *testing.T, n int) []byte {
 }
 
 // TestFlashEveryChip: each chip is told from its ROM (chip-detect word
-// or GET_SECURITY_INFO), its MAC read from eFuse, an image written at the
+// or GET_SECURITY_INFO), its MAC read from eFuse, its flash's JEDEC id
+// read through the SPI controller (4 MB), an image written at the
 // chip's bootloader offset and at 0x10000, and read back byte for byte;
 // the ROM's MD5 (where it has one: not the ESP8266's) matches.
 func TestFlashEveryChip(t *testing.T) {
@@ -49,6 +50,9 @@ func TestFlashEveryChip(t *testing.T) {
 			}
 			if got, err := l.MAC(); err != nil || got != romloader.FormatMAC(mac) {
 				t.Fatalf("MAC %q %v", got, err)
+			}
+			if id, err := l.FlashID(); err != nil || romloader.FlashSize(id) != 4<<20 {
+				t.Fatalf("flash id 0x%06x (%d bytes) %v", id, romloader.FlashSize(id), err)
 			}
 			for _, at := range []uint32{chip.BootloaderOffset, 0x10000} {
 				img := random(t, 70000+i)

@@ -17,7 +17,7 @@ func WriteRows(w io.Writer, rows []Board, asJSON bool) error {
 		return e.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tCHIP\tMAC\tBYTES\tVERIFIED\tTIME\tRESULT")
+	fmt.Fprintln(tw, "SLOT\tCHIP\tMAC\tFLASH\tBYTES\tVERIFIED\tTIME\tRESULT")
 	passed := 0
 	for _, r := range rows {
 		result := "passed"
@@ -33,7 +33,11 @@ func WriteRows(w io.Writer, rows []Board, asJSON bool) error {
 		if verified == "" {
 			verified = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Slot, dash(r.Chip), dash(r.MAC), r.Bytes, verified, r.Took.Round(100*time.Millisecond), result)
+		flash := "-"
+		if r.FlashSize > 0 {
+			flash = fmt.Sprintf("%d MB", r.FlashSize>>20)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Slot, dash(r.Chip), dash(r.MAC), flash, r.Bytes, verified, r.Took.Round(100*time.Millisecond), result)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

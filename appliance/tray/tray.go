@@ -105,6 +105,9 @@ type Board struct {
 	Took     time.Duration `json:"took_ns"`
 	Verified string        `json:"verified"` // "md5" or "written, not verified (...)"
 	Baud     int           `json:"baud"`
+	// FlashID is the flash chip's JEDEC id; FlashSize the size it names.
+	FlashID   string `json:"flash_id,omitempty"`
+	FlashSize int64  `json:"flash_size,omitempty"`
 	Passed   bool          `json:"passed"`
 	// Refused says nothing was written: the image is for another chip.
 	Refused bool   `json:"refused,omitempty"`
@@ -129,6 +132,9 @@ type Options struct {
 	// Detected, when set, is told each slot's chip and MAC once its ROM
 	// said them, before anything is written.
 	Detected func(slot, chip, mac string)
+	// Flash sets the bootloader header's flash mode, size and frequency
+	// (all "keep" when zero).
+	Flash FlashParams
 	// Open opens a port; tray.Open when nil.
 	Open func(spec string) (Port, error)
 	// Baud is the rate to write at once the ROM is synced at 115,200
@@ -211,12 +217,23 @@ func flashOne(ctx context.Context, s Slot, plan Plan, opts Options) (row Board) 
 	if opts.Detected != nil {
 		opts.Detected(s.Name, chip.Name, row.MAC)
 	}
+	if id, err := l.FlashID(); err == nil {
+		row.FlashID, row.FlashSize = fmt.Sprintf("%06x", id), romloader.FlashSize(id)
+	}
 	parts, err := plan(chip.Name)
 	if err != nil {
 		row.Refused = true
 		return fail("%v: nothing written", err)
 	}
+	if parts, err = opts.Flash.apply(parts, chip, row.FlashSize); err != nil {
+		row.Refused = true
+		return fail("%v: nothing written", err)
+	}
 	for _, part := range parts {
+		if int64(part.Offset)+int64(len(part.Data)) > row.FlashSize && row.FlashSize > 0 {
+			row.Refused = true
+			return fail("%s at 0x%x ends past the board's %d MB of flash: nothing written", part.Name, part.Offset, row.FlashSize>>20)
+		}
 		if why := fits(part, chip); why != "" {
 			row.Refused = true
 			return fail("%s: nothing written", why)
@@ -327,6 +344,9 @@ func Record(rows []Board, plan Plan) []store.Flashed {
 		}
 		f := store.Flashed{Time: now.Add(-r.Took), Slot: r.Slot, Port: r.Port, MAC: r.MAC, Chip: r.Chip, Bytes: int64(r.Bytes), Size: size,
 			Passed: r.Passed, Refused: r.Refused, Reason: r.Reason, Took: r.Took, FlashSize: -1}
+		if r.FlashSize > 0 {
+			f.FlashSize = r.FlashSize
+		}
 		f.Family = "ESP32"
 		if r.Chip == "ESP8266" {
 			f.Family = "ESP8266"
@@ -340,6 +360,11 @@ func Record(rows []Board, plan Plan) []store.Flashed {
 			for _, p := range parts {
 				if p.Name == name {
 					f.SHA256 = p.SHA256
+				}
+			}
+			for _, w := range r.Parts {
+				if w.File == name {
+					f.SHA256 = w.SHA256 // as written: flash parameters may have changed it
 				}
 			}
 		} else if len(parts) > 0 {

@@ -176,3 +176,50 @@ func TestManifestGivesEachChipItsBuild(t *testing.T) {
 		t.Errorf("a part given by URL: %v", err)
 	}
 }
+
+// TestFlashParamsSetInTheBootloaderHeader: --flash-mode / --flash-size /
+// --flash-freq set the header of the image at the chip's bootloader
+// offset as the ROM reads it (byte 2 the mode; byte 3 the size and
+// frequency nibbles, with the ESP8266's own size codes), "detect" takes the
+// size from the flash chip's JEDEC id, and an ESP32 image's appended
+// SHA-256 is computed again, so the written bootloader still verifies. A
+// part that ends past the board's flash is refused before the first write.
+func TestFlashParamsSetInTheBootloaderHeader(t *testing.T) {
+	boot32, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 24 << 10, FlashMode: 0, FlashSize: 2 << 20, Seed: 21})
+	app8266, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 64 << 10, FlashMode: 0, FlashSize: 1 << 20, Seed: 22})
+	b32, b8266 := emulated("ESP32", 1), emulated("ESP8266", 2)
+	params := tray.FlashParams{Mode: "dio", Size: "detect", Freq: "80m"}
+	if err := params.Check(); err != nil {
+		t.Fatal(err)
+	}
+	r32 := tray.Flash(context.Background(), []tray.Slot{{Name: "1", Port: listen(t, b32)}}, tray.Fixed([]tray.Part{tray.NewPart(0x1000, "bootloader.bin", boot32)}), tray.Options{Flash: params})
+	r8266 := tray.Flash(context.Background(), []tray.Slot{{Name: "2", Port: listen(t, b8266)}}, tray.Fixed([]tray.Part{tray.NewPart(0, "app.bin", app8266)}), tray.Options{Flash: params})
+	for _, tc := range []struct {
+		row     tray.Board
+		b       *romemu.Board
+		at, n   int
+		byte3   byte
+		flashed int64
+	}{{r32[0], b32, 0x1000, len(boot32), 0x2f, 4 << 20}, {r8266[0], b8266, 0, len(app8266), 0x4f, 4 << 20}} {
+		got := tc.b.Read(tc.at, tc.n)
+		if !tc.row.Passed || got[2] != 2 || got[3] != tc.byte3 || tc.row.FlashSize != tc.flashed || tc.row.FlashID != "1640ef" {
+			t.Errorf("%s: %+v, header bytes %02x %02x", tc.row.Chip, tc.row, got[2], got[3])
+		}
+		img, err := espimage.Parse(got)
+		if err != nil || img.FlashMode != 2 || img.FlashSize != 4<<20 || img.FlashFreq != "80MHz" {
+			t.Errorf("%s: the written image parses as %+v, %v", tc.row.Chip, img, err)
+		}
+		if tc.row.Parts[0].SHA256 != tray.NewPart(0, "", got).SHA256 {
+			t.Errorf("%s: the row's SHA-256 is not that of what was written", tc.row.Chip)
+		}
+	}
+	if err := (tray.FlashParams{Mode: "fast"}).Check(); err == nil {
+		t.Error("flash mode fast was taken")
+	}
+	big := make([]byte, 5<<20)
+	big[0] = 0x00
+	r := tray.Flash(context.Background(), []tray.Slot{{Name: "3", Port: listen(t, emulated("ESP32", 3))}}, tray.Fixed([]tray.Part{tray.NewPart(0, "huge.bin", big)}), tray.Options{})
+	if r[0].Passed || !strings.Contains(r[0].Reason, "ends past the board's 4 MB of flash") {
+		t.Errorf("a part past the end of flash: %+v", r[0])
+	}
+}
