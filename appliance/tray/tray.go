@@ -108,7 +108,7 @@ type Board struct {
 	// FlashID is the flash chip's JEDEC id; FlashSize the size it names.
 	FlashID   string `json:"flash_id,omitempty"`
 	FlashSize int64  `json:"flash_size,omitempty"`
-	Passed   bool          `json:"passed"`
+	Passed    bool   `json:"passed"`
 	// Refused says nothing was written: the image is for another chip.
 	Refused bool   `json:"refused,omitempty"`
 	Reason  string `json:"reason,omitempty"`
