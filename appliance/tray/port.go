@@ -22,7 +22,7 @@ type Port interface {
 	io.ReadWriteCloser
 	// Reset puts the board into its ROM download mode; false when the
 	// line has no modem lines to do it with (TCP).
-	Reset(usbJTAG bool) (bool, error)
+	Reset() (bool, error)
 	// SetBaud sets the host side's rate (a TCP line has none: no-op).
 	SetBaud(baud int) error
 }
@@ -49,15 +49,18 @@ func Open(spec string) (Port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("port %s: %w", spec, err)
 	}
-	return serialPort{p}, nil
+	return serialPort{Port: p, usbJTAG: USBSerialJTAG(spec)}, nil
 }
 
 type tcpPort struct{ net.Conn }
 
-func (tcpPort) Reset(bool) (bool, error) { return false, nil }
+func (tcpPort) Reset() (bool, error) { return false, nil }
 func (tcpPort) SetBaud(int) error        { return nil }
 
-type serialPort struct{ serial.Port }
+type serialPort struct {
+	serial.Port
+	usbJTAG bool // the chip's own USB-Serial/JTAG (ESP32-S3, C3), not a USB-UART bridge
+}
 
 func (p serialPort) SetBaud(baud int) error { return p.SetMode(&serial.Mode{BaudRate: baud}) }
 
@@ -66,7 +69,8 @@ func (p serialPort) SetBaud(baud int) error { return p.SetMode(&serial.Mode{Baud
 // (DTR drives IO0 and RTS drives EN through two transistors: EN low, then
 // IO0 low as EN rises, then IO0 released), or, for chips on their own
 // USB-Serial/JTAG, the sequence its peripheral decodes from the two lines.
-func (p serialPort) Reset(usbJTAG bool) (bool, error) {
+func (p serialPort) Reset() (bool, error) {
+	usbJTAG := p.usbJTAG
 	set := func(dtr, rts bool) error {
 		if err := p.SetDTR(dtr); err != nil {
 			return err
@@ -127,6 +131,37 @@ func usbPathIn(sys, dev string) string {
 		}
 	}
 	return ""
+}
+
+// USBSerialJTAG reports a serial device that is an Espressif chip's own
+// USB-Serial/JTAG peripheral (USB vendor 303a, product 1001), which takes
+// its own reset sequence, from sysfs.
+func USBSerialJTAG(dev string) bool { return usbJTAGIn("/sys", dev) }
+
+func usbJTAGIn(sys, dev string) bool {
+	vid, pid := usbIDsIn(sys, dev)
+	return vid == "303a" && pid == "1001"
+}
+
+// usbIDsIn reads the USB vendor and product id of the device a tty
+// belongs to: the idVendor and idProduct beside its interface.
+func usbIDsIn(sys, dev string) (vid, pid string) {
+	real, err := filepath.EvalSymlinks(dev)
+	if err != nil {
+		return "", ""
+	}
+	iface, err := filepath.EvalSymlinks(filepath.Join(sys, "class/tty", filepath.Base(real), "device"))
+	if err != nil {
+		return "", ""
+	}
+	for dir := iface; dir != "/" && dir != "." && strings.HasPrefix(dir, sys); dir = filepath.Dir(dir) {
+		v, err1 := os.ReadFile(filepath.Join(dir, "idVendor"))
+		p, err2 := os.ReadFile(filepath.Join(dir, "idProduct"))
+		if err1 == nil && err2 == nil {
+			return strings.TrimSpace(string(v)), strings.TrimSpace(string(p))
+		}
+	}
+	return "", ""
 }
 
 // ErrNoPorts is a tray with nothing to flash.

@@ -1,6 +1,7 @@
 package tray
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,5 +41,33 @@ func TestSlotSurvivesReenumeration(t *testing.T) {
 	}
 	if got := usbPathIn(sys, filepath.Join(dev, "ttyS0")); got != "" {
 		t.Errorf("a line that is no USB device: %q", got)
+	}
+}
+
+// TestNativeUSBIsToldFromSysfs: a tty whose USB device is Espressif's
+// USB-Serial/JTAG (303a:1001, the ESP32-S3's and C3's own port) takes the
+// USB-Serial/JTAG reset; one behind a USB-UART bridge (a CP2102, 10c4:ea60)
+// the classic DTR/RTS one.
+func TestNativeUSBIsToldFromSysfs(t *testing.T) {
+	root := t.TempDir()
+	sys, dev := filepath.Join(root, "sys"), filepath.Join(root, "dev")
+	plug := func(name, usb, vid, pid string) string {
+		usbDev := filepath.Join(sys, "devices/pci0000:00/0000:00:14.0/usb1/1-1", usb)
+		iface := filepath.Join(usbDev, usb+":1.0", name)
+		os.MkdirAll(iface, 0o755)
+		os.WriteFile(filepath.Join(usbDev, "idVendor"), []byte(vid+"\n"), 0o644)
+		os.WriteFile(filepath.Join(usbDev, "idProduct"), []byte(pid+"\n"), 0o644)
+		os.MkdirAll(filepath.Join(sys, "class/tty", name), 0o755)
+		os.Symlink(filepath.Dir(iface), filepath.Join(sys, "class/tty", name, "device"))
+		os.MkdirAll(dev, 0o755)
+		p := filepath.Join(dev, name)
+		os.WriteFile(p, nil, 0o644)
+		return p
+	}
+	if native := plug("ttyACM0", "1-1.2", "303a", "1001"); !usbJTAGIn(sys, native) {
+		t.Errorf("native USB (%v) not told", fmt.Sprint(usbIDsIn(sys, native)))
+	}
+	if bridge := plug("ttyUSB0", "1-1.3", "10c4", "ea60"); usbJTAGIn(sys, bridge) {
+		t.Errorf("a CP2102 taken for native USB")
 	}
 }

@@ -199,7 +199,7 @@ func flashOne(ctx context.Context, s Slot, plan Plan, opts Options) (row Board) 
 		return fail("%v", err)
 	}
 	defer p.Close()
-	if _, err := p.Reset(false); err != nil {
+	if _, err := p.Reset(); err != nil {
 		return fail("%v", err)
 	}
 	l := romloader.New(p)
