@@ -55,7 +55,7 @@ func Open(spec string) (Port, error) {
 type tcpPort struct{ net.Conn }
 
 func (tcpPort) Reset() (bool, error) { return false, nil }
-func (tcpPort) SetBaud(int) error        { return nil }
+func (tcpPort) SetBaud(int) error    { return nil }
 
 type serialPort struct {
 	serial.Port
