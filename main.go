@@ -172,6 +172,8 @@ func main() {
 					&cli.StringFlag{Name: "flash-mode", Value: "keep", Usage: "set the bootloader header's flash mode: qio, qout, dio, dout or keep"},
 					&cli.StringFlag{Name: "flash-size", Value: "keep", Usage: "set the bootloader header's flash size: detect (from the flash chip's id), 1MB, 2MB, 4MB, ... or keep"},
 					&cli.StringFlag{Name: "flash-freq", Value: "keep", Usage: "set the bootloader header's flash frequency: 80m, 40m, 26m, 20m or keep"},
+					&cli.StringFlag{Name: "board-data", Usage: "write each board's own values as an NVS partition at OFFSET:SIZE (a data/nvs line of its partition table)"},
+					&cli.StringSliceFlag{Name: "board-value", Usage: "KEY=TEMPLATE for --board-data, in namespace otabox: {mac}, {mac12}, {slot}, {chip}, {batch} (repeatable)"},
 					&cli.IntFlag{Name: "parallel", Value: 8, Usage: "boards flashed at once"},
 					&cli.IntFlag{Name: "baud", Value: 460800, Usage: "baud rate to write at once the ROM is synced at 115200 (the ESP8266 ROM stays at 115200)"},
 					&cli.BoolFlag{Name: "json", Usage: "print each board's row as JSON"},
@@ -829,7 +831,15 @@ func flashTray(c *cli.Context) error {
 		return cli.Exit("otabox flash: "+err.Error(), 2)
 	}
 	live := tray.NewLive()
-	opts := tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud"), Progress: live.Progress, Detected: live.Detected, Flash: params}
+	opts := tray.Options{Parallel: c.Int("parallel"), Baud: c.Int("baud"), Progress: live.Progress, Detected: live.Detected, Flash: params, Batch: c.String("batch")}
+	switch where := c.String("board-data"); {
+	case where != "":
+		if opts.BoardData, err = tray.ParseBoardData(where, c.StringSlice("board-value")); err != nil {
+			return cli.Exit("otabox flash: "+err.Error(), 2)
+		}
+	case len(c.StringSlice("board-value")) > 0:
+		return cli.Exit("otabox flash: --board-value needs --board-data OFFSET:SIZE, where its partition is", 2)
+	}
 	done, stopped := make(chan struct{}), make(chan struct{})
 	if rec == nil || c.String("batch") == "" {
 		close(stopped)

@@ -135,6 +135,10 @@ type Options struct {
 	// Flash sets the bootloader header's flash mode, size and frequency
 	// (all "keep" when zero).
 	Flash FlashParams
+	// BoardData, when set, is written to each board with its own values;
+	// Batch names the batch for its {batch}.
+	BoardData *BoardData
+	Batch     string
 	// Open opens a port; tray.Open when nil.
 	Open func(spec string) (Port, error)
 	// Baud is the rate to write at once the ROM is synced at 115,200
@@ -228,6 +232,14 @@ func flashOne(ctx context.Context, s Slot, plan Plan, opts Options) (row Board) 
 	if parts, err = opts.Flash.apply(parts, chip, row.FlashSize); err != nil {
 		row.Refused = true
 		return fail("%v: nothing written", err)
+	}
+	if opts.BoardData != nil {
+		bd, err := opts.BoardData.part(parts, row.MAC, s.Name, chip.Name, opts.Batch)
+		if err != nil {
+			row.Refused = true
+			return fail("%v: nothing written", err)
+		}
+		parts = append(append([]Part(nil), parts...), bd)
 	}
 	for _, part := range parts {
 		if int64(part.Offset)+int64(len(part.Data)) > row.FlashSize && row.FlashSize > 0 {

@@ -12,6 +12,7 @@ import (
 
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
+	"otabox/appliance/nvs"
 	"otabox/appliance/romloader"
 	"otabox/appliance/romloader/romemu"
 	"otabox/appliance/tray"
@@ -221,5 +222,37 @@ func TestFlashParamsSetInTheBootloaderHeader(t *testing.T) {
 	r := tray.Flash(context.Background(), []tray.Slot{{Name: "3", Port: listen(t, emulated("ESP32", 3))}}, tray.Fixed([]tray.Part{tray.NewPart(0, "huge.bin", big)}), tray.Options{})
 	if r[0].Passed || !strings.Contains(r[0].Reason, "ends past the board's 4 MB of flash") {
 		t.Errorf("a part past the end of flash: %+v", r[0])
+	}
+}
+
+// TestBoardDataPartition: with board data, each board gets its own NVS
+// partition at the given offset, its values expanded for it ({mac12},
+// {slot}, {batch}), byte for byte what nvs.Build makes of them (whose
+// format is checked against ESP-IDF's generator); board data overlapping
+// another part is refused before the first write.
+func TestBoardDataPartition(t *testing.T) {
+	app, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP32, Size: 64 << 10, Seed: 31})
+	bd, err := tray.ParseBoardData("0x3f0000:0x3000", []string{"serial=ACME-{mac12}", "slot={slot}", "batch={batch}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := emulated("ESP32", 0x41), emulated("ESP32", 0x42)
+	rows := tray.Flash(context.Background(), []tray.Slot{{Name: "1", Port: listen(t, a)}, {Name: "2", Port: listen(t, b)}},
+		tray.Fixed([]tray.Part{tray.NewPart(0x10000, "app.bin", app)}), tray.Options{BoardData: bd, Batch: "tray-9"})
+	for i, board := range []*romemu.Board{a, b} {
+		mac := romloader.FormatMAC(board.MAC)
+		want, _ := nvs.Build(0x3000, tray.Namespace, []nvs.Value{
+			{Key: "serial", Str: "ACME-" + strings.ReplaceAll(mac, ":", "")}, {Key: "slot", Str: rows[i].Slot}, {Key: "batch", Str: "tray-9"}})
+		if !rows[i].Passed || !bytes.Equal(board.Read(0x3f0000, 0x3000), want) {
+			t.Errorf("slot %s: %+v; its partition holds %q", rows[i].Slot, rows[i], board.Read(0x3f0000+64, 96))
+		}
+	}
+	over, _ := tray.ParseBoardData("0x10000:0x3000", []string{"serial={mac12}"})
+	r := tray.Flash(context.Background(), []tray.Slot{{Name: "3", Port: listen(t, emulated("ESP32", 0x43))}}, tray.Fixed([]tray.Part{tray.NewPart(0x10000, "app.bin", app)}), tray.Options{BoardData: over})
+	if r[0].Passed || !strings.Contains(r[0].Reason, "overlaps app.bin") {
+		t.Errorf("overlapping board data: %+v", r[0])
+	}
+	if _, err := tray.ParseBoardData("0x3f0800:0x3000", nil); err == nil {
+		t.Error("board data off a 4 KB boundary was taken")
 	}
 }
