@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -276,6 +277,40 @@ func (l *Loader) MAC() (string, error) {
 		return FormatMAC(m), err
 	}
 	return FormatMAC(macFromWords(w[0], w[1])), nil
+}
+
+// Revision is the chip's revision as its eFuses and registers say it:
+// for the ESP32, eFuse word 3 bit 15, word 5 bit 20 and APB_CTRL_DATE
+// bit 31 (the ESP32 technical reference manual; esptool-js reads the
+// same) give revision 0 to 3. Other chips: ErrUnsupported (their
+// revision fields are not read here).
+func (l *Loader) Revision() (string, error) {
+	if l.Chip == nil || l.Chip.Name != "ESP32" {
+		return "", ErrUnsupported
+	}
+	w3, err := l.ReadReg(0x3ff5a000 + 4*3)
+	if err != nil {
+		return "", err
+	}
+	w5, err := l.ReadReg(0x3ff5a000 + 4*5)
+	if err != nil {
+		return "", err
+	}
+	apb, err := l.ReadReg(0x3ff66000 + 0x7c)
+	if err != nil {
+		return "", err
+	}
+	rev := 0
+	switch {
+	case w3>>15&1 == 0:
+	case w5>>20&1 == 0:
+		rev = 1
+	case apb>>31&1 == 0:
+		rev = 2
+	default:
+		rev = 3
+	}
+	return strconv.Itoa(rev), nil
 }
 
 // WriteReg writes a 32-bit register.

@@ -51,6 +51,9 @@ func TestFlashEveryChip(t *testing.T) {
 			if got, err := l.MAC(); err != nil || got != romloader.FormatMAC(mac) {
 				t.Fatalf("MAC %q %v", got, err)
 			}
+			if rev, err := l.Revision(); name == "ESP32" && (err != nil || rev != "3") {
+				t.Fatalf("ESP32 revision %q %v, the board is revision 3 (as esptool-js reads it)", rev, err)
+			}
 			if id, err := l.FlashID(); err != nil || romloader.FlashSize(id) != 4<<20 {
 				t.Fatalf("flash id 0x%06x (%d bytes) %v", id, romloader.FlashSize(id), err)
 			}

@@ -23,7 +23,9 @@ type Flashed struct {
 	Digests   []string // what it reports running once it boots the app (its running MD5s and SHA-256)
 	Bytes     int64    // written
 	Size      int64    // to write
-	Passed    bool     // written and verified
+	Passed    bool     // written (and verified, unless Verified says otherwise)
+	Verified  string   // "md5", or why not ("written, not verified (...)")
+	Revision  string   // the chip's revision, when its ROM tells it
 	Refused   bool     // nothing written: the image is not for its chip
 	Reason    string
 	Took      time.Duration
@@ -179,6 +181,12 @@ func (s *Store) recordFlashed(tx wtx, batch string, f Flashed) error {
 		return err
 	}
 	bd.IP, bd.Slot, bd.Family, bd.Chip, bd.LastSeen = ev.Client, f.Slot, ev.Family, ev.Chip, ev.Time
+	if f.Revision != "" {
+		bd.Revision = s.cut(f.Revision, MaxString)
+	}
+	if f.FlashSize > 0 {
+		bd.FlashSize = f.FlashSize
+	}
 	bd.Attempts++
 	bd.Bytes, bd.Size = f.Bytes, f.Size
 	if bd.Started.IsZero() {
@@ -188,6 +196,9 @@ func (s *Store) recordFlashed(tx wtx, batch string, f Flashed) error {
 	switch {
 	case f.Passed:
 		bd.Result, bd.Reason = ResultFlashed, ""
+		if f.Verified != "" && f.Verified != "md5" {
+			bd.Reason = s.cut(f.Verified, MaxText) // the report says it was not read back
+		}
 		bd.AfterImage, bd.AfterVersion, bd.AfterSHA256 = ev.Image, s.cut(f.Version, MaxString), s.cut(f.SHA256, MaxString)
 	case f.Refused:
 		bd.Result, bd.Reason = ResultRefused, ev.Reason

@@ -105,6 +105,8 @@ type Board struct {
 	Took     time.Duration `json:"took_ns"`
 	Verified string        `json:"verified"` // "md5" or "written, not verified (...)"
 	Baud     int           `json:"baud"`
+	// Revision is the chip's revision where its eFuses tell it (ESP32).
+	Revision string `json:"revision,omitempty"`
 	// FlashID is the flash chip's JEDEC id; FlashSize the size it names.
 	FlashID   string `json:"flash_id,omitempty"`
 	FlashSize int64  `json:"flash_size,omitempty"`
@@ -220,6 +222,9 @@ func flashOne(ctx context.Context, s Slot, plan Plan, opts Options) (row Board) 
 	}
 	if opts.Detected != nil {
 		opts.Detected(s.Name, chip.Name, row.MAC)
+	}
+	if rev, err := l.Revision(); err == nil {
+		row.Revision = rev
 	}
 	if id, err := l.FlashID(); err == nil {
 		row.FlashID, row.FlashSize = fmt.Sprintf("%06x", id), romloader.FlashSize(id)
@@ -355,7 +360,7 @@ func Record(rows []Board, plan Plan) []store.Flashed {
 			size += int64(len(p.Data))
 		}
 		f := store.Flashed{Time: now.Add(-r.Took), Slot: r.Slot, Port: r.Port, MAC: r.MAC, Chip: r.Chip, Bytes: int64(r.Bytes), Size: size,
-			Passed: r.Passed, Refused: r.Refused, Reason: r.Reason, Took: r.Took, FlashSize: -1}
+			Passed: r.Passed, Refused: r.Refused, Reason: r.Reason, Took: r.Took, FlashSize: -1, Verified: r.Verified, Revision: r.Revision}
 		if r.FlashSize > 0 {
 			f.FlashSize = r.FlashSize
 		}

@@ -73,6 +73,11 @@ func New(chip *romloader.Chip, mac [6]byte, flashSize int) *Board {
 	} else {
 		b.regs[chip.MACReg], b.regs[chip.MACReg+4] = w0, w1
 	}
+	if chip.Name == "ESP32" { // revision 3 (ECO3): eFuse word 3 bit 15, word 5 bit 20, APB_CTRL_DATE bit 31
+		b.regs[0x3ff5a000+4*3] |= 1 << 15
+		b.regs[0x3ff5a000+4*5] |= 1 << 20
+		b.regs[0x3ff66000+0x7c] = 1 << 31
+	}
 	// The UART divider the crystal is read from: 40 MHz at 115,200 baud.
 	for _, r := range []uint32{0x3ff40014, 0x60000014, 0x3f400014} {
 		b.regs[r] = 347
