@@ -27,10 +27,10 @@ type Port interface {
 	SetBaud(baud int) error
 }
 
-// Open opens spec: "socket://host:port" or a serial device path (a /dev
-// name or a /dev/serial/by-path link). rfc2217:// is refused: its telnet
-// control channel is not implemented, and guessing would write to a
-// board at a baud rate nobody set.
+// Open opens spec: "socket://host:port" (a raw TCP line), "rfc2217://host:port"
+// (a serial port over telnet, RFC 2217: baud rate and modem lines set on
+// the far side), or a serial device path (a /dev name or a
+// /dev/serial/by-path link).
 func Open(spec string) (Port, error) {
 	switch {
 	case strings.HasPrefix(spec, "socket://"):
@@ -41,7 +41,11 @@ func Open(spec string) (Port, error) {
 		}
 		return tcpPort{c}, nil
 	case strings.HasPrefix(spec, "rfc2217://"):
-		return nil, fmt.Errorf("port %s: rfc2217 is not supported yet; run ser2net in raw mode and give socket://host:port", spec)
+		p, err := openRFC2217(strings.TrimPrefix(spec, "rfc2217://"))
+		if err != nil {
+			return nil, fmt.Errorf("port %s: %w", spec, err)
+		}
+		return p, nil
 	case strings.Contains(spec, "://"):
 		return nil, fmt.Errorf("port %s: unknown scheme (socket://host:port, or a /dev path)", spec)
 	}
