@@ -52,6 +52,9 @@ func ManifestPlan(path string) (Plan, error) {
 			if strings.Contains(p.Path, "://") {
 				return nil, fmt.Errorf("manifest %s: part %s is a URL; otabox flashes offline, from files beside the manifest", path, p.Path)
 			}
+			if !filepath.IsLocal(filepath.FromSlash(p.Path)) {
+				return nil, fmt.Errorf("manifest %s: part %s is outside the manifest's folder", path, p.Path)
+			}
 			file := filepath.Join(filepath.Dir(path), filepath.FromSlash(p.Path))
 			data, err := os.ReadFile(file)
 			if err != nil {

@@ -177,6 +177,10 @@ func TestManifestGivesEachChipItsBuild(t *testing.T) {
 	if _, err := tray.ManifestPlan(manifest); err == nil || !strings.Contains(err.Error(), "is a URL") {
 		t.Errorf("a part given by URL: %v", err)
 	}
+	os.WriteFile(manifest, []byte(`{"builds":[{"chipFamily":"ESP32","parts":[{"path":"../../etc/passwd","offset":0}]}]}`), 0o644)
+	if _, err := tray.ManifestPlan(manifest); err == nil || !strings.Contains(err.Error(), "outside the manifest's folder") {
+		t.Errorf("a part outside the manifest's folder: %v", err)
+	}
 }
 
 // TestFlashParamsSetInTheBootloaderHeader: --flash-mode / --flash-size /
