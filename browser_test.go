@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"otabox/appliance/emu"
@@ -269,9 +270,10 @@ func stationAt(t *testing.T, chromium, addr string, width int, boards []*board) 
 // TestReportFitsA4AndAPhone opens a batch report with long reasons in
 // headless Chromium: at the width of A4 portrait inside its margins
 // (186 mm, 703 px) no cell of the boards' table overflows (reasons wrap
-// inside their cell) and the table is no wider than the page; at a
-// phone's width (390 px) nothing scrolls sideways. Screenshots land in the
-// artifacts folder.
+// inside their cell) and the table is no wider than the page, on screen
+// and with the print stylesheet, and it prints to an A4 PDF; at a phone's
+// width (390 px) nothing scrolls sideways. Screenshots and the PDF land in
+// the artifacts folder.
 func TestReportFitsA4AndAPhone(t *testing.T) {
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -314,6 +316,25 @@ func TestReportFitsA4AndAPhone(t *testing.T) {
 			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
 				os.WriteFile(filepath.Join(artifactsDir(t), fmt.Sprintf("report-%dpx.png", width)), png, 0o644)
 			}
+			if width != 703 {
+				return
+			}
+			// As printed: the print stylesheet applied, then to PDF on A4.
+			if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+				_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: "print"})
+				return err
+			})); err != nil {
+				t.Fatal(err)
+			}
+			over, err = chromedp.Run(ctx, chromedp.Evaluate[float64](`Array.from(document.querySelectorAll('#devices td')).filter(function(td){return td.scrollWidth > td.clientWidth + 1;}).length`))
+			if err != nil || over > 0 {
+				t.Errorf("printed: %v cells overflow (%v)", over, err)
+			}
+			pdf, err := chromedp.Run(ctx, chromedp.PrintToPDF(chromedp.PDFPaper(chromedp.PaperA4), chromedp.PDFMargin(0)))
+			if err != nil || !bytes.HasPrefix(pdf, []byte("%PDF")) {
+				t.Fatalf("print to PDF: %v", err)
+			}
+			os.WriteFile(filepath.Join(artifactsDir(t), "report-a4.pdf"), pdf, 0o644)
 		})
 	}
 }

@@ -81,6 +81,7 @@ type BatchDevice struct {
 	// USB; AfterSHA256 the SHA-256 of what was written there.
 	Slot        string `json:"slot,omitempty"`
 	AfterSHA256 string `json:"after_sha256,omitempty"`
+	FlashID     string `json:"flash_id,omitempty"` // JEDEC id, hex, when read over USB
 }
 
 // Duration is the time from the first download to the result, rounded to
@@ -340,14 +341,14 @@ func (s *Store) Batch(ctx context.Context, name string) (*Batch, bool, error) {
 
 const batchDeviceCols = `batch, mac, ip, family, chip, revision, flash_size, before_image, before_version, before_md5,
 	after_image, after_version, after_md5, bytes, size, first_seen, last_seen, started, ended, attempts, result, reason,
-	slot, after_sha256`
+	slot, after_sha256, flash_id`
 
 func scanBatchDevice(sc scanner) (*BatchDevice, error) {
 	var d BatchDevice
 	var first, last, started, ended int64
 	if err := sc.Scan(&d.Batch, &d.MAC, &d.IP, &d.Family, &d.Chip, &d.Revision, &d.FlashSize, &d.BeforeImage, &d.BeforeVersion, &d.BeforeMD5,
 		&d.AfterImage, &d.AfterVersion, &d.AfterMD5, &d.Bytes, &d.Size, &first, &last, &started, &ended, &d.Attempts, &d.Result, &d.Reason,
-		&d.Slot, &d.AfterSHA256); err != nil {
+		&d.Slot, &d.AfterSHA256, &d.FlashID); err != nil {
 		return nil, err
 	}
 	d.FirstSeen, d.LastSeen = time.UnixMilli(first).UTC(), time.UnixMilli(last).UTC()
@@ -468,10 +469,10 @@ func (s *Store) foldBatch(tx wtx, ev *Event, finished bool) error {
 }
 
 func saveBatchDevice(tx wtx, d *BatchDevice) error {
-	_, err := tx.Exec(`INSERT OR REPLACE INTO batch_devices (`+batchDeviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := tx.Exec(`INSERT OR REPLACE INTO batch_devices (`+batchDeviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		d.Batch, d.MAC, d.IP, d.Family, d.Chip, d.Revision, d.FlashSize, d.BeforeImage, d.BeforeVersion, d.BeforeMD5,
 		d.AfterImage, d.AfterVersion, d.AfterMD5, d.Bytes, d.Size, ms(d.FirstSeen), ms(d.LastSeen), msOrZero(d.Started), msOrZero(d.Ended),
-		d.Attempts, d.Result, d.Reason, d.Slot, d.AfterSHA256)
+		d.Attempts, d.Result, d.Reason, d.Slot, d.AfterSHA256, d.FlashID)
 	return err
 }
 

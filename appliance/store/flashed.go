@@ -29,7 +29,8 @@ type Flashed struct {
 	Refused   bool     // nothing written: the image is not for its chip
 	Reason    string
 	Took      time.Duration
-	FlashSize int64 // -1: not known
+	FlashSize int64  // -1: not known
+	FlashID   string // JEDEC id, hex
 }
 
 // FlashRecord is the fleet record in a data dir, open for one run of
@@ -186,6 +187,9 @@ func (s *Store) recordFlashed(tx wtx, batch string, f Flashed) error {
 	}
 	if f.FlashSize > 0 {
 		bd.FlashSize = f.FlashSize
+	}
+	if f.FlashID != "" {
+		bd.FlashID = s.cut(f.FlashID, MaxString)
 	}
 	bd.Attempts++
 	bd.Bytes, bd.Size = f.Bytes, f.Size

@@ -155,6 +155,7 @@ var migrations = []string{
 	// as the catalog had them when the batch opened, for the report.
 	`ALTER TABLE batch_devices ADD COLUMN slot TEXT NOT NULL DEFAULT '';
 	ALTER TABLE batch_devices ADD COLUMN after_sha256 TEXT NOT NULL DEFAULT '';
+	ALTER TABLE batch_devices ADD COLUMN flash_id TEXT NOT NULL DEFAULT '';  -- the flash chip's JEDEC id, read over USB
 	ALTER TABLE batches ADD COLUMN image_version TEXT NOT NULL DEFAULT '';
 	ALTER TABLE batches ADD COLUMN image_md5 TEXT NOT NULL DEFAULT '';
 	ALTER TABLE batches ADD COLUMN image_sha256 TEXT NOT NULL DEFAULT '';`,

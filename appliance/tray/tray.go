@@ -360,7 +360,7 @@ func Record(rows []Board, plan Plan) []store.Flashed {
 			size += int64(len(p.Data))
 		}
 		f := store.Flashed{Time: now.Add(-r.Took), Slot: r.Slot, Port: r.Port, MAC: r.MAC, Chip: r.Chip, Bytes: int64(r.Bytes), Size: size,
-			Passed: r.Passed, Refused: r.Refused, Reason: r.Reason, Took: r.Took, FlashSize: -1, Verified: r.Verified, Revision: r.Revision}
+			Passed: r.Passed, Refused: r.Refused, Reason: r.Reason, Took: r.Took, FlashSize: -1, Verified: r.Verified, Revision: r.Revision, FlashID: r.FlashID}
 		if r.FlashSize > 0 {
 			f.FlashSize = r.FlashSize
 		}
