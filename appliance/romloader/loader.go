@@ -279,38 +279,59 @@ func (l *Loader) MAC() (string, error) {
 	return FormatMAC(macFromWords(w[0], w[1])), nil
 }
 
-// Revision is the chip's revision as its eFuses and registers say it:
-// for the ESP32, eFuse word 3 bit 15, word 5 bit 20 and APB_CTRL_DATE
-// bit 31 (the ESP32 technical reference manual; esptool-js reads the
-// same) give revision 0 to 3. Other chips: ErrUnsupported (their
-// revision fields are not read here).
+// Revision is the chip's revision as its eFuses say it. ESP32: eFuse
+// word 3 bit 15, word 5 bit 20 and APB_CTRL_DATE bit 31 give revision 0
+// to 3 (the ESP32 technical reference manual). ESP32-S3 and ESP32-C3:
+// "vMAJOR.MINOR" from eFuse block 1 (major: word 5 bits 24-25; minor: word
+// 5 bit 23 over word 3 bits 18-20), the S3's v0.0 told apart by its block
+// version 1.1 (block 2 word 4, block 1 word 3 bits 24-26); esptool-js
+// reads the same fields. Other chips: ErrUnsupported.
 func (l *Loader) Revision() (string, error) {
-	if l.Chip == nil || l.Chip.Name != "ESP32" {
+	if l.Chip == nil {
 		return "", ErrUnsupported
 	}
-	w3, err := l.ReadReg(0x3ff5a000 + 4*3)
-	if err != nil {
-		return "", err
+	read := func(addrs ...uint32) ([]uint32, error) {
+		out := make([]uint32, len(addrs))
+		for i, a := range addrs {
+			v, err := l.ReadReg(a)
+			if err != nil {
+				return nil, fmt.Errorf("revision: %w", err)
+			}
+			out[i] = v
+		}
+		return out, nil
 	}
-	w5, err := l.ReadReg(0x3ff5a000 + 4*5)
-	if err != nil {
-		return "", err
+	switch l.Chip.Name {
+	case "ESP32":
+		w, err := read(0x3ff5a000+4*3, 0x3ff5a000+4*5, 0x3ff66000+0x7c)
+		if err != nil {
+			return "", err
+		}
+		rev := 0
+		switch {
+		case w[0]>>15&1 == 0:
+		case w[1]>>20&1 == 0:
+			rev = 1
+		case w[2]>>31&1 == 0:
+			rev = 2
+		default:
+			rev = 3
+		}
+		return strconv.Itoa(rev), nil
+	case "ESP32-S3", "ESP32-C3":
+		block1 := l.Chip.MACReg // eFuse block 1 starts with the MAC
+		w, err := read(block1+4*3, block1+4*5, block1+0x18+4*4)
+		if err != nil {
+			return "", err
+		}
+		minor := (w[1]>>23&1)<<3 | w[0]>>18&7
+		major := w[1] >> 24 & 3
+		if l.Chip.Name == "ESP32-S3" && minor&7 == 0 && w[2]&3 == 1 && w[0]>>24&7 == 1 {
+			major, minor = 0, 0 // v0.0, whose block version 1.1 used the major field otherwise
+		}
+		return fmt.Sprintf("v%d.%d", major, minor), nil
 	}
-	apb, err := l.ReadReg(0x3ff66000 + 0x7c)
-	if err != nil {
-		return "", err
-	}
-	rev := 0
-	switch {
-	case w3>>15&1 == 0:
-	case w5>>20&1 == 0:
-		rev = 1
-	case apb>>31&1 == 0:
-		rev = 2
-	default:
-		rev = 3
-	}
-	return strconv.Itoa(rev), nil
+	return "", ErrUnsupported
 }
 
 // WriteReg writes a 32-bit register.

@@ -86,8 +86,8 @@ func TestEsptoolJSDrivesTheEmulator(t *testing.T) {
 			if got.Chip != name || !bytes.EqualFold([]byte(got.MAC), []byte(romloader.FormatMAC(mac))) || !got.Stub {
 				t.Errorf("esptool-js saw chip %q, MAC %q, stub %v; the board is %s %s", got.Chip, got.MAC, got.Stub, name, romloader.FormatMAC(mac))
 			}
-			if name == "ESP32" && !strings.Contains(got.Description, "(revision 3)") {
-				t.Errorf("esptool-js says the ESP32 is %q, the emulator is revision 3", got.Description)
+			if want := map[string]string{"ESP32": "(revision 3)", "ESP32-S3": "(revision v0.2)", "ESP32-C3": "(revision v0.4)"}[name]; want != "" && !strings.Contains(got.Description, want) {
+				t.Errorf("esptool-js says the %s is %q, the emulator is %s", name, got.Description, want)
 			}
 			if !bytes.Equal(board.Read(at, len(img)), img) {
 				t.Errorf("the emulated flash does not hold what esptool-js wrote")

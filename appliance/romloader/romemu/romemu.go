@@ -78,6 +78,13 @@ func New(chip *romloader.Chip, mac [6]byte, flashSize int) *Board {
 		b.regs[0x3ff5a000+4*5] |= 1 << 20
 		b.regs[0x3ff66000+0x7c] = 1 << 31
 	}
+	if chip.Name == "ESP32-S3" || chip.Name == "ESP32-C3" { // revision v0.2 (S3) / v0.4 (C3)
+		minor := uint32(2)
+		if chip.Name == "ESP32-C3" {
+			minor = 4
+		}
+		b.regs[chip.MACReg+4*3] |= minor << 18
+	}
 	// The UART divider the crystal is read from: 40 MHz at 115,200 baud.
 	for _, r := range []uint32{0x3ff40014, 0x60000014, 0x3f400014} {
 		b.regs[r] = 347
