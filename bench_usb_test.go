@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,21 +28,12 @@ func serveBoard(t *testing.T, chip string, last byte) (*romemu.Board, string) {
 	t.Helper()
 	c, _ := romloader.ChipNamed(chip)
 	b := romemu.New(c, [6]byte{0x24, 0x6f, 0x28, 0x55, 0x00, last}, 4<<20)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	spec, stop, err := b.ServeTCP()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.Serve(conn)
-		}
-	}()
-	return b, "socket://" + ln.Addr().String()
+	t.Cleanup(stop)
+	return b, spec
 }
 
 // TestFlashCommandFlashesATray: `otabox flash --port SLOT=PORT ...

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -30,18 +29,12 @@ func BenchmarkTray(b *testing.B) {
 		for n := 0; n < boards; n++ {
 			board := romemu.New(c, [6]byte{0x24, 0x6f, 0x28, 0, 0, byte(n)}, 4<<20)
 			board.Baud = 115200
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			spec, stop, err := board.ServeTCP()
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer ln.Close()
-			go func() {
-				conn, err := ln.Accept()
-				if err == nil {
-					board.Serve(conn)
-				}
-			}()
-			slots = append(slots, tray.Slot{Name: fmt.Sprint(n + 1), Port: "socket://" + ln.Addr().String()})
+			defer stop()
+			slots = append(slots, tray.Slot{Name: fmt.Sprint(n + 1), Port: spec})
 		}
 		start := time.Now()
 		rows := tray.Flash(context.Background(), slots, tray.Fixed([]tray.Part{tray.NewPart(0x10000, "app.bin", img)}), tray.Options{Baud: baud})

@@ -62,7 +62,9 @@ func (t *Tasmota) Upgrade(addr string) UpdateResult {
 	return res
 }
 
-// minimalName is Tasmota's -minimal file name for the URL's file.
+// minimalName is Tasmota's -minimal file name for the URL's file. It is
+// written again here, from Tasmota's source, on purpose: the emulator
+// must not call decide.TasmotaMinimal, the code whose answers it checks.
 func minimalName(u string) string {
 	dir, name := path.Split(u)
 	dot := strings.IndexByte(name, '.')

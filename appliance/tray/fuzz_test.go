@@ -49,14 +49,7 @@ func FuzzTelnet(f *testing.F) {
 			}
 		}
 		// What Write puts on the wire, another port reads back as data.
-		var escaped []byte
-		for _, x := range data {
-			escaped = append(escaped, x)
-			if x == iac {
-				escaped = append(escaped, iac)
-			}
-		}
-		q := &rfc2217Port{conn: a, r: bufio.NewReader(bytes.NewReader(escaped))}
+		q := &rfc2217Port{conn: a, r: bufio.NewReader(bytes.NewReader(appendEscaped(nil, data)))}
 		var got []byte
 		for {
 			n, err := q.Read(buf)

@@ -54,32 +54,33 @@ func openRFC2217(addr string) (*rfc2217Port, error) {
 	return p, nil
 }
 
-// sub sends one Com Port Control subnegotiation.
-func (p *rfc2217Port) sub(cmd []byte) error {
-	b := []byte{iac, sb, optComPort}
-	for _, x := range cmd {
-		b = append(b, x)
+// appendEscaped appends b to dst with every 0xFF doubled, as telnet
+// carries a data byte that is its IAC.
+func appendEscaped(dst, b []byte) []byte {
+	for _, x := range b {
+		dst = append(dst, x)
 		if x == iac {
-			b = append(b, iac)
+			dst = append(dst, iac)
 		}
 	}
+	return dst
+}
+
+// send writes raw telnet bytes.
+func (p *rfc2217Port) send(b []byte) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	_, err := p.conn.Write(append(b, iac, se))
+	_, err := p.conn.Write(b)
 	return err
 }
 
+// sub sends one Com Port Control subnegotiation.
+func (p *rfc2217Port) sub(cmd []byte) error {
+	return p.send(append(appendEscaped([]byte{iac, sb, optComPort}, cmd), iac, se))
+}
+
 func (p *rfc2217Port) Write(b []byte) (int, error) {
-	out := make([]byte, 0, len(b)+8)
-	for _, x := range b {
-		out = append(out, x)
-		if x == iac {
-			out = append(out, iac)
-		}
-	}
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	if _, err := p.conn.Write(out); err != nil {
+	if err := p.send(appendEscaped(make([]byte, 0, len(b)+8), b)); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -140,9 +141,7 @@ func (p *rfc2217Port) telnet(x byte) (data byte, ok bool) {
 			if asked == do {
 				reply = wont
 			}
-			p.wmu.Lock()
-			p.conn.Write([]byte{iac, reply, x})
-			p.wmu.Unlock()
+			p.send([]byte{iac, reply, x})
 		}
 		return 0, false
 	default: // wont, dont: nothing to answer

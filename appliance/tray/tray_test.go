@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,21 +21,12 @@ import (
 // serve a real one, and returns its socket:// spec.
 func listen(t *testing.T, b *romemu.Board) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	spec, stop, err := b.ServeTCP()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.Serve(c)
-		}
-	}()
-	return "socket://" + ln.Addr().String()
+	t.Cleanup(stop)
+	return spec
 }
 
 func emulated(name string, n int) *romemu.Board {

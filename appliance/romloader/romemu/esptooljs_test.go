@@ -49,20 +49,11 @@ func TestEsptoolJSDrivesTheEmulator(t *testing.T) {
 			chip, _ := romloader.ChipNamed(name)
 			mac := [6]byte{0x24, 0x6f, 0x28, 0x10, 0x20, byte(0x30 + i)}
 			board := romemu.New(chip, mac, 4<<20)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			spec, stop, err := board.ServeTCP() // a reopened port is the same board
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go board.Serve(c) // a reopened port is the same board
-				}
-			}()
+			defer stop()
 			img := make([]byte, 150000+1000*i)
 			rand.Read(img[:len(img)/2]) // half random, half compressible
 			file := filepath.Join(t.TempDir(), "image.bin")
@@ -70,7 +61,7 @@ func TestEsptoolJSDrivesTheEmulator(t *testing.T) {
 			const at = 0x10000
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			host, port, _ := net.SplitHostPort(ln.Addr().String())
+			host, port, _ := net.SplitHostPort(strings.TrimPrefix(spec, "socket://"))
 			cmd := exec.CommandContext(ctx, node, "check.mjs", host, port, file, strconv.Itoa(at))
 			cmd.Dir = esptoolJS
 			out, err := cmd.Output()

@@ -18,6 +18,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -384,4 +385,25 @@ func checksum(data []byte) uint32 {
 		c ^= x
 	}
 	return uint32(c)
+}
+
+// ServeTCP serves the board on a loopback TCP port, as ser2net's raw
+// mode serves a real one (every connection is the same board: a port
+// opened again finds it as it was), and returns its socket:// address
+// and a stop function.
+func (b *Board) ServeTCP() (spec string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.Serve(c)
+		}
+	}()
+	return "socket://" + ln.Addr().String(), func() { ln.Close() }, nil
 }
