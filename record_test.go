@@ -649,3 +649,39 @@ func TestQuietSecondPutsTheRecordInTheDatabaseFile(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckInRunningTheImageConfirmsAHeldDevice: a device that was sent
+// an image twice and came back on its old one both times (failed, held
+// back) and then checks in running the image is confirmed, whatever it
+// was before: its hold ends (otabox devices, /metrics), and its history
+// holds that check-in as one event.
+func TestCheckInRunningTheImageConfirmsAHeldDevice(t *testing.T) {
+	dir, v1, v2, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	d := emu.New(emu.ESP8266v31)
+	d.STAMAC = "5C:CF:7F:00:25:01"
+	// Sent v2, back on v1 (failed once, sent it again), back on v1 again:
+	// failed twice, held back.
+	for i, want := range []int{200, 200, 304} {
+		d.Running = v1 // the new image never boots
+		if res := d.Update(r.addr, "/update"); res.Status != want {
+			t.Fatalf("request %d: %v %q", i+1, res, res.Headers["x-otabox-reason"])
+		}
+	}
+	if got := recorded(t, data)[d.STAMAC]; got.State != "failed" {
+		t.Fatalf("after two failures: %+v", got)
+	}
+	d.Running = v2
+	if res := d.Update(r.addr, "/update"); res.Status != 304 {
+		t.Fatalf("check-in running the image: %v %q", res, res.Headers["x-otabox-reason"])
+	}
+	if got := recorded(t, data)[d.STAMAC]; got.State != "confirmed" {
+		t.Errorf("after the check-in running the image: %+v", got)
+	}
+	metrics := getBody(t, "http://"+r.addr+"/metrics")
+	if !strings.Contains(metrics, "otabox_devices_held_back 0") || !strings.Contains(metrics, `otabox_devices_by_update_state{state="confirmed"} 1`) || strings.Contains(metrics, `state="failed"} 1`) {
+		t.Errorf("metrics still count the device as held or failed:\n%s", grepLines(metrics, "otabox_devices"))
+	}
+}
+

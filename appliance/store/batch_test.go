@@ -44,3 +44,37 @@ func TestBatchDownloadCutByAStop(t *testing.T) {
 		t.Errorf("after the retry and the check-in: %+v", d)
 	}
 }
+
+// TestConfirmedAfterTheBatchClosed: a board still waiting when its batch
+// closed that checks in running the batch image later (no batch open to
+// ask about it) is confirmed in the batch too, saying so and when.
+func TestConfirmedAfterTheBatchClosed(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	ctx := context.Background()
+	if _, err := s.EnsureBatch(ctx, Batch{Name: "tray", Image: "fw.bin", Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	const mac = "AA:00:00:00:00:09"
+	serve := &Event{Time: time.Now(), MAC: mac, Method: "GET", Endpoint: "update", Decision: "serve", Status: 200, Image: "fw.bin",
+		Digest: "old", ImageDigests: []string{"new"}, FreeSpace: -1, ChipSize: -1, Batch: &BatchEvent{Name: "tray"}}
+	id := s.Decided(serve)
+	done := *serve
+	done.Bytes, done.Size, done.Completed = 10, 10, true
+	s.Finished(id, &done)
+	device(t, s, mac) // the end is written
+	s.Close()
+	if _, err := CloseBatch(dir, "tray", true); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := open(t, dir, Options{})
+	later := time.Now().Add(time.Minute)
+	s2.Decided(&Event{Time: later, MAC: mac, Method: "GET", Endpoint: "update", Decision: "no-update", Status: 304, Digest: "new", FreeSpace: -1, ChipSize: -1})
+	devs, err := s2.BatchDevices(ctx, "tray")
+	if err != nil || len(devs) != 1 {
+		t.Fatal(devs, err)
+	}
+	if d := devs[0]; d.Result != ResultConfirmed || d.Reason != "confirmed after the batch closed" || d.AfterMD5 != "new" || d.Ended.UnixMilli() != later.UnixMilli() {
+		t.Errorf("after the late check-in: %+v", d)
+	}
+}

@@ -406,14 +406,12 @@ func (s *Store) hold(ctx context.Context, mac string) Hold {
 // ran before has failed once more, and from HoldBackAfter failures on the
 // image is held back. It returns the failures and the hold-back end.
 func (h Hold) After(digest string, now time.Time) (failures int, until time.Time) {
-	failures, until = h.Failures, h.Until
-	if digest != "" && h.State == StateSent && strings.EqualFold(digest, h.PrevDigest) {
-		failures++
-		if failures >= HoldBackAfter {
-			until = now.Add(BackOff(failures))
-		}
+	if digest == "" {
+		return h.Failures, h.Until
 	}
-	return failures, until
+	d := Device{State: h.State, SentDigests: h.SentDigests, PrevDigest: h.PrevDigest, Failures: int64(h.Failures), HeldUntil: h.Until}
+	next(d.State, classify(&d, digest)).apply(&d, now)
+	return int(d.Failures), d.HeldUntil
 }
 
 // RolloutStats counts the devices sent image since a time, and how many

@@ -332,7 +332,18 @@ func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 		}
 		d = &row{Device: Device{MAC: ev.MAC, FirstSeen: ev.Time}}
 	}
+	was := d.State
 	s.fold(d, ev, id, decided)
+	if d.State == StateConfirmed && was != StateConfirmed && ev.Batch == nil {
+		// Confirmed after its batch closed (no open batch asked about it):
+		// the batch's row says so too, and when.
+		if _, err := tx.Exec(`UPDATE batch_devices SET result = ?, reason = ?, after_md5 = ?, ended = ?
+			WHERE mac = ? AND result IN (?, ?, ?, ?) AND batch IN (SELECT name FROM batches WHERE closed != 0 AND image = ?)`,
+			ResultConfirmed, "confirmed after the batch closed", ev.Digest, ms(ev.Time),
+			d.MAC, ResultWaiting, ResultFailed, ResultCutOff, ResultFlashed, d.Sent); err != nil {
+			return 0, err
+		}
+	}
 	return id, saveDevice(tx, d)
 }
 
@@ -381,36 +392,10 @@ func BackOff(failures int) time.Duration {
 }
 
 // checkIn reads a device's report of what it runs against the last update
-// it was sent.
+// it was sent (the state machine: next).
 func (s *Store) checkIn(d *row, ev *Event) {
-	dg := ev.Digest
-	sent := containsFold(d.SentDigests, dg)
-	switch {
-	case (d.State == StateSent || d.State == StateCut) && sent:
-		d.State, d.Failures, d.HeldUntil = StateConfirmed, 0, time.Time{}
-	case d.State == StateSent && strings.EqualFold(dg, d.PrevDigest):
-		// The image went out whole, and the device still runs what it ran.
-		d.State = StateFailed
-		d.Failures++
-		if d.Failures >= HoldBackAfter {
-			d.HeldUntil = ev.Time.Add(BackOff(int(d.Failures)))
-		}
-	case d.State == StateCut && strings.EqualFold(dg, d.PrevDigest):
-		d.State = StateFailed // a cut-off download: not the image's fault, no hold-back
-	case d.State == StateConfirmed && !sent && strings.EqualFold(dg, d.PrevDigest):
-		d.State = StateFailed // rolled back after confirming
-		d.Failures++
-	}
-	d.Digest, d.Running = dg, ev.Running
-}
-
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
-			return true
-		}
-	}
-	return false
+	next(d.State, classify(&d.Device, ev.Digest)).apply(&d.Device, ev.Time)
+	d.Digest, d.Running = ev.Digest, ev.Running
 }
 
 // finish records how a download's response ended.
@@ -448,9 +433,9 @@ func (s *Store) finish(tx wtx, ev *Event) error {
 		d.Sent, d.SentDigests, d.PrevDigest, d.SentAt = d.pendingImage, d.pendingDigests, d.pendingPrev, ev.Time
 		d.Downloads++
 		if ev.Completed {
-			d.State = StateSent
+			next(d.State, sentWhole).apply(&d.Device, ev.Time)
 		} else {
-			d.State = StateCut
+			next(d.State, cutOff).apply(&d.Device, ev.Time)
 			d.Reason = ev.Reason
 		}
 	}
