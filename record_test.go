@@ -684,4 +684,3 @@ func TestCheckInRunningTheImageConfirmsAHeldDevice(t *testing.T) {
 		t.Errorf("metrics still count the device as held or failed:\n%s", grepLines(metrics, "otabox_devices"))
 	}
 }
-
