@@ -184,14 +184,21 @@ func TestReleaseServesNoSamples(t *testing.T) {
 }
 
 // TestReleaseBakesFirmware: make release FIRMWARE=dir carries exactly that
-// folder's images, and the bake leaves nothing behind in the tree.
+// folder's images, and the bake leaves nothing behind in the tree or in
+// its own temporary folder (this test's TMPDIR: another clone's bakes in
+// the machine's /tmp are not its business).
 func TestReleaseBakesFirmware(t *testing.T) {
-	fwdir, dist := t.TempDir(), t.TempDir()
+	fwdir, dist, tmp := t.TempDir(), t.TempDir(), t.TempDir()
+	mk := func(args ...string) *exec.Cmd {
+		cmd := exec.Command("make", args...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		return cmd
+	}
 	img, _ := firmware.ReadFile("firmware/lab/sensor-esp8266-1m.bin")
 	os.MkdirAll(filepath.Join(fwdir, "site"), 0o755)
 	os.WriteFile(filepath.Join(fwdir, "site", "meter.bin"), img, 0o644)
 	os.WriteFile(filepath.Join(fwdir, "my firmware.bin"), img, 0o644) // left out: a space in the name
-	out, err := exec.Command("make", "release", "DIST="+dist, "VERSION=test", "FIRMWARE="+fwdir).CombinedOutput()
+	out, err := mk("release", "DIST="+dist, "VERSION=test", "FIRMWARE="+fwdir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("make release: %v\n%s", err, out)
 	}
@@ -221,10 +228,10 @@ func TestReleaseBakesFirmware(t *testing.T) {
 		t.Error("a .bake copy was left in the tree")
 	}
 	// A bake that fails leaves nothing behind either.
-	if err := exec.Command("make", "build", "FIRMWARE=/nonexistent").Run(); err == nil {
+	if err := mk("build", "FIRMWARE=/nonexistent").Run(); err == nil {
 		t.Error("make build FIRMWARE=/nonexistent succeeded")
 	}
-	if m, _ := filepath.Glob(filepath.Join(os.TempDir(), "otabox-bake.*")); len(m) > 0 {
+	if m, _ := filepath.Glob(filepath.Join(tmp, "otabox-bake.*")); len(m) > 0 {
 		t.Errorf("bake copies left behind: %v", m)
 	}
 }
