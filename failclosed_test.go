@@ -98,6 +98,8 @@ func TestRefusedReloadKeepsThePolicy(t *testing.T) {
 // reason; otabox devices (--state held), /api/devices?state=held and
 // /metrics show it; `otabox retry MAC` clears it, and so does a policy
 // reload that names the MAC.
+// A policy reload that names a held device clears its hold, its log line
+// counting the holds it cleared (not the MACs it named).
 func TestUpdateLoopIsHeldBack(t *testing.T) {
 	dir, v1, v2, _ := fleetCatalog(t)
 	data := t.TempDir()
@@ -141,9 +143,12 @@ func TestUpdateLoopIsHeldBack(t *testing.T) {
 	if res := a.Update(r.addr, "/update"); res.Outcome != emu.OK {
 		t.Fatalf("after otabox retry: %v %q", res, res.Headers["x-otabox-reason"])
 	}
-	os.WriteFile(pol, []byte("max-downloads 10\ngroup bench "+b.STAMAC+"\n"), 0o644)
+	// Two MACs named, one of them held back: the reload says it cleared one.
+	os.WriteFile(pol, []byte("max-downloads 10\ngroup bench "+b.STAMAC+" 5C:CF:7F:AA:AA:AA\n"), 0o644)
 	r.cmd.Process.Signal(syscall.SIGHUP)
-	waitLog(t, r, "policy reloaded")
+	if line := waitLog(t, r, "policy reloaded"); !strings.Contains(line, "hold_backs_cleared=1") {
+		t.Errorf("the reload's line counts holds it did not clear: %s", line)
+	}
 	if res := b.Update(r.addr, "/update"); res.Outcome != emu.OK {
 		t.Fatalf("after a reload naming the MAC: %v %q", res, res.Headers["x-otabox-reason"])
 	}

@@ -60,7 +60,7 @@ func main() {
 	serveFlags := []cli.Flag{
 		&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 8000, Usage: "TCP port devices connect to", EnvVars: []string{"OTABOX_PORT"}},
 		&cli.StringFlag{Name: "bind", Aliases: []string{"b"}, Value: "", DefaultText: "all interfaces", Usage: "address to listen on", EnvVars: []string{"OTABOX_BIND"}},
-		catalogFlag(),
+		catalogFlag("serve firmware from this directory"),
 		&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "info", Usage: "log level: debug, info, warning, error, critical", EnvVars: []string{"OTABOX_LOG"}},
 		&cli.StringFlag{Name: "update-path", Value: "/update", Usage: "fixed URL that gives each device the newest image of its project (\"\" turns it off)", EnvVars: []string{"OTABOX_UPDATE_PATH"}},
 		dataDirFlag(),
@@ -96,7 +96,7 @@ func main() {
 		OnUsageError: usageError,
 		Commands: []*cli.Command{
 			{Name: "serve", Usage: "serve firmware to devices (the default)", Flags: serveFlags, Action: serveOnly, OnUsageError: usageError},
-			{Name: "version", Usage: "print the version", Action: func(*cli.Context) error { fmt.Println("otabox version " + version); return nil }},
+			{Name: "version", Usage: "print the version and build time", Action: func(*cli.Context) error { fmt.Println("otabox version " + versionLine()); return nil }},
 			{
 				Name: "discover", Usage: "find otabox servers on the LAN over mDNS",
 				Flags: []cli.Flag{
@@ -134,12 +134,13 @@ func main() {
 			},
 			{
 				Name: "batch", Usage: "open and close factory batches (a tray of boards given one image by /update)",
+				Action: unknownSubcommand,
 				Subcommands: []*cli.Command{
 					{
 						Name: "start", Usage: "open a batch: every device asking /update (or those of --group) gets --image until it is closed", ArgsUsage: "NAME",
 						Flags: []cli.Flag{
-							dataDirFlag(), catalogFlag(),
-							&cli.StringFlag{Name: "image", Required: true, Usage: "catalog path of the production image"},
+							dataDirFlag(), catalogFlag("look for --image in this directory (the one the server serves)"),
+							&cli.StringFlag{Name: "image", Usage: "catalog path of the production image (required)"},
 							&cli.IntFlag{Name: "expect", Usage: "boards on the tray (the station page counts toward it)"},
 							&cli.StringFlag{Name: "group", Usage: "only devices of this policy group (a group line of --policy)"},
 							&cli.StringFlag{Name: "note", Usage: "free text for the report"},
@@ -162,7 +163,7 @@ func main() {
 				},
 				Action: batchReport,
 			},
-			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag()}, Action: list},
+			{Name: "list", Usage: "print the catalog as a table", Flags: []cli.Flag{catalogFlag("list the firmware in this directory")}, Action: list},
 			{
 				Name: "flash", Usage: "flash a tray of boards over their serial ports at once (chip and MAC read from each ROM)", ArgsUsage: "[OFFSET=FILE...]",
 				Flags: []cli.Flag{
@@ -279,6 +280,41 @@ func writeDataDir(c *cli.Context) string {
 	return dir
 }
 
+// unknownSubcommand answers a command's unknown subcommand in one line,
+// with the closest one (rc 2), instead of urfave/cli's "No help topic".
+func unknownSubcommand(c *cli.Context) error {
+	var names []string
+	for _, sub := range c.Command.Subcommands {
+		if sub.Name != "help" {
+			names = append(names, sub.Name)
+		}
+	}
+	if c.NArg() == 0 {
+		return cli.Exit(fmt.Sprintf("otabox %s: name what to do: %s", c.Command.Name, strings.Join(names, ", ")), 2)
+	}
+	msg := fmt.Sprintf("otabox %s: no command %q", c.Command.Name, c.Args().First())
+	if s := suggest.Closest(c.Args().First(), names); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	return cli.Exit(msg+" ("+strings.Join(names, ", ")+")", 2)
+}
+
+// dataDirArg is " --data-dir DIR" when the command was given one, for
+// the commands it prints to run next.
+func dataDirArg(c *cli.Context, dir string) string {
+	if !c.IsSet("data-dir") {
+		return ""
+	}
+	return " --data-dir " + shellQuote(dir)
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 func format(c *cli.Context) string {
 	switch {
 	case c.Bool("json"):
@@ -289,8 +325,9 @@ func format(c *cli.Context) string {
 	return store.FormatTable
 }
 
-func catalogFlag() cli.Flag {
-	return &cli.StringFlag{Name: "catalog", Aliases: []string{"d"}, DefaultText: "the embedded firmware", Usage: "serve firmware from this directory", EnvVars: []string{"OTABOX_CATALOG"}}
+// catalogFlag is --catalog, with what it means to the command.
+func catalogFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Name: "catalog", Aliases: []string{"d"}, DefaultText: "the embedded firmware", Usage: usage, EnvVars: []string{"OTABOX_CATALOG"}}
 }
 
 func serve(c *cli.Context) error {
@@ -367,7 +404,7 @@ func serve(c *cli.Context) error {
 		Policy:        c.String("policy"),
 		AdminPassword: password,
 		DeviceAuth:    httpapi.DeviceAuth{User: c.String("device-user"), Password: devicePassword, Catalog: c.Bool("device-auth-catalog")},
-		Version:       version,
+		Version:       versionLine(),
 		MaxConnsPerIP: c.Int("max-conns-per-ip"),
 		MaxConns:      c.Int("max-conns"),
 		MinRate:       minRate(c.Int64("min-rate")),
@@ -405,12 +442,16 @@ func secret(c *cli.Context, name string) (string, error) {
 }
 
 func devices(c *cli.Context) error {
+	f := store.DeviceFilter{State: c.String("state"), MAC: c.String("mac"), Limit: c.Int("limit")}
+	if err := f.Check(); err != nil {
+		return cli.Exit("otabox devices: "+strings.TrimPrefix(err.Error(), store.ErrBadFilter.Error()+": "), 2)
+	}
 	st, err := store.OpenReader(readDataDir(c))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	devs, total, err := st.Devices(c.Context, store.DeviceFilter{State: c.String("state"), MAC: c.String("mac"), Limit: c.Int("limit")})
+	devs, total, err := st.Devices(c.Context, f)
 	if err != nil {
 		return err
 	}
@@ -424,14 +465,21 @@ func history(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit("otabox history: name one device MAC", 2)
 	}
+	mac, err := store.NormalizeMAC(c.Args().First())
+	if err != nil {
+		return cli.Exit("otabox history: "+strings.TrimPrefix(err.Error(), store.ErrBadFilter.Error()+": "), 2)
+	}
 	st, err := store.OpenReader(readDataDir(c))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	evs, err := st.Events(c.Context, store.EventFilter{MAC: c.Args().First(), Limit: c.Int("limit")})
+	evs, err := st.Events(c.Context, store.EventFilter{MAC: mac, Limit: c.Int("limit")})
 	if err != nil {
 		return err
+	}
+	if len(evs) == 0 {
+		return cli.Exit("otabox history: no requests of "+mac+" in the record", 1)
 	}
 	return store.WriteEvents(os.Stdout, evs, format(c))
 }
@@ -446,6 +494,9 @@ func batchStart(c *cli.Context) error {
 	name := c.Args().First()
 	if err := policy.CheckBatchName(name); err != nil {
 		return cli.Exit("otabox batch start: "+err.Error(), 2)
+	}
+	if c.String("image") == "" {
+		return cli.Exit("otabox batch start: --image is required: the catalog path of the production image (otabox list shows them)", 2)
 	}
 	src, err := source(c)
 	if err != nil {
@@ -492,11 +543,11 @@ func batchStart(c *cli.Context) error {
 	if e.Image != nil && e.Image.Version != "" {
 		ver = " " + e.Image.Version
 	}
-	cover := "every device asking /update"
+	cover := "every device asking /update gets"
 	if b.Group != "" {
-		cover = "the devices of group " + b.Group
+		cover = "the devices of group " + b.Group + " asking /update get"
 	}
-	fmt.Printf("batch %s open: %s get %s%s (%s); watch /station, close with otabox batch close %s\n", name, cover, image, ver, e.Image.Chip, name)
+	fmt.Printf("batch %s open: %s %s%s (%s); watch /station, close it with otabox batch close %s%s\n", name, cover, image, ver, e.Image.Chip, name, dataDirArg(c, dir))
 	return nil
 }
 
@@ -504,11 +555,12 @@ func batchClose(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit("otabox batch close: name the batch", 2)
 	}
-	b, err := store.CloseBatch(readDataDir(c), c.Args().First(), c.Bool("force"))
+	dir := readDataDir(c)
+	b, err := store.CloseBatch(dir, c.Args().First(), c.Bool("force"))
 	if err != nil {
 		return cli.Exit("otabox batch close: "+err.Error(), 1)
 	}
-	fmt.Printf("batch %s closed; its report: otabox report %s\n", b.Name, b.Name)
+	fmt.Printf("batch %s closed; its report: otabox report %s%s\n", b.Name, b.Name, dataDirArg(c, dir))
 	return nil
 }
 
@@ -640,6 +692,15 @@ func source(c *cli.Context) (appliance.Source, error) {
 		}
 	}
 	return appliance.Source{FS: sub, Name: "embedded", Embedded: true, Stamp: stamp(), Manifest: m}, nil
+}
+
+// versionLine is the version with the build time make stamps in, for
+// `otabox version` and the status page.
+func versionLine() string {
+	if t, err := time.Parse(time.RFC3339, buildTime); err == nil {
+		return version + ", built " + t.UTC().Format("2006-01-02 15:04 UTC")
+	}
+	return version + ", build time not stamped (make build stamps it)"
 }
 
 // stamp is the build time, the date embedded files without a build stamp

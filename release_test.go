@@ -207,6 +207,9 @@ func TestReleaseBakesFirmware(t *testing.T) {
 	}
 	root := t.TempDir()
 	untar(t, filepath.Join(dist, "otabox_test_linux_amd64.tar.gz"), root)
+	if v, err := exec.Command(filepath.Join(root, "otabox"), "version").Output(); err != nil || !strings.Contains(string(v), "otabox version test, built 20") {
+		t.Errorf("a release's version says no build time: %v %q", err, v)
+	}
 	list, _ := exec.Command(filepath.Join(root, "otabox"), "list").Output()
 	var paths []string
 	for _, l := range strings.Split(strings.TrimSpace(string(list)), "\n")[1:] {

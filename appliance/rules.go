@@ -130,10 +130,13 @@ func (a *Appliance) reloadPolicy() {
 	}
 	a.policyErr.Store(nil)
 	a.h.SetPolicy(p)
+	cleared := 0
 	for _, mac := range p.MACs() {
-		a.store.Retry(mac)
+		if a.store.Retry(mac) {
+			cleared++
+		}
 	}
-	a.log.Info("policy reloaded", "file", a.cfg.Policy, "max_downloads", p.MaxDownloads, "hold_backs_cleared_for", len(p.MACs()))
+	a.log.Info("policy reloaded", "file", a.cfg.Policy, "max_downloads", p.MaxDownloads, "hold_backs_cleared", cleared)
 }
 
 // publish puts a new catalog in force and warns about every policy rule

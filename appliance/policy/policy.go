@@ -268,7 +268,7 @@ func Parse(b []byte) (*Policy, error) {
 				return nil, bad("pin takes a group and an image path")
 			}
 			if _, ok := p.groups[f[1]]; !ok {
-				return nil, bad("pin names group %q, which no earlier line defines", f[1])
+				return nil, bad("pin names group %q, which no earlier line defines%s", f[1], p.closestGroup(f[1]))
 			}
 			if _, dup := p.pins[f[1]]; dup {
 				return nil, bad("group %q is pinned twice", f[1])
@@ -312,7 +312,7 @@ func Parse(b []byte) (*Policy, error) {
 			}
 			if br.Group != "" {
 				if _, ok := p.groups[br.Group]; !ok {
-					return nil, bad("batch names group %q, which no earlier line defines", br.Group)
+					return nil, bad("batch names group %q, which no earlier line defines%s", br.Group, p.closestGroup(br.Group))
 				}
 			}
 			for _, o := range p.Batches {
@@ -557,4 +557,18 @@ func Bucket(mac string) int {
 	h := fnv.New32a()
 	h.Write([]byte(strings.ToUpper(mac)))
 	return int(h.Sum32() % 100)
+}
+
+// closestGroup is "; did you mean "lab"?" for a group name that is a
+// slip of one defined, "" otherwise.
+func (p *Policy) closestGroup(name string) string {
+	names := make([]string, 0, len(p.groups))
+	for g := range p.groups {
+		names = append(names, g)
+	}
+	sort.Strings(names)
+	if s := suggest.Closest(name, names); s != "" {
+		return fmt.Sprintf("; did you mean %q?", s)
+	}
+	return ""
 }

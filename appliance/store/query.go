@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -127,6 +129,49 @@ type DeviceFilter struct {
 	Offset int
 }
 
+// ErrBadFilter is a device or event filter otabox cannot answer: an
+// unknown state, a string that is no MAC. Callers say so (400, exit 2)
+// rather than answer an empty list.
+var ErrBadFilter = errors.New("bad filter")
+
+// States are the update states a filter may name.
+var States = []string{StateSent, StateCut, StateConfirmed, StateFailed, "none", "held"}
+
+// Check refuses a filter naming an unknown state or a malformed MAC, and
+// writes the MAC as the record keeps it (5C:CF:7F:12:34:56, also from
+// 5c-cf-7f-12-34-56 or 5ccf7f123456; a prefix ending in * as given).
+func (f *DeviceFilter) Check() error {
+	if f.State != "" && !slices.Contains(States, f.State) {
+		return fmt.Errorf("%w: unknown state %q (%s)", ErrBadFilter, f.State, strings.Join(States, ", "))
+	}
+	if f.MAC != "" && !strings.HasSuffix(f.MAC, "*") {
+		m, err := NormalizeMAC(f.MAC)
+		if err != nil {
+			return err
+		}
+		f.MAC = m
+	}
+	return nil
+}
+
+// NormalizeMAC writes a MAC as the record keeps it: upper case, colons.
+// It takes colons, dashes or no separators.
+func NormalizeMAC(s string) (string, error) {
+	h := strings.NewReplacer(":", "", "-", "", ".", "").Replace(strings.TrimSpace(s))
+	if len(h) != 12 {
+		return "", fmt.Errorf("%w: %q is not a MAC (like 5C:CF:7F:12:34:56)", ErrBadFilter, s)
+	}
+	out := make([]string, 6)
+	for i := range out {
+		b := h[2*i : 2*i+2]
+		if _, err := strconv.ParseUint(b, 16, 8); err != nil {
+			return "", fmt.Errorf("%w: %q is not a MAC (like 5C:CF:7F:12:34:56)", ErrBadFilter, s)
+		}
+		out[i] = strings.ToUpper(b)
+	}
+	return strings.Join(out, ":"), nil
+}
+
 func (f DeviceFilter) where() (string, []any) {
 	var conds []string
 	var args []any
@@ -169,6 +214,9 @@ func (s *Store) reader() (*sql.DB, error) {
 
 // Devices returns the devices f selects and how many there are in all.
 func (s *Store) Devices(ctx context.Context, f DeviceFilter) ([]Device, int, error) {
+	if err := f.Check(); err != nil {
+		return nil, 0, err
+	}
 	db, err := s.reader()
 	if db == nil {
 		return nil, 0, err

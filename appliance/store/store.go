@@ -463,19 +463,23 @@ func (s *Store) Record(ev *Event) {
 }
 
 // Retry clears a device's hold-back and failure count, so that its next
-// check-in may be sent the image again. It returns once that is committed
-// (or could not be): a reload that clears holds says so only afterwards.
-func (s *Store) Retry(mac string) {
+// check-in may be sent the image again, and reports whether there was one
+// to clear. It returns once that is committed (or could not be): a reload
+// that clears holds says so only afterwards, with the count of holds
+// actually cleared.
+func (s *Store) Retry(mac string) (cleared bool) {
 	if s == nil {
-		return
+		return false
 	}
 	o := &op{kind: opRetry, mac: strings.ToUpper(mac), id: make(chan int64, 1)}
 	if !s.enqueue(o, true) {
-		return
+		return false
 	}
 	select {
-	case <-o.id:
+	case n := <-o.id:
+		return n > 0
 	case <-time.After(s.opts.WaitDurable):
+		return false
 	}
 }
 

@@ -258,8 +258,13 @@ func (s *Store) apply(tx wtx, o *op) (int64, error) {
 	case opFinished:
 		return 0, s.finish(tx, o.ev)
 	case opRetry:
-		_, err := tx.Exec(`UPDATE devices SET failures = 0, held_until = 0 WHERE mac = ?`, o.mac)
-		return 0, err
+		// The id says whether there was a hold or a failure count to clear.
+		res, err := tx.Exec(`UPDATE devices SET failures = 0, held_until = 0 WHERE mac = ? AND (failures != 0 OR held_until != 0)`, o.mac)
+		if err != nil {
+			return 0, err
+		}
+		n, _ := res.RowsAffected()
+		return n, nil
 	}
 	return 0, errors.New("store: unknown record kind")
 }

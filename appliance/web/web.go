@@ -277,6 +277,10 @@ func limit(q url.Values, def int) int {
 func (h *Handler) apiDevices(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := store.DeviceFilter{State: q.Get("state"), MAC: q.Get("mac"), Offset: max(atoi(q.Get("offset")), 0)}
+	if err := f.Check(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	want := limit(q, maxRows)
 	var out *jsonArray
 	for sent := 0; sent < want; {
