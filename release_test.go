@@ -41,6 +41,12 @@ func TestRelease(t *testing.T) {
 			t.Errorf("no %s archive in SHA256SUMS:\n%s", arch, sums1)
 		}
 	}
+	for _, arch := range []string{"amd64", "arm64", "armhf", "armel"} {
+		if !strings.Contains(string(sums1), "otabox_test_"+arch+".deb") {
+			t.Errorf("no %s package in SHA256SUMS:\n%s", arch, sums1)
+		}
+	}
+	t.Run("deb", func(t *testing.T) { debInstallsRemovesAndPurges(t, filepath.Join(dist1, "otabox_test_amd64.deb")) })
 	for _, tc := range []struct {
 		arch string
 		qemu []string
@@ -87,6 +93,65 @@ func TestRelease(t *testing.T) {
 			}
 			t.Logf("%s build under %s served %d bytes, MD5 %s, and recorded it in its store", tc.arch, strings.Join(tc.qemu, " "), len(res.Image), res.MD5)
 		})
+	}
+}
+
+// debInstallsRemovesAndPurges installs the amd64 package on this machine
+// (CI runs as root on a throwaway one), as a Pi user would with
+// `sudo apt install ./otabox_…_arm64.deb`: the binary runs, the system
+// user and its state folder with a group-writable firmware/ exist, the
+// unit and its drop-in verify (systemd-analyze) and the service is
+// enabled, not started; remove keeps the record, purge takes the folder
+// and the user too.
+func debInstallsRemovesAndPurges(t *testing.T, deb string) {
+	dpkg, err := exec.LookPath("dpkg")
+	if err != nil || os.Geteuid() != 0 {
+		skipOrFail(t, "installing the package needs dpkg and root (CI has both)")
+	}
+	if _, err := os.Stat("/var/lib/dpkg/info/otabox.list"); err == nil {
+		t.Skip("SKIP: an otabox package is installed on this machine; the test does not touch it")
+	}
+	sh := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() { exec.Command(dpkg, "--purge", "otabox").Run() })
+	out := sh(dpkg, "-i", deb)
+	if !strings.Contains(out, "copy firmware into /var/lib/otabox/firmware") {
+		t.Errorf("the install does not say what to do next:\n%s", out)
+	}
+	if v := sh("/usr/bin/otabox", "version"); !strings.Contains(v, "otabox version test, built") {
+		t.Errorf("installed binary: %s", v)
+	}
+	sh("getent", "passwd", "otabox")
+	if st, err := os.Stat("/var/lib/otabox/firmware"); err != nil || st.Mode().Perm() != 0o775 || st.Mode()&os.ModeSetgid == 0 {
+		t.Errorf("/var/lib/otabox/firmware: %v %v", st, err)
+	}
+	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
+		if out, err := exec.Command(analyze, "verify", "/lib/systemd/system/otabox.service").CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+	}
+	if _, err := os.Lstat("/etc/systemd/system/multi-user.target.wants/otabox.service"); err != nil {
+		t.Errorf("the service is not enabled: %v", err)
+	}
+	os.WriteFile("/var/lib/otabox/otabox.db", []byte("the record"), 0o644)
+	sh(dpkg, "-r", "otabox")
+	if _, err := os.Stat("/usr/bin/otabox"); err == nil {
+		t.Error("remove left /usr/bin/otabox")
+	}
+	if _, err := os.Stat("/var/lib/otabox/otabox.db"); err != nil {
+		t.Errorf("remove took the fleet record: %v", err)
+	}
+	sh(dpkg, "--purge", "otabox")
+	if _, err := os.Stat("/var/lib/otabox"); err == nil {
+		t.Error("purge left /var/lib/otabox")
+	}
+	if err := exec.Command("getent", "passwd", "otabox").Run(); err == nil {
+		t.Error("purge left the otabox user")
 	}
 }
 

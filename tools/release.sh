@@ -1,13 +1,15 @@
 #!/bin/sh
 # release.sh: cross-compiles otabox for each Pi generation into $DIST as
 # reproducible archives (fixed mtimes and owners, gzip -n, no build id):
-# binary, README, LICENSE and the systemd unit, plus SHA256SUMS. Run by
-# `make release` inside a bake (tools/bake.sh), so firmware/ is what the
-# release carries.
+# binary, README, LICENSE and the systemd unit, and a .deb of each (nfpm,
+# contrib/deb), plus SHA256SUMS. Run by `make release` inside a bake
+# (tools/bake.sh), so firmware/ is what the release carries.
 set -eu
 : "${DIST:?}" "${VERSION:?}" "${LDFLAGS:?}" "${EPOCH:?}"
-for p in amd64:amd64: arm64:arm64: armv7:arm:7 armv6:arm:6; do
-	name=${p%%:*}; rest=${p#*:}; arch=${rest%%:*}; arm=${rest#*:}
+# A Debian version starts with a digit: "test" or a commit becomes 0~test.
+case $VERSION in [0-9]*) debver=$VERSION ;; *) debver=0~$VERSION ;; esac
+for p in amd64:amd64::amd64 arm64:arm64::arm64 armv7:arm:7:armhf armv6:arm:6:armel; do
+	name=${p%%:*}; rest=${p#*:}; arch=${rest%%:*}; rest=${rest#*:}; arm=${rest%%:*}; debarch=${rest#*:}
 	base=otabox_${VERSION}_linux_$name
 	dir=$DIST/$base
 	mkdir -p "$dir"
@@ -18,6 +20,10 @@ for p in amd64:amd64: arm64:arm64: armv7:arm:7 armv6:arm:6; do
 	chmod 0644 "$dir/README.md" "$dir/LICENSE" "$dir/otabox.service"
 	tar --sort=name --mtime="@$EPOCH" --owner=0 --group=0 --numeric-owner --mode=u+rwX,go+rX,go-w \
 		-C "$DIST" -cf - "$base" | gzip -9n > "$dir.tar.gz"
+	mkdir -p .deb && cp "$dir/otabox" .deb/otabox
+	DEB_ARCH=$debarch DEB_VERSION=$debver SOURCE_DATE_EPOCH=$EPOCH \
+		${GO:-go} tool nfpm pkg --config contrib/deb/nfpm.yaml --packager deb \
+		--target "$DIST/otabox_${VERSION}_$debarch.deb" >/dev/null
 	rm -rf "$dir"
 done
-cd "$DIST" && sha256sum ./*.tar.gz | sed 's# \./# #' > SHA256SUMS && cat SHA256SUMS
+cd "$DIST" && sha256sum ./*.tar.gz ./*.deb | sed 's# \./# #' > SHA256SUMS && cat SHA256SUMS
