@@ -14,16 +14,19 @@ export CGO_ENABLED = 0
 
 # The build-time description of firmware/ that lets start-up skip hashing.
 manifest:
-	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
+	$(GO) run ./tools/mkmanifest -samples -in firmware -out firmware.manifest.json -gzip firmware.gzip
 
 build:
 ifneq ($(FIRMWARE),)
 	tools/bake.sh "$(FIRMWARE)" $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o "$(CURDIR)/otabox" .
 else
-	$(GO) run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
+	$(GO) run ./tools/mkmanifest -samples -in firmware -out firmware.manifest.json -gzip firmware.gzip
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o otabox .
 endif
 
+# The samples do not boot: make run keeps them on this machine (loopback,
+# no mDNS) unless ARGS says otherwise.
+ARGS ?= -b 127.0.0.1 --mdns=false
 run: build
 	./otabox serve $(ARGS)
 

@@ -14,7 +14,7 @@ var firmware embed.FS
 // that start-up hashes nothing; firmwareGzip holds its ESP8266 images
 // compressed for --gzip, so that start-up compresses nothing either.
 //
-//go:generate go run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
+//go:generate go run ./tools/mkmanifest -samples -in firmware -out firmware.manifest.json -gzip firmware.gzip
 //go:embed firmware.manifest.json
 var manifest []byte
 

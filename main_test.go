@@ -377,3 +377,31 @@ func TestMemoryLimitByDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestSamplesStayOnThisMachine: the embedded sample images do not boot,
+// so `make run` serves them on 127.0.0.1 without mDNS unless ARGS says
+// otherwise; the status page says they do not boot; served on a LAN
+// address they get a WARN naming them; a --catalog folder gets neither.
+func TestSamplesStayOnThisMachine(t *testing.T) {
+	out, err := exec.Command("make", "-n", "run").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "./otabox serve -b 127.0.0.1 --mdns=false") {
+		t.Errorf("make run does not keep the samples on this machine: %v\n%s", err, out)
+	}
+	if out, _ := exec.Command("make", "-n", "run", "ARGS=-b 0.0.0.0").CombinedOutput(); !strings.Contains(string(out), "./otabox serve -b 0.0.0.0") {
+		t.Errorf("ARGS does not replace the default:\n%s", out)
+	}
+	local := start(t)
+	if page := getBody(t, "http://"+local.addr+"/"); !strings.Contains(page, `id="samples"`) || !strings.Contains(page, "they do not boot") {
+		t.Error("the status page does not say the samples do not boot")
+	}
+	lan := start(t, "--bind", "0.0.0.0")
+	waitLog(t, lan, "serving otabox's sample images, which do not boot, on a LAN address")
+	if line := waitLog(t, lan, "sample images"); !strings.Contains(line, "blink-esp8266.bin") {
+		t.Errorf("the WARN does not name the images: %s", line)
+	}
+	dir, _, _, _ := fleetCatalog(t)
+	own := start(t, "--catalog", dir)
+	if page := getBody(t, "http://"+own.addr+"/"); strings.Contains(page, `id="samples"`) {
+		t.Error("a --catalog folder is said to be the samples")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -278,6 +279,7 @@ func New(cfg Config) (*Appliance, error) {
 		Policy:    a.policyView,
 		EmptyHelp: emptyCatalog(cfg.Firmware),
 		Folder:    a.dir.Fault,
+		Samples:   cfg.Firmware.Manifest != nil && cfg.Firmware.Manifest.Samples,
 		Downloads: downloads,
 		MDNS:      a.mdnsStatus,
 		Metrics:   m.Handler(),
@@ -422,6 +424,17 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.srv.Serve(httpapi.Quick(a.ln, a.srv)) }()
 	a.log.Info("serving", "addr", a.ln.Addr().String(), "catalog", a.cat.Source)
+	if m := a.cfg.Firmware.Manifest; m != nil && m.Samples {
+		if tcp, ok := a.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+			names := make([]string, 0, len(m.Files))
+			for p := range m.Files {
+				names = append(names, p)
+			}
+			sort.Strings(names)
+			a.log.Warn("serving otabox's sample images, which do not boot, on a LAN address: a device in reach may flash one (make run keeps them on 127.0.0.1; serve your own with --catalog DIR)",
+				"addr", a.ln.Addr().String(), "images", strings.Join(names, " "))
+		}
+	}
 	if a.cfg.Firmware.Manifest != nil {
 		go a.verify()
 	}

@@ -21,6 +21,10 @@ import (
 type Manifest struct {
 	Files   map[string]ManifestFile `json:"files"`
 	Skipped map[string]string       `json:"skipped,omitempty"`
+	// Samples says the files are the repository's sample images (the
+	// default build), which do not boot on a device: they are for a
+	// developer's own machine, not a LAN.
+	Samples bool `json:"samples,omitempty"`
 
 	gzip []byte // the compressed images, at ManifestFile.Gzip's offsets
 }

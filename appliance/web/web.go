@@ -43,6 +43,9 @@ type Sources struct {
 	// Folder says why the --catalog folder cannot be read now ("" when it
 	// can, or nil for the embedded catalog): a banner.
 	Folder    func() string
+	// Samples says the catalog is the repository's sample images, which
+	// do not boot: a banner says so.
+	Samples   bool
 	Downloads *httpapi.Downloads
 	MDNS      func() discovery.Status // nil when mDNS is off
 	Metrics   http.Handler
@@ -167,6 +170,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		"DevicesShown": len(devs),
 		"Name":         "status",
 		"Version":      h.src.Version,
+		"Samples":      h.src.Samples,
 		"Port":         h.src.Port,
 		"Path":         h.src.Path,
 		"Addresses":    h.addresses(),

@@ -21,8 +21,9 @@ func main() {
 	in := flag.String("in", "firmware", "firmware folder")
 	out := flag.String("out", "firmware.manifest.json", "manifest to write")
 	gz := flag.String("gzip", "firmware.gzip", "compressed images to write")
+	samples := flag.Bool("samples", false, "the folder is the repository's sample images (they do not boot)")
 	flag.Parse()
-	b, blob, err := manifest(*in)
+	b, blob, err := manifest(*in, *samples)
 	if err == nil {
 		err = writeIfChanged(*out, b)
 	}
@@ -43,11 +44,12 @@ func writeIfChanged(name string, b []byte) error {
 	return os.WriteFile(name, b, 0o644)
 }
 
-func manifest(dir string) (desc, gzip []byte, err error) {
+func manifest(dir string, samples bool) (desc, gzip []byte, err error) {
 	m, err := catalog.NewManifest(os.DirFS(dir))
 	if err != nil {
 		return nil, nil, err
 	}
+	m.Samples = samples
 	// Every file the build leaves out, with the reason serve would give.
 	var skipped []string
 	for p := range m.Skipped {
