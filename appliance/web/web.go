@@ -42,7 +42,7 @@ type Sources struct {
 	EmptyHelp string
 	// Folder says why the --catalog folder cannot be read now ("" when it
 	// can, or nil for the embedded catalog): a banner.
-	Folder    func() string
+	Folder func() string
 	// Samples says the catalog is the repository's sample images, which
 	// do not boot: a banner says so.
 	Samples   bool
