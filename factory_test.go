@@ -155,7 +155,7 @@ func TestFactoryBatchOf50(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "batch tray-1 open: every device asking /update get prod.bin 2.0.0") {
+	if !strings.Contains(out, "batch tray-1 open: every device asking /update gets prod.bin 2.0.0") {
 		t.Errorf("batch start says %q", out)
 	}
 	boards := wifiTray(sketch, 50)
