@@ -74,40 +74,54 @@ func (p serialPort) SetBaud(baud int) error { return p.SetMode(&serial.Mode{Baud
 // IO0 low as EN rises, then IO0 released), or, for chips on their own
 // USB-Serial/JTAG, the sequence its peripheral decodes from the two lines.
 func (p serialPort) Reset() (bool, error) {
-	usbJTAG := p.usbJTAG
-	set := func(dtr, rts bool) error {
+	seq := classicReset
+	if p.usbJTAG {
+		seq = usbJTAGReset
+	}
+	err := seq.run(func(dtr, rts bool) error {
 		if err := p.SetDTR(dtr); err != nil {
 			return err
 		}
 		return p.SetRTS(rts)
+	})
+	if errors.Is(err, syscall.ENOTTY) || errors.Is(err, syscall.EINVAL) {
+		// No modem lines (a pseudo-terminal, an adapter without
+		// them): the board must already be in download mode.
+		return false, p.ResetInputBuffer()
 	}
-	var steps []struct {
-		dtr, rts bool
-		wait     time.Duration
+	if err != nil {
+		return true, err
 	}
-	if usbJTAG {
-		steps = append(steps, []struct {
-			dtr, rts bool
-			wait     time.Duration
-		}{{false, false, 100 * time.Millisecond}, {true, false, 100 * time.Millisecond}, {false, true, 100 * time.Millisecond}, {false, false, 0}}...)
-	} else {
-		steps = append(steps, []struct {
-			dtr, rts bool
-			wait     time.Duration
-		}{{false, true, 100 * time.Millisecond}, {true, false, 50 * time.Millisecond}, {false, false, 0}}...)
-	}
-	for _, s := range steps {
+	return true, p.ResetInputBuffer()
+}
+
+// lineStep is one state of the DTR and RTS lines, held for wait.
+type lineStep struct {
+	dtr, rts bool
+	wait     time.Duration
+}
+
+// resetSequence is a reset into the ROM loader as line states.
+type resetSequence []lineStep
+
+var (
+	// classicReset drives the two-transistor auto-reset circuit of
+	// USB-UART boards: EN low, IO0 low as EN rises, IO0 released.
+	classicReset = resetSequence{{false, true, 100 * time.Millisecond}, {true, false, 50 * time.Millisecond}, {false, false, 0}}
+	// usbJTAGReset is what the USB-Serial/JTAG peripheral of the
+	// ESP32-S3 and C3 decodes from the lines as "reset into download".
+	usbJTAGReset = resetSequence{{false, false, 100 * time.Millisecond}, {true, false, 100 * time.Millisecond}, {false, true, 100 * time.Millisecond}, {false, false, 0}}
+)
+
+// run sets each step's lines with set and waits; the first error stops it.
+func (seq resetSequence) run(set func(dtr, rts bool) error) error {
+	for _, s := range seq {
 		if err := set(s.dtr, s.rts); err != nil {
-			if errors.Is(err, syscall.ENOTTY) || errors.Is(err, syscall.EINVAL) {
-				// No modem lines (a pseudo-terminal, an adapter without
-				// them): the board must already be in download mode.
-				return false, p.ResetInputBuffer()
-			}
-			return true, fmt.Errorf("reset: %w", err)
+			return fmt.Errorf("reset: %w", err)
 		}
 		time.Sleep(s.wait)
 	}
-	return true, p.ResetInputBuffer()
+	return nil
 }
 
 // usbPath matches a USB device's path in sysfs ("1-1.3" of ".../1-1.3:1.0/ttyUSB0").

@@ -3,7 +3,6 @@ package tray
 import (
 	"bufio"
 	"encoding/binary"
-	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -172,14 +171,8 @@ func (p *rfc2217Port) Reset() (bool, error) {
 		}
 		return p.sub([]byte{cpSetControl, r})
 	}
-	for _, s := range []struct {
-		dtr, rts bool
-		wait     time.Duration
-	}{{false, true, 100 * time.Millisecond}, {true, false, 50 * time.Millisecond}, {false, false, 0}} {
-		if err := line(s.dtr, s.rts); err != nil {
-			return true, fmt.Errorf("reset: %w", err)
-		}
-		time.Sleep(s.wait)
+	if err := classicReset.run(line); err != nil {
+		return true, err
 	}
 	return true, nil
 }
