@@ -47,7 +47,7 @@ func TestCommandLineSaysWhatItCannotAnswer(t *testing.T) {
 	}{
 		{"a misspelt batch command is answered with the closest", []string{"batch", "strt"}, 2, `no command "strt"; did you mean "start"? (start, close, list)`},
 		{"batch start without --image says what is missing", []string{"batch", "start", "tray-1", "--data-dir", data}, 2, "--image is required"},
-		{"devices --state with an unknown state is refused", []string{"devices", "--state", "bogus", "--data-dir", data}, 2, `unknown state "bogus" (sent, cut-off, confirmed, failed, none, held)`},
+		{"devices --state with an unknown state is refused", []string{"devices", "--state", "bogus", "--data-dir", data}, 2, `unknown state "bogus" (sent, cut-off, confirmed, failed, none, held, problem)`},
 		{"history of what is not a MAC is refused", []string{"history", "5c-cf-7f", "--data-dir", data}, 2, "is not a MAC"},
 		{"history takes a MAC written with dashes", []string{"history", "5c-cf-7f-12-34-56", "--data-dir", data}, 0, "GET /update  304"},
 		{"history of a device never seen says so", []string{"history", "5C:CF:7F:00:00:99", "--data-dir", data}, 1, "no requests of 5C:CF:7F:00:00:99 in the record"},

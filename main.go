@@ -65,7 +65,8 @@ func main() {
 		&cli.StringFlag{Name: "update-path", Value: "/update", Usage: "fixed URL that gives each device the newest image of its project (\"\" turns it off)", EnvVars: []string{"OTABOX_UPDATE_PATH"}},
 		dataDirFlag(),
 		&cli.StringFlag{Name: "policy", Usage: "policy file: allowlist, groups, pinning, rollouts, download cap (re-read on SIGHUP)", EnvVars: []string{"OTABOX_POLICY"}},
-		&cli.StringFlag{Name: "admin-password", Usage: "protect the status page and /api/* with this password (basic auth, any user)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD"}},
+		&cli.StringFlag{Name: "admin-password", Usage: "protect the status page and /api/* with this password (basic auth, any user) and turn on the page's actions (upload, remove, retry, batches)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD"}},
+		&cli.IntFlag{Name: "max-upload", Value: 16, Usage: "the largest image in MiB the status page takes as an upload", EnvVars: []string{"OTABOX_MAX_UPLOAD"}},
 		&cli.StringFlag{Name: "device-user", Value: "otabox", Usage: "user name devices send with setAuthorization (with --device-password)", EnvVars: []string{"OTABOX_DEVICE_USER"}},
 		&cli.StringFlag{Name: "device-password", Usage: "require devices to send this password (HTTP basic auth) for firmware and /update", EnvVars: []string{"OTABOX_DEVICE_PASSWORD"}},
 		&cli.StringFlag{Name: "device-password-file", Usage: "read the device password from this file's first line", EnvVars: []string{"OTABOX_DEVICE_PASSWORD_FILE"}},
@@ -111,7 +112,7 @@ func main() {
 					dataDirFlag(),
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 					&cli.BoolFlag{Name: "csv", Usage: "print CSV"},
-					&cli.StringFlag{Name: "state", Usage: "only devices in this update state: confirmed, failed, sent, cut-off, none, held"},
+					&cli.StringFlag{Name: "state", Usage: "only devices in this update state: confirmed, failed, sent, cut-off, none, held, or problem (failed, cut off, held back or last refused)"},
 					&cli.StringFlag{Name: "mac", Usage: "only this MAC, or MACs with this prefix ending in *"},
 					&cli.IntFlag{Name: "limit", Value: 10000, Usage: "at most this many devices"},
 				},
@@ -368,6 +369,9 @@ func serve(c *cli.Context) error {
 		}
 		debug.SetMemoryLimit(limit)
 	}
+	if n := c.Int("max-upload"); n < 1 || n > 128 {
+		return cli.Exit(fmt.Sprintf("otabox: --max-upload %d: give 1 to 128 MiB (an ESP's flash is at most 16 MiB on most modules)", n), 2)
+	}
 	keys, err := readKeys(c.StringSlice("verify-key"))
 	if err != nil {
 		return cli.Exit("otabox: --verify-key: "+err.Error(), 2)
@@ -403,6 +407,7 @@ func serve(c *cli.Context) error {
 		DataDir:       c.String("data-dir"),
 		Policy:        c.String("policy"),
 		AdminPassword: password,
+		MaxUpload:     int64(c.Int("max-upload")) << 20,
 		DeviceAuth:    httpapi.DeviceAuth{User: c.String("device-user"), Password: devicePassword, Catalog: c.Bool("device-auth-catalog")},
 		Version:       versionLine(),
 		MaxConnsPerIP: c.Int("max-conns-per-ip"),
@@ -506,35 +511,18 @@ func batchStart(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	image, err := catalog.Clean(c.String("image"))
-	if err != nil {
-		return cli.Exit("otabox batch start: --image: "+err.Error(), 2)
+	b, e, err := appliance.NewBatch(cat, name, c.String("image"))
+	if !errors.Is(err, appliance.ErrNotInCatalog) && err != nil {
+		return cli.Exit("otabox batch start: --"+err.Error(), 2)
 	}
-	e, ok := cat.File(image)
-	if !ok || e.Type != catalog.Bin {
-		var images []string
-		for _, f := range cat.Files() {
-			if f.Type == catalog.Bin {
-				images = append(images, f.Path)
-			}
-		}
-		msg := fmt.Sprintf("otabox batch start: %q is not a firmware image in the catalog (%s)", c.String("image"), cat.Source)
-		if s := suggest.Closest(image, images); s != "" {
-			msg += fmt.Sprintf("; did you mean %q?", s)
-		} else if len(images) > 0 {
-			msg += "; it has " + strings.Join(images, ", ")
-		}
+	if err != nil {
+		msg := "otabox batch start: " + err.Error()
 		if c.String("catalog") == "" {
 			msg += " (pass --catalog DIR when the server serves a directory)"
 		}
 		return cli.Exit(msg, 1)
 	}
-	b := store.Batch{Name: name, Image: image, Group: c.String("group"), Expect: c.Int("expect"),
-		Note: c.String("note"), Customer: c.String("customer"), Order: c.String("order"), Source: "cli",
-		ImageMD5: e.MD5, ImageSHA256: e.SHA256}
-	if e.Image != nil {
-		b.ImageVersion = e.Image.Version
-	}
+	b.Group, b.Expect, b.Note, b.Customer, b.Order, b.Source = c.String("group"), c.Int("expect"), c.String("note"), c.String("customer"), c.String("order"), "cli"
 	dir := readDataDir(c)
 	if err := store.StartBatch(dir, b); err != nil {
 		return cli.Exit("otabox batch start: "+err.Error(), 1)
@@ -547,7 +535,7 @@ func batchStart(c *cli.Context) error {
 	if b.Group != "" {
 		cover = "the devices of group " + b.Group + " asking /update get"
 	}
-	fmt.Printf("batch %s open: %s %s%s (%s); watch /station, close it with otabox batch close %s%s\n", name, cover, image, ver, e.Image.Chip, name, dataDirArg(c, dir))
+	fmt.Printf("batch %s open: %s %s%s (%s); watch /station, close it with otabox batch close %s%s\n", name, cover, b.Image, ver, e.Image.Chip, name, dataDirArg(c, dir))
 	return nil
 }
 

@@ -63,8 +63,12 @@ type Config struct {
 	// VerifyKeys, when set, admit only images whose signature verifies
 	// under one of them (--verify-key); the rest stay out with a warning.
 	VerifyKeys []*espimage.Key
-	// AdminPassword protects the status page and /api/* ("" leaves them open).
+	// AdminPassword protects the status page and /api/* ("" leaves them
+	// open) and turns on the page's actions (upload, remove, retry,
+	// batches), which are off without it.
 	AdminPassword string
+	// MaxUpload bounds an image uploaded from the page (0: 16 MiB).
+	MaxUpload int64
 	// DeviceAuth, when its Password is set, requires devices to send these
 	// credentials (setAuthorization) for firmware and /update.
 	DeviceAuth httpapi.DeviceAuth
@@ -251,6 +255,10 @@ func New(cfg Config) (*Appliance, error) {
 	a := &Appliance{cfg: cfg, log: log, cat: cat, store: st}
 	if cfg.Firmware.Dir != "" {
 		a.dir = newFolder(cfg.Firmware, log)
+		removeStaleUploads(cfg.Firmware.Dir, log)
+	}
+	if cfg.MaxUpload <= 0 {
+		cfg.MaxUpload = web.DefaultMaxUpload
 	}
 	downloads := httpapi.NewDownloads()
 	m := metrics.New(metrics.Sources{
@@ -285,6 +293,10 @@ func New(cfg Config) (*Appliance, error) {
 		Metrics:   m.Handler(),
 		Password:  cfg.AdminPassword,
 		Logger:    log,
+		Admin:     &admin{a: a, maxUpload: cfg.MaxUpload},
+		Removable: cfg.Firmware.Dir != "",
+		MaxUpload: cfg.MaxUpload,
+		Keys:      len(cfg.VerifyKeys) > 0,
 	})
 	if err != nil {
 		a.ln.Close()

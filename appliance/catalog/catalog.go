@@ -853,7 +853,7 @@ func (c *Catalog) file(p string) (*Entry, bool) {
 // folder of those names is reachable ("/update/fw.bin").
 func reserved(p string, dir bool) string {
 	switch p {
-	case "api", "metrics", "healthz", "favicon.ico", "station":
+	case "api", "admin", "metrics", "healthz", "favicon.ico", "station":
 		return "the name is reserved for the status page and its API; rename it"
 	case "esphome":
 		return "the name is reserved for ESPHome's manifests (/esphome/...); rename it"

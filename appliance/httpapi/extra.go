@@ -95,6 +95,14 @@ func (d *deadlineWriter) extend() {
 	d.rc.SetWriteDeadline(t)
 }
 
+// Prolong moves the answer's end to extraWriteMax from now: an answer
+// that first read a long request body (an upload from the status page,
+// bounded by its own read deadlines) still has its time to be written.
+func (d *deadlineWriter) Prolong() {
+	d.end = time.Now().Add(extraWriteMax)
+	d.extend()
+}
+
 func (d *deadlineWriter) Write(p []byte) (int, error) {
 	d.extend()
 	return d.ResponseWriter.Write(p)

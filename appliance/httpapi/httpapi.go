@@ -481,7 +481,7 @@ func headerLines(h http.Header) int {
 
 // isExtra tells the status page's paths from firmware names.
 func isExtra(p string) bool {
-	return p == "/" || p == "/metrics" || p == "/healthz" || p == "/favicon.ico" || p == "/station" || p == "/api" || strings.HasPrefix(p, "/api/")
+	return p == "/" || p == "/metrics" || p == "/healthz" || p == "/favicon.ico" || p == "/station" || p == "/api" || strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/admin/")
 }
 
 func (x *exchange) exchangeFor(took time.Duration) *Exchange {

@@ -123,11 +123,18 @@ func openExisting(path string, readOnly bool) (*sql.DB, error) {
 // DeviceFilter selects devices; the zero value is every device, most
 // recently seen first, at most 1,000.
 type DeviceFilter struct {
-	State  string // "" for all; "none" for devices never sent an image
+	State  string // "" for all; "none" for devices never sent an image; "problem" (see problemSQL)
 	MAC    string // a MAC or a prefix ending in '*'
 	Limit  int
 	Offset int
+	// ProblemsFirst lists the devices that need a technician (problemSQL)
+	// before the rest, each part most recently seen first.
+	ProblemsFirst bool
 }
+
+// problemSQL selects the devices that need a technician: an update that
+// failed or was cut off, an image held back, or a last request refused.
+const problemSQL = "(state IN ('failed', 'cut-off') OR held_until > ? OR decision = 'refuse')"
 
 // ErrBadFilter is a device or event filter otabox cannot answer: an
 // unknown state, a string that is no MAC. Callers say so (400, exit 2)
@@ -135,7 +142,7 @@ type DeviceFilter struct {
 var ErrBadFilter = errors.New("bad filter")
 
 // States are the update states a filter may name.
-var States = []string{StateSent, StateCut, StateConfirmed, StateFailed, "none", "held"}
+var States = []string{StateSent, StateCut, StateConfirmed, StateFailed, "none", "held", "problem"}
 
 // Check refuses a filter naming an unknown state or a malformed MAC, and
 // writes the MAC as the record keeps it (5C:CF:7F:12:34:56, also from
@@ -181,6 +188,9 @@ func (f DeviceFilter) where() (string, []any) {
 		conds = append(conds, "state = ''")
 	case "held":
 		conds = append(conds, "held_until > ?")
+		args = append(args, ms(time.Now()))
+	case "problem":
+		conds = append(conds, problemSQL)
 		args = append(args, ms(time.Now()))
 	default:
 		conds = append(conds, "state = ?")
@@ -229,7 +239,12 @@ func (s *Store) Devices(ctx context.Context, f DeviceFilter) ([]Device, int, err
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM devices`+where, args...).Scan(&total); err != nil {
 		return nil, 0, err
 	}
-	rows, err := db.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices`+where+` ORDER BY last_seen DESC, mac LIMIT ? OFFSET ?`,
+	order := ` ORDER BY last_seen DESC, mac`
+	if f.ProblemsFirst {
+		order = ` ORDER BY ` + problemSQL + ` DESC, last_seen DESC, mac`
+		args = append(args, ms(time.Now()))
+	}
+	rows, err := db.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices`+where+order+` LIMIT ? OFFSET ?`,
 		append(args, f.Limit, max(f.Offset, 0))...)
 	if err != nil {
 		return nil, 0, err

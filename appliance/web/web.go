@@ -2,11 +2,15 @@
 // site: what is in the catalog, which devices checked in and what they
 // run, which downloads are running, and the address devices should use.
 // One server-rendered page (html/template, assets embedded, no build
-// step, no external requests) that refreshes its progress bars by
-// polling /api/downloads. It observes; it decides nothing.
+// step, no external requests) whose live part (counts, downloads,
+// devices, catalog, batches) it renders again at /api/live, which the
+// page polls and swaps in. Behind the admin password it also takes a
+// technician's actions (admin.go); otherwise it observes and decides
+// nothing.
 package web
 
 import (
+	"bytes"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -54,6 +58,15 @@ type Sources struct {
 	Password string
 	// Logger gets a line per request and a WARN per wrong password.
 	Logger *slog.Logger
+	// Admin carries out the page's actions; they are offered only with a
+	// Password as well. Removable says a file can be taken out of the
+	// catalog (a folder, not the embedded one); Folders are the catalog
+	// folders an upload may go to; MaxUpload bounds an upload (shown).
+	Admin     Admin
+	Removable bool
+	MaxUpload int64
+	// Keys says uploads must verify under --verify-key (shown).
+	Keys bool
 }
 
 // PolicyView is the policy's state as the page shows it.
@@ -72,17 +85,14 @@ type Handler struct {
 	mux         *http.ServeMux
 	guard       *guard
 	h           http.Handler
+	token       string        // the actions' CSRF token (admin.go)
+	uploading   chan struct{} // one upload at a time
 }
 
 // New returns the handler.
 func New(src Sources) (*Handler, error) {
 	page, err := template.New("status.html").Funcs(template.FuncMap{
-		"pct": func(n, of int64) int64 {
-			if of <= 0 {
-				return 0
-			}
-			return 100 * n / of
-		},
+		"pct": percent,
 		"ago": func(t time.Time) string {
 			d := time.Since(t).Round(time.Second)
 			switch {
@@ -95,6 +105,7 @@ func New(src Sources) (*Handler, error) {
 			}
 			return t.Local().Format("2006-01-02 15:04")
 		},
+		"size": humanSize,
 	}).ParseFS(assets, "assets/status.html")
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
@@ -106,7 +117,11 @@ func New(src Sources) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
-	h := &Handler{src: src, page: page, stationPage: station, mux: http.NewServeMux(), guard: newGuard(src.Password, src.Logger)}
+	if src.MaxUpload <= 0 {
+		src.MaxUpload = DefaultMaxUpload
+	}
+	h := &Handler{src: src, page: page, stationPage: station, mux: http.NewServeMux(), guard: newGuard(src.Password, src.Logger),
+		token: newToken(), uploading: make(chan struct{}, 1)}
 	h.h = logged(src.Logger, h.mux)
 	h.mux.HandleFunc("GET /favicon.ico", favicon)
 	h.mux.HandleFunc("GET /{$}", h.protect(h.status))
@@ -114,6 +129,12 @@ func New(src Sources) (*Handler, error) {
 	h.mux.HandleFunc("GET /api/devices", h.protect(h.apiDevices))
 	h.mux.HandleFunc("GET /api/events", h.protect(h.apiEvents))
 	h.mux.HandleFunc("GET /api/downloads", h.protect(h.apiDownloads))
+	h.mux.HandleFunc("GET /api/live", h.protect(h.live))
+	h.mux.HandleFunc("POST /admin/upload", h.action("upload", h.upload))
+	h.mux.HandleFunc("POST /admin/remove", h.action("remove", h.remove))
+	h.mux.HandleFunc("POST /admin/retry", h.action("retry", h.retry))
+	h.mux.HandleFunc("POST /admin/batch/start", h.action("batch start", h.batchStart))
+	h.mux.HandleFunc("POST /admin/batch/close", h.action("batch close", h.batchClose))
 	h.mux.HandleFunc("GET /station", h.protect(h.station))
 	h.mux.HandleFunc("GET /api/batches", h.protect(h.apiBatches))
 	h.mux.HandleFunc("GET /api/batches/{name}", h.protect(h.apiBatch))
@@ -145,7 +166,6 @@ type mdnsView struct {
 }
 
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
-	cat := h.src.Catalog()
 	var mv mdnsView
 	if h.src.MDNS != nil {
 		st := h.src.MDNS()
@@ -155,40 +175,168 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 		}
 		sort.Strings(mv.Ifaces)
 	}
-	devs, total, err := h.src.Store.Devices(r.Context(), store.DeviceFilter{Limit: pageDevices})
+	data, health := h.liveData(r)
+	for k, v := range map[string]any{
+		"Store":       health,
+		"FolderFault": h.folderFault(),
+		"Policy":      h.policy(),
+		"Recording":   h.src.Store != nil,
+		"Name":        "status",
+		"Version":     h.src.Version,
+		"Samples":     h.src.Samples,
+		"Port":        h.src.Port,
+		"Path":        h.src.Path,
+		"Addresses":   h.addresses(),
+		"MDNS":        mv,
+		"ActionsOff":  actionsOff,
+		"MaxUpload":   h.src.MaxUpload,
+		"Keys":        h.src.Keys,
+		"Folders":     h.folders(),
+	} {
+		data[k] = v
+	}
+	h.render(w, "status.html", data)
+}
+
+// live renders the page's live part alone, for the page's poll.
+func (h *Handler) live(w http.ResponseWriter, r *http.Request) {
+	data, _ := h.liveData(r)
+	h.render(w, "live", data)
+}
+
+func (h *Handler) render(w http.ResponseWriter, name string, data map[string]any) {
+	var buf bytes.Buffer
+	if err := h.page.ExecuteTemplate(&buf, name, data); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(buf.Bytes())
+}
+
+// deviceRow is a device as the page shows it: its update state as it is
+// this second (a download running now, from the server's own list), and
+// whether it needs a technician.
+type deviceRow struct {
+	store.Device
+	Live    string // the update state, or "downloading IMAGE N%"
+	Class   string // the state's CSS class
+	Problem bool   // failed, cut off, held back, or its last request refused
+	Held    bool   // there is a hold-back or a failure count to retry
+}
+
+type stateCount struct {
+	Name, Class string
+	N           int
+}
+
+// liveData is what the live part of the page shows, read in one go.
+func (h *Handler) liveData(r *http.Request) (map[string]any, store.Health) {
+	cat := h.src.Catalog()
+	downloads := h.src.Downloads.List()
+	devs, total, err := h.src.Store.Devices(r.Context(), store.DeviceFilter{Limit: pageDevices, ProblemsFirst: true})
 	health := h.src.Store.Health()
 	if err != nil && health.Fault == "" {
 		health.Fault = err.Error()
 	}
+	now := time.Now()
+	running := make(map[string]httpapi.Snapshot, len(downloads))
+	for _, d := range downloads {
+		if d.MAC != "" {
+			running[d.MAC] = d
+		}
+	}
+	rows := make([]deviceRow, len(devs))
+	for i, d := range devs {
+		held := d.HeldUntil.After(now)
+		row := deviceRow{Device: d, Class: d.State, Held: held || d.Failures > 0,
+			Problem: d.State == store.StateFailed || d.State == store.StateCut || held || d.Decision == "refuse"}
+		row.Downloading = "" // the record's pending download; the list below is this second's
+		row.Live = row.UpdateState()
+		if dl, ok := running[d.MAC]; ok {
+			row.Live, row.Class = fmt.Sprintf("downloading %s %d%%", dl.Image, percent(dl.SentBytes, dl.Size)), "downloading"
+		}
+		rows[i] = row
+	}
+	var counts []stateCount
+	problems := 0
+	if states, err := h.src.Store.States(r.Context()); err == nil {
+		for _, st := range []struct{ key, name, class string }{
+			{store.StateConfirmed, "confirmed", "confirmed"}, {store.StateSent, "sent, not yet confirmed", "sent"},
+			{store.StateFailed, "failed", "failed"}, {store.StateCut, "cut off", "cut-off"}, {store.StateNone, "never updated", "none"},
+		} {
+			if n := states[st.key]; n > 0 {
+				counts = append(counts, stateCount{st.name, st.class, n})
+			}
+		}
+		if held, err := h.src.Store.HeldBack(r.Context()); err == nil && held > 0 {
+			counts = append(counts, stateCount{"held back", "failed", held})
+		}
+		_, problems, _ = h.src.Store.Devices(r.Context(), store.DeviceFilter{State: "problem", Limit: 1})
+	}
+	var batches []store.Summary
+	var open []store.Batch
+	if bs, err := h.src.Store.Batches(r.Context()); err == nil {
+		for _, b := range bs {
+			if b.IsOpen() {
+				open = append(open, b)
+			}
+			if len(batches) < pageBatches {
+				bd, err := h.src.Store.BatchDevices(r.Context(), b.Name)
+				if err == nil {
+					batches = append(batches, store.Summarize(b, bd, now))
+				}
+			}
+		}
+	}
 	data := map[string]any{
-		"Store":        health,
 		"EmptyHelp":    h.src.EmptyHelp,
-		"FolderFault":  h.folderFault(),
-		"Policy":       h.policy(),
-		"Recording":    h.src.Store != nil,
 		"DeviceTotal":  total,
-		"DevicesShown": len(devs),
-		"Name":         "status",
-		"Version":      h.src.Version,
-		"Samples":      h.src.Samples,
-		"Port":         h.src.Port,
-		"Path":         h.src.Path,
-		"Addresses":    h.addresses(),
-		"MDNS":         mv,
-		"Downloads":    h.src.Downloads.List(),
-		"Devices":      devs,
+		"DevicesShown": len(rows),
+		"Devices":      rows,
+		"StateCounts":  counts,
+		"Problems":     problems,
+		"Downloads":    downloads,
 		"Catalog":      cat.Files(),
 		"Source":       cat.Source,
+		"Batches":      batches,
+		"OpenBatches":  open,
+		"Actions":      h.actionsOn(),
+		"Removable":    h.actionsOn() && h.src.Removable,
+		"Token":        h.token,
 	}
 	if files, bytes := cat.PendingCount(); files > 0 {
-		data["Reading"] = fmt.Sprintf("%d files (%d MB)", files, bytes>>20)
+		data["Reading"] = fmt.Sprintf("%d files (%s)", files, humanSize(bytes))
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	if err := h.page.Execute(w, data); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-	}
+	return data, health
 }
+
+// pageBatches is how many batches (newest first) the page lists.
+const pageBatches = 10
+
+func percent(n, of int64) int64 {
+	if of <= 0 {
+		return 0
+	}
+	return 100 * n / of
+}
+
+// humanSize writes a byte count as people read it: 512 B, 77 KB, 1.2 MB.
+func humanSize(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%d KB", (n+512)>>10)
+	case n < 10<<20:
+		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d MB", (n+(1<<19))>>20)
+}
+
+// folders are the catalog's folders an upload may go to ("" the top).
+func (h *Handler) folders() []string { return h.src.Catalog().Dirs() }
 
 // addresses are where devices reach the server: the bound address, or
 // every LAN interface's IPv4 address when bound to all.
@@ -275,7 +423,7 @@ func limit(q url.Values, def int) int {
 	return min(n, maxRows)
 }
 
-// apiDevices: ?state=failed|confirmed|sent|cut-off|none|held, ?mac=MAC or
+// apiDevices: ?state=failed|confirmed|sent|cut-off|none|held|problem, ?mac=MAC or
 // prefix*, ?limit= (default and at most 1000), ?offset=. The total
 // matching is in X-Total-Count.
 func (h *Handler) apiDevices(w http.ResponseWriter, r *http.Request) {
