@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,9 +18,12 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
 	"otabox/appliance/report"
 	"otabox/appliance/store"
 )
@@ -336,5 +341,250 @@ func TestReportFitsA4AndAPhone(t *testing.T) {
 			}
 			os.WriteFile(filepath.Join(artifactsDir(t), "report-a4.pdf"), pdf, 0o644)
 		})
+	}
+}
+
+// withPassword has every request of the browser carry the admin password,
+// the page's own polls and posts included.
+func withPassword(ctx context.Context, t *testing.T) {
+	t.Helper()
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("tech:"+pagePassword))
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// until evaluates js (a boolean expression) every 200 ms until it is
+// true, for up to 15 s; false if it never was.
+func until(ctx context.Context, t *testing.T, js string) bool {
+	t.Helper()
+	for i := 0; i < 75; i++ {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
+func cellText(ctx context.Context, t *testing.T, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(function(){var e=document.querySelector(`+strconv.Quote(sel)+`);return e?e.textContent.trim():'';})()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStatusPageFollowsADownloadWithoutReload loads the page once at a
+// phone's width and a desktop's and watches a device download an image:
+// its row says "downloading" with a percentage that grows, then "sent"
+// once the last byte is out, the downloads table and the summary strip
+// follow, and the page never reloads (a mark set in it survives). A
+// device whose download was cut off comes first although another was
+// seen after it.
+func TestStatusPageFollowsADownloadWithoutReload(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		skipOrFail(t, "needs Debian's chromium (apt-get install chromium)")
+	}
+	for _, width := range []int{390, 1280} {
+		t.Run(strconv.Itoa(width)+"px", func(t *testing.T) { liveAt(t, chromium, width) })
+	}
+}
+
+func liveAt(t *testing.T, chromium string, width int) {
+	dir, v1, _, big := fleetCatalog(t)
+	r := start(t, "--catalog", dir, "--admin-password", pagePassword)
+	api := "http://tech:" + pagePassword + "@" + r.addr
+
+	// A: cut off after 64 KB of 12 MB. B: updated whole, seen after A.
+	cut := emu.New(emu.ESP32v30)
+	cut.STAMAC, cut.FreeSpace = "24:0A:C4:00:00:A1", 16<<20
+	conn, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write(cut.UpdateRequest(r.addr, "/cam.bin"))
+	io.ReadFull(conn, make([]byte, 64<<10))
+	conn.(*net.TCPConn).SetLinger(0)
+	conn.Close()
+	for i := 0; i < 100 && !strings.Contains(getBody(t, api+"/api/devices?state=cut-off"), cut.STAMAC); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	seen := emu.New(emu.ESP8266v31)
+	seen.STAMAC, seen.Running, seen.Source = "5C:CF:7F:00:00:B2", v1, net.IPv4(127, 10, 0, 2)
+	if res := seen.Update(r.addr, "/update"); res.Outcome != emu.OK {
+		t.Fatalf("update: %v", res)
+	}
+
+	ctx := browser(t, chromium, width)
+	withPassword(ctx, t)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), 900), chromedp.Navigate("http://"+r.addr+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#devices tr[data-mac]`))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.__notReloaded = 1`)); err != nil {
+		t.Fatal(err)
+	}
+	first := `document.querySelector('#devices tbody tr').getAttribute('data-mac')`
+	if got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](first)); got != cut.STAMAC {
+		t.Errorf("first device row is %s; the cut-off device %s should lead", got, cut.STAMAC)
+	}
+	if s := cellText(ctx, t, "#problems"); !strings.HasPrefix(s, "1 need attention") {
+		t.Errorf("summary strip says %q", s)
+	}
+
+	// C downloads the 12 MB image at about 320 KB/s, then all at once.
+	dev := emu.New(emu.ESP32v30)
+	dev.STAMAC, dev.FreeSpace = "24:0A:C4:00:00:C3", 16<<20
+	dl, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	dl.Write(dev.UpdateRequest(r.addr, "/cam.bin"))
+	br := bufio.NewReader(dl)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("download: %v %v", resp, err)
+	}
+	fast := make(chan struct{})
+	got := make(chan []byte, 1)
+	go func() {
+		var body bytes.Buffer
+		for {
+			select {
+			case <-fast:
+				io.Copy(&body, resp.Body)
+				got <- body.Bytes()
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := io.CopyN(&body, resp.Body, 32<<10); err != nil {
+				got <- body.Bytes()
+				return
+			}
+		}
+	}()
+	row := `#devices tr[data-mac="` + dev.STAMAC + `"] td.update`
+	if !until(ctx, t, `(document.querySelector('`+row+`')||{textContent:''}).textContent.indexOf('downloading cam.bin') === 0`) {
+		t.Fatalf("the device row never said downloading: %q", cellText(ctx, t, row))
+	}
+	pct := func() int {
+		f := strings.Fields(cellText(ctx, t, row))
+		n, _ := strconv.Atoi(strings.TrimSuffix(f[len(f)-1], "%"))
+		return n
+	}
+	p1 := pct()
+	p2 := p1
+	for i := 0; i < 30 && p2 <= p1; i++ {
+		time.Sleep(300 * time.Millisecond)
+		p2 = pct()
+	}
+	if p2 <= p1 {
+		t.Errorf("the row's percentage did not grow: %d%% then %d%%", p1, p2)
+	}
+	if s := cellText(ctx, t, "#downloads-now"); !strings.HasPrefix(s, "1 downloading now") {
+		t.Errorf("summary strip says %q while a download runs", s)
+	}
+	close(fast)
+	if b := <-got; !bytes.Equal(b, big) {
+		t.Fatalf("the download got %d bytes, not the image's %d", len(b), len(big))
+	}
+	if !until(ctx, t, `(document.querySelector('`+row+`')||{textContent:''}).textContent.indexOf('sent (cam.bin)') === 0`) {
+		t.Errorf("after the download the row says %q, not sent", cellText(ctx, t, row))
+	}
+	if !until(ctx, t, `document.querySelector('#downloads tr.none') !== null`) {
+		t.Errorf("the downloads table still lists a download that ended")
+	}
+	if s := cellText(ctx, t, "#downloads-now"); !strings.HasPrefix(s, "0 downloading now") {
+		t.Errorf("summary strip says %q after the download", s)
+	}
+	if v, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.__notReloaded || 0`)); err != nil || v != 1 {
+		t.Errorf("the page reloaded (mark %d, %v)", v, err)
+	}
+	overflow, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.documentElement.scrollWidth - window.innerWidth`))
+	if err != nil || overflow > 0 {
+		t.Errorf("at %d px the page scrolls sideways by %.0f px (%v)", width, overflow, err)
+	}
+	// MACs and IPs are one line each: no "127./0.0./1".
+	wrapped, err := chromedp.Run(ctx, chromedp.Evaluate[int](`Array.from(document.querySelectorAll('td.mono')).filter(function(td){var r=document.createRange();r.selectNodeContents(td);return r.getClientRects().length>1;}).length`))
+	if err != nil || wrapped > 0 {
+		t.Errorf("%d MAC, IP or size cells wrap mid-string (%v)", wrapped, err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err == nil {
+		os.WriteFile(filepath.Join(artifactsDir(t), fmt.Sprintf("status-live-%dpx.png", width)), png, 0o644)
+	}
+	t.Logf("row %d%% -> %d%%, then sent; no reload", p1, p2)
+}
+
+// TestUploadThroughThePage uploads an image from the page on a phone, as a
+// technician would: it is in the catalog table without a reload and a
+// device downloads it; a malformed image is refused with its reason on
+// the page and leaves no file in the catalog folder.
+func TestUploadThroughThePage(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		skipOrFail(t, "needs Debian's chromium (apt-get install chromium)")
+	}
+	dir, _, _, _ := fleetCatalog(t)
+	r := start(t, "--catalog", dir, "--admin-password", pagePassword)
+	good, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 100 << 10, Project: "meter", Version: "3.0.0", Seed: 31})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "meter-3.0.0.bin"), good, 0o644)
+	os.WriteFile(filepath.Join(src, "broken.bin"), append([]byte{0xE9, 0x07}, bytes.Repeat([]byte{1}, 9000)...), 0o644)
+
+	ctx := browser(t, chromium, 390)
+	withPassword(ctx, t)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 900), chromedp.Navigate("http://"+r.addr+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#upload button`))); err != nil {
+		t.Fatal(err)
+	}
+	upload := func(name string) string {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('notice').hidden = true`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := chromedp.Do(ctx, chromedp.SetUploadFiles(chromedp.CSS(`#upload input[type=file]`), []string{filepath.Join(src, name)}),
+			chromedp.Click(chromedp.CSS(`#upload button`))); err != nil {
+			t.Fatal(err)
+		}
+		if !until(ctx, t, `!document.getElementById('notice').hidden`) {
+			t.Fatalf("no answer on the page for %s", name)
+		}
+		return cellText(ctx, t, "#notice")
+	}
+	if s := upload("meter-3.0.0.bin"); !strings.Contains(s, "meter-3.0.0.bin (ESP8266 image 3.0.0") || !strings.Contains(s, "devices can fetch it now") {
+		t.Errorf("the page says %q after a good upload", s)
+	}
+	if !until(ctx, t, `document.querySelector('#catalog tr[data-path="meter-3.0.0.bin"]') !== null`) {
+		t.Errorf("the uploaded image is not in the page's catalog table")
+	}
+	dev := emu.New(emu.ESP8266v31)
+	dev.STAMAC = "5C:CF:7F:00:00:D1"
+	if res := dev.Update(r.addr, "/meter-3.0.0.bin"); res.Outcome != emu.OK || !bytes.Equal(res.Image, good) {
+		t.Errorf("a device downloading the uploaded image: %v", res)
+	}
+	if s := upload("broken.bin"); !strings.Contains(s, "broken.bin refused: malformed firmware image") {
+		t.Errorf("the page says %q after a malformed upload", s)
+	}
+	if extra := catalogLeftovers(t, dir, "cam.bin", "meter-1.0.0.bin", "meter-1.1.0.bin", "meter-3.0.0.bin"); len(extra) > 0 {
+		t.Errorf("the refused upload left %v in the catalog folder", extra)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err == nil {
+		os.WriteFile(filepath.Join(artifactsDir(t), "status-upload-390px.png"), png, 0o644)
 	}
 }
