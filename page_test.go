@@ -23,10 +23,10 @@ const pagePassword = "bench-7-secret"
 
 // pageToken reads the actions' token from the status page, as a browser
 // that renders it has it.
-func pageToken(t *testing.T, addr string) string {
+func pageToken(t *testing.T, addr, password string) string {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-	req.SetBasicAuth("tech", pagePassword)
+	req.SetBasicAuth("tech", password)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func do(t *testing.T, req *http.Request) (int, string) {
 }
 
 // uploadForm is the page's upload form: the token first, then the file.
-func uploadForm(t *testing.T, addr, token, name string, content []byte) *http.Request {
+func uploadForm(t *testing.T, addr, password, token, name string, content []byte) *http.Request {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -84,7 +84,7 @@ func uploadForm(t *testing.T, addr, token, name string, content []byte) *http.Re
 	mw.Close()
 	req, _ := http.NewRequest("POST", "http://"+addr+"/admin/upload", &body)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.SetBasicAuth("tech", pagePassword)
+	req.SetBasicAuth("tech", password)
 	return req
 }
 
@@ -119,7 +119,7 @@ func TestPageActionsNeedThePasswordAndTheToken(t *testing.T) {
 	}
 
 	r := start(t, "--catalog", dir, "--admin-password", pagePassword)
-	token := pageToken(t, r.addr)
+	token := pageToken(t, r.addr, pagePassword)
 	for _, tc := range []struct {
 		name     string
 		password string
@@ -141,7 +141,7 @@ func TestPageActionsNeedThePasswordAndTheToken(t *testing.T) {
 			}
 		})
 	}
-	if code, line := do(t, uploadForm(t, r.addr, "", "new.bin", []byte{0xE9})); code != 403 || !strings.Contains(line, "token") {
+	if code, line := do(t, uploadForm(t, r.addr, pagePassword, "", "new.bin", []byte{0xE9})); code != 403 || !strings.Contains(line, "token") {
 		t.Errorf("upload without the token: %d %q", code, line)
 	}
 	if extra := catalogLeftovers(t, dir, "cam.bin", "meter-1.0.0.bin", "meter-1.1.0.bin"); len(extra) > 0 {
@@ -162,7 +162,7 @@ func TestPageActionsDoWhatTheCommandsDo(t *testing.T) {
 	dir, v1, v2, _ := fleetCatalog(t)
 	data := t.TempDir()
 	r := startData(t, data, "--catalog", dir, "--admin-password", pagePassword)
-	token := pageToken(t, r.addr)
+	token := pageToken(t, r.addr, pagePassword)
 	act := func(path string, form url.Values) (int, string) {
 		form.Set("token", token)
 		return post(t, r.addr, path, pagePassword, form, map[string]string{"Origin": "http://" + r.addr})
@@ -250,7 +250,7 @@ func TestPageActionsDoWhatTheCommandsDo(t *testing.T) {
 func TestUploadChecksAsTheCatalogDoes(t *testing.T) {
 	dir, _, _, _ := fleetCatalog(t)
 	r := start(t, "--catalog", dir, "--admin-password", pagePassword, "--max-upload", "1")
-	token := pageToken(t, r.addr)
+	token := pageToken(t, r.addr, pagePassword)
 	good, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 200 << 10, Project: "meter", Version: "2.0.0", Seed: 9})
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +274,7 @@ func TestUploadChecksAsTheCatalogDoes(t *testing.T) {
 		{"good", "meter-2.0.0.bin", good, 201, fmt.Sprintf("meter-2.0.0.bin (ESP8266 image 2.0.0, %d bytes) is in the catalog; devices can fetch it now", len(good))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, line := do(t, uploadForm(t, r.addr, token, tc.file, tc.content))
+			code, line := do(t, uploadForm(t, r.addr, pagePassword, token, tc.file, tc.content))
 			if code != tc.code || !strings.Contains(line, tc.says) {
 				t.Errorf("%d %q; want %d %q", code, line, tc.code, tc.says)
 			}
@@ -293,13 +293,13 @@ func TestUploadChecksAsTheCatalogDoes(t *testing.T) {
 	// refuses it.
 	site := newSiteKey(t, "rsa2048")
 	signed := start(t, "--catalog", t.TempDir(), "--admin-password", pagePassword, "--verify-key", site.pem)
-	token = pageToken(t, signed.addr)
-	code, line := do(t, uploadForm(t, signed.addr, token, "meter-2.0.0.bin", good))
+	token = pageToken(t, signed.addr, pagePassword)
+	code, line := do(t, uploadForm(t, signed.addr, pagePassword, token, "meter-2.0.0.bin", good))
 	if code != 422 || !strings.Contains(line, "signature") {
 		t.Errorf("an unsigned upload under --verify-key: %d %q", code, line)
 	}
 	sig := mustSign(t)(imagegen.SignESP8266(good, site.priv, false))
-	if code, line := do(t, uploadForm(t, signed.addr, token, "meter-2.0.0.bin", sig)); code != 201 {
+	if code, line := do(t, uploadForm(t, signed.addr, pagePassword, token, "meter-2.0.0.bin", sig)); code != 201 {
 		t.Errorf("a signed upload under --verify-key: %d %q", code, line)
 	}
 }

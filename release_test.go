@@ -2,19 +2,25 @@ package main
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"compress/gzip"
 	"crypto/md5"
 	"encoding/hex"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"otabox/appliance/emu"
+	"otabox/appliance/espimage"
+	"otabox/appliance/espimage/imagegen"
 )
 
 // TestRelease builds the release twice and checks the archives are
@@ -138,6 +144,7 @@ func debInstallsRemovesAndPurges(t *testing.T, deb string) {
 	if _, err := os.Lstat("/etc/systemd/system/multi-user.target.wants/otabox.service"); err != nil {
 		t.Errorf("the service is not enabled: %v", err)
 	}
+	packagePageTakesAnUpload(t, out)
 	os.WriteFile("/var/lib/otabox/otabox.db", []byte("the record"), 0o644)
 	sh(dpkg, "-r", "otabox")
 	if _, err := os.Stat("/usr/bin/otabox"); err == nil {
@@ -152,6 +159,73 @@ func debInstallsRemovesAndPurges(t *testing.T, deb string) {
 	}
 	if err := exec.Command("getent", "passwd", "otabox").Run(); err == nil {
 		t.Error("purge left the otabox user")
+	}
+	if _, err := os.Stat("/etc/otabox/admin-password"); err == nil {
+		t.Error("purge left the page's password")
+	}
+}
+
+// packagePageTakesAnUpload: the install made the status page's password
+// (root:otabox 0640) and said it; the installed binary, run as the unit
+// runs it (user otabox, its state folder, the drop-in's password file),
+// keeps the page behind it and takes an image uploaded from the page into
+// /var/lib/otabox/firmware, which a device then downloads: a new box to a
+// flashed device without a shell after the install.
+func packagePageTakesAnUpload(t *testing.T, install string) {
+	const pwFile = "/etc/otabox/admin-password"
+	b, err := os.ReadFile(pwFile)
+	password := strings.TrimSpace(string(b))
+	st, serr := os.Stat(pwFile)
+	if err != nil || serr != nil || len(password) < 16 || st.Mode().Perm() != 0o640 {
+		t.Fatalf("%s: %q %v %v", pwFile, password, st, err)
+	}
+	if grp, err := exec.Command("stat", "-c", "%U:%G", pwFile).Output(); err != nil || strings.TrimSpace(string(grp)) != "root:otabox" {
+		t.Errorf("%s is owned by %s (%v), not root:otabox", pwFile, grp, err)
+	}
+	if !strings.Contains(install, "the status page's password (any user name) is "+password) {
+		t.Errorf("the install does not say the page's password:\n%s", install)
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		skipOrFail(t, "running the binary as user otabox needs setpriv (util-linux)")
+	}
+	cmd := exec.Command(setpriv, "--reuid=otabox", "--regid=otabox", "--init-groups", "/usr/bin/otabox", "serve", "--bind", "127.0.0.1", "--port", "0", "--mdns=false")
+	cmd.Dir = "/var/lib/otabox"
+	cmd.Env = append(os.Environ(), "STATE_DIRECTORY=/var/lib/otabox", "OTABOX_ADMIN_PASSWORD_FILE="+pwFile)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	addr := ""
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if m := regexp.MustCompile(`msg=serving addr=(\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+			addr = m[1]
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatal("the installed binary did not start serving")
+	}
+	go io.Copy(io.Discard, stderr)
+	if resp, err := http.Get("http://" + addr + "/"); err != nil || resp.StatusCode != 401 {
+		t.Errorf("the page without the password: %v %v", resp, err)
+	}
+	img, err := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 80 << 10, Project: "meter", Version: "4.0.0", Seed: 41})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, line := do(t, uploadForm(t, addr, password, pageToken(t, addr, password), "meter-4.0.0.bin", img)); code != 201 {
+		t.Fatalf("upload to the installed service: %d %q", code, line)
+	}
+	if owner, err := exec.Command("stat", "-c", "%U", "/var/lib/otabox/firmware/meter-4.0.0.bin").Output(); err != nil || strings.TrimSpace(string(owner)) != "otabox" {
+		t.Errorf("the uploaded file is owned by %s (%v)", owner, err)
+	}
+	dev := emu.New(emu.ESP8266v31)
+	dev.STAMAC = "5C:CF:7F:00:00:E1"
+	if res := dev.Update(addr, "/meter-4.0.0.bin"); res.Outcome != emu.OK || !bytes.Equal(res.Image, img) {
+		t.Errorf("a device downloading the image uploaded to the installed service: %v", res)
 	}
 }
 
