@@ -52,6 +52,8 @@ func TestCommandLineSaysWhatItCannotAnswer(t *testing.T) {
 		{"history takes a MAC written with dashes", []string{"history", "5c-cf-7f-12-34-56", "--data-dir", data}, 0, "GET /update  304"},
 		{"history of a device never seen says so", []string{"history", "5C:CF:7F:00:00:99", "--data-dir", data}, 1, "no requests of 5C:CF:7F:00:00:99 in the record"},
 		{"list --catalog's help says what it does for list", []string{"list", "--help"}, 0, "list the firmware in this directory"},
+		{"--max-upload outside 1 to 128 MiB is refused", []string{"serve", "--max-upload", "0", "--data-dir", data}, 2, "--max-upload 0: give 1 to 128 MiB"},
+		{"batch start with an image path outside the catalog is refused", []string{"batch", "start", "tray-2", "--image", "../x.bin", "--catalog", dir, "--data-dir", data}, 2, `--image "../x.bin": path contains ".."`},
 		{"version says when it was built, or that it was not stamped", []string{"version"}, 0, "build time not stamped"},
 		{"batch start prints its next commands with the --data-dir it used", []string{"batch", "start", "tray-1", "--image", "meter.bin", "--catalog", dir, "--data-dir", data}, 0, "every device asking /update gets meter.bin 1.0.0 (ESP8266); watch /station, close it with otabox batch close tray-1 --data-dir " + data},
 	} {

@@ -323,7 +323,8 @@ func TestReleaseServesNoSamples(t *testing.T) {
 }
 
 // TestReleaseBakesFirmware: make release FIRMWARE=dir carries exactly that
-// folder's images, and the bake leaves nothing behind in the tree or in
+// folder's images (a file its build leaves out, or one that is no image,
+// is named and not embedded), and the bake leaves nothing behind in the tree or in
 // its own temporary folder (this test's TMPDIR: another clone's bakes in
 // the machine's /tmp are not its business).
 func TestReleaseBakesFirmware(t *testing.T) {
@@ -336,16 +337,29 @@ func TestReleaseBakesFirmware(t *testing.T) {
 	img, _ := firmware.ReadFile("firmware/lab/sensor-esp8266-1m.bin")
 	os.MkdirAll(filepath.Join(fwdir, "site"), 0o755)
 	os.WriteFile(filepath.Join(fwdir, "site", "meter.bin"), img, 0o644)
-	os.WriteFile(filepath.Join(fwdir, "my firmware.bin"), img, 0o644) // left out: a space in the name
+	// Left out, and not embedded: a space in the name, and a file that is
+	// no image.
+	leftOut := append([]byte{0xE9}, []byte("LEFT-OUT-MARKER-7f3a19")...)
+	os.WriteFile(filepath.Join(fwdir, "my firmware.bin"), leftOut, 0o644)
+	os.WriteFile(filepath.Join(fwdir, "notes.txt"), []byte("NOTES-MARKER-91c2e4: flash the meter first"), 0o644)
 	out, err := mk("release", "DIST="+dist, "VERSION=test", "FIRMWARE="+fwdir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("make release: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "my firmware.bin") {
-		t.Errorf("the build did not warn about the file it left out:\n%s", out)
+	if !strings.Contains(string(out), "left out my firmware.bin") || !strings.Contains(string(out), "left out notes.txt: not a firmware image") {
+		t.Errorf("the build did not name the files it left out:\n%s", out)
 	}
 	root := t.TempDir()
 	untar(t, filepath.Join(dist, "otabox_test_linux_amd64.tar.gz"), root)
+	bin, _ := os.ReadFile(filepath.Join(root, "otabox"))
+	for _, marker := range []string{"LEFT-OUT-MARKER-7f3a19", "NOTES-MARKER-91c2e4"} {
+		if bytes.Contains(bin, []byte(marker)) {
+			t.Errorf("the release binary embeds a file its build left out (%s)", marker)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(fwdir, "notes.txt")); err != nil {
+		t.Errorf("the bake touched the FIRMWARE folder itself: %v", err)
+	}
 	if v, err := exec.Command(filepath.Join(root, "otabox"), "version").Output(); err != nil || !strings.Contains(string(v), "otabox version test, built 20") {
 		t.Errorf("a release's version says no build time: %v %q", err, v)
 	}

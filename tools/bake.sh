@@ -21,5 +21,6 @@ if [ -n "$fw" ]; then
 	cp -R "$fw"/. "$bake/firmware/"
 fi
 cd "$bake"
-${GO:-go} run ./tools/mkmanifest -in firmware -out firmware.manifest.json -gzip firmware.gzip
+# -prune: what the build leaves out (named, with the reason) is not embedded.
+${GO:-go} run ./tools/mkmanifest -prune -in firmware -out firmware.manifest.json -gzip firmware.gzip
 "$@"

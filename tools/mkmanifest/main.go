@@ -11,10 +11,14 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"path"
+	"path/filepath"
 	"sort"
 
 	"otabox/appliance/catalog"
+	"otabox/appliance/fsimage"
 )
 
 func main() {
@@ -22,8 +26,9 @@ func main() {
 	out := flag.String("out", "firmware.manifest.json", "manifest to write")
 	gz := flag.String("gzip", "firmware.gzip", "compressed images to write")
 	samples := flag.Bool("samples", false, "the folder is the repository's sample images (they do not boot)")
+	prune := flag.Bool("prune", false, "delete from the folder (a bake's copy) every file the build leaves out and every file that is no firmware or filesystem image, so that go:embed carries only what is served")
 	flag.Parse()
-	b, blob, err := manifest(*in, *samples)
+	b, blob, err := manifest(*in, *samples, *prune)
 	if err == nil {
 		err = writeIfChanged(*out, b)
 	}
@@ -44,12 +49,17 @@ func writeIfChanged(name string, b []byte) error {
 	return os.WriteFile(name, b, 0o644)
 }
 
-func manifest(dir string, samples bool) (desc, gzip []byte, err error) {
+func manifest(dir string, samples, prune bool) (desc, gzip []byte, err error) {
 	m, err := catalog.NewManifest(os.DirFS(dir))
 	if err != nil {
 		return nil, nil, err
 	}
 	m.Samples = samples
+	if prune {
+		if err := pruneFolder(dir, m); err != nil {
+			return nil, nil, err
+		}
+	}
 	// Every file the build leaves out, with the reason serve would give.
 	var skipped []string
 	for p := range m.Skipped {
@@ -61,4 +71,41 @@ func manifest(dir string, samples bool) (desc, gzip []byte, err error) {
 	}
 	desc, err = m.MarshalIndent()
 	return desc, m.GzipBlob(), err
+}
+
+// pruneFolder deletes from dir what the build would embed but never
+// serve as firmware: files left out (their reason is printed with the
+// rest) and files that are neither a firmware image nor a filesystem
+// image (a notes.txt beside the images), each named.
+func pruneFolder(dir string, m *catalog.Manifest) error {
+	for p := range m.Skipped {
+		if err := os.Remove(filepath.Join(dir, filepath.FromSlash(p))); err != nil {
+			return fmt.Errorf("prune %s: %w", p, err)
+		}
+	}
+	var plain []string
+	for p, f := range m.Files {
+		if f.Image != nil {
+			continue
+		}
+		head := make([]byte, fsimage.HeadLen)
+		fh, err := os.Open(filepath.Join(dir, filepath.FromSlash(p)))
+		if err != nil {
+			return err
+		}
+		n, _ := io.ReadFull(fh, head)
+		fh.Close()
+		if fsimage.Recognise(path.Base(p), head[:n], f.Size) == nil {
+			plain = append(plain, p)
+		}
+	}
+	sort.Strings(plain)
+	for _, p := range plain {
+		if err := os.Remove(filepath.Join(dir, filepath.FromSlash(p))); err != nil {
+			return fmt.Errorf("prune %s: %w", p, err)
+		}
+		delete(m.Files, p)
+		fmt.Fprintf(os.Stderr, "mkmanifest: left out %s: not a firmware image nor a filesystem image (not embedded)\n", p)
+	}
+	return nil
 }

@@ -9,7 +9,7 @@ import (
 // TestManifestUpToDate: the committed manifest and gzip blob describe
 // firmware/ as it is, so a plain `go build` embeds true ones.
 func TestManifestUpToDate(t *testing.T) {
-	desc, gzip, err := manifest("../../firmware", true) // the repository's samples
+	desc, gzip, err := manifest("../../firmware", true, false) // the repository's samples
 	if err != nil {
 		t.Fatal(err)
 	}
