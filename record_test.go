@@ -6,7 +6,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,13 +79,35 @@ func startDownload(addr string, d *emu.Device, target string) (net.Conn, bool) {
 	return conn, err == nil
 }
 
-// TestKill9NeverLosesADownload: kill -9 at random moments while 12 devices
-// download, 20 times over one data dir; after every restart each MAC that
-// received a body byte is in `otabox devices --json`.
-func TestKill9NeverLosesADownload(t *testing.T) {
-	dir, _, _, _ := fleetCatalog(t)
+// startBody sends a device's firmware GET and reads the status line; it
+// reports whether a 200 came, with the reader the body follows in.
+func startBody(addr string, d *emu.Device, target string) (net.Conn, *bufio.Reader, bool) {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, nil, false
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(d.UpdateRequest(addr, target)); err != nil {
+		return conn, nil, false
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	return conn, br, err == nil && resp.StatusCode == 200
+}
+
+// TestKill9NeverLosesACompletedDownload: kill -9 at random moments while
+// 12 devices download, 20 times over one data dir; some devices read the
+// whole image, some stop part way. After every restart each MAC that
+// completed a download (every byte, its MD5 checked) is in `otabox devices
+// --json`: a decision's commit runs while the body streams, and only the
+// last bytes wait for it (httpapi.HoldBack), so no device completes an
+// image the record does not hold.
+func TestKill9NeverLosesACompletedDownload(t *testing.T) {
+	dir, v1, v2, _ := fleetCatalog(t)
+	want := md5hex(v2)
 	data := t.TempDir()
-	received := map[string]bool{}
+	completed := map[string]bool{}
+	started := 0
 	next := 0
 	for kill := 0; kill < 20; kill++ {
 		r := startData(t, data, "--catalog", dir, "--log", "error")
@@ -100,18 +124,27 @@ func TestKill9NeverLosesADownload(t *testing.T) {
 						return
 					default:
 					}
-					d := emu.New(emu.ESP32v30)
-					d.FreeSpace = 16 << 20
+					d := emu.New(emu.ESP8266v31)
+					d.Running = v1
 					mu.Lock()
 					next++
-					d.STAMAC = macN("24:0A:C4", next)
+					d.STAMAC = macN("5C:CF:7F", next)
 					mu.Unlock()
-					conn, got := startDownload(r.addr, d, "/cam.bin")
+					conn, br, got := startBody(r.addr, d, "/meter-1.1.0.bin")
 					if got {
+						body := make([]byte, len(v2))
+						whole := mrand.IntN(2) == 0
+						n := len(v2)
+						if !whole {
+							n = 1 + mrand.IntN(n-1)
+						}
+						k, _ := io.ReadFull(br, body[:n])
 						mu.Lock()
-						received[d.STAMAC] = true
+						started++
+						if whole && k == n && md5hex(body) == want {
+							completed[d.STAMAC] = true
+						}
 						mu.Unlock()
-						io.CopyN(io.Discard, conn, int64(mrand.IntN(256<<10)))
 					}
 					if conn != nil {
 						conn.Close()
@@ -126,19 +159,99 @@ func TestKill9NeverLosesADownload(t *testing.T) {
 		wg.Wait()
 		have := recorded(t, data)
 		lost := 0
-		for mac := range received {
+		for mac := range completed {
 			if _, ok := have[mac]; !ok {
 				lost++
-				t.Errorf("kill %d: %s received bytes and is not in the record", kill+1, mac)
+				t.Errorf("kill %d: %s completed its download and is not in the record", kill+1, mac)
 			}
 		}
 		if lost > 0 {
 			t.FailNow()
 		}
 	}
-	t.Logf("%d kills, %d devices received bytes, all recorded", 20, len(received))
-	if len(received) < 20 {
-		t.Errorf("only %d downloads started: the test did not exercise the record", len(received))
+	t.Logf("%d kills, %d downloads started, %d completed, every completed one recorded", 20, started, len(completed))
+	if len(completed) < 20 {
+		t.Errorf("only %d downloads completed: the test did not exercise the record", len(completed))
+	}
+}
+
+// TestLastBytesWaitForTheRecord: while the fleet record cannot commit (the
+// test holds SQLite's write lock on otabox.db, as a stalled disk would), a
+// download streams all but its last httpapi.HoldBack bytes and no more;
+// once the lock goes the rest arrives and the download completes. Held
+// past the store's wait, the last bytes are never sent: the device's
+// download fails cleanly, the log says why, and /metrics counts it
+// (otabox_downloads_total{outcome="withheld"}).
+func TestLastBytesWaitForTheRecord(t *testing.T) {
+	dir, v1, v2, _ := fleetCatalog(t)
+	data := t.TempDir()
+	r := startData(t, data, "--catalog", dir)
+	lock := func() func() {
+		t.Helper()
+		db, err := sql.Open("sqlite", filepath.Join(data, "otabox.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := db.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+			t.Fatal(err)
+		}
+		return func() { conn.ExecContext(context.Background(), "ROLLBACK"); conn.Close(); db.Close() }
+	}
+	download := func(mac string) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		d := emu.New(emu.ESP8266v31)
+		d.STAMAC, d.Running = mac, v1
+		conn, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(d.UpdateRequest(r.addr, "/meter-1.1.0.bin"))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("download: %v %v", resp, err)
+		}
+		return conn, br
+	}
+	readFor := func(br *bufio.Reader, conn net.Conn, d time.Duration) ([]byte, error) {
+		conn.SetReadDeadline(time.Now().Add(d))
+		var got bytes.Buffer
+		_, err := io.Copy(&got, br)
+		return got.Bytes(), err
+	}
+
+	// Released in time: everything but the last HoldBack bytes, then the rest.
+	unlock := lock()
+	conn, br := download("5C:CF:7F:00:0F:01")
+	part, _ := readFor(br, conn, time.Second)
+	if len(part) != len(v2)-8192 {
+		t.Errorf("with the record stalled the device got %d of %d bytes; want all but the last 8192", len(part), len(v2))
+	}
+	unlock()
+	rest, _ := readFor(br, conn, 5*time.Second)
+	if got := append(part, rest...); !bytes.Equal(got, v2) {
+		t.Errorf("after the record came back the device has %d bytes, not the image's %d", len(got), len(v2))
+	}
+	conn.Close()
+
+	// Held past the store's wait: the last bytes never go out.
+	unlock = lock()
+	conn, br = download("5C:CF:7F:00:0F:02")
+	got, _ := readFor(br, conn, 12*time.Second)
+	unlock()
+	conn.Close()
+	if len(got) != len(v2)-8192 {
+		t.Errorf("with the record stalled past its wait the device got %d of %d bytes; want all but the last 8192, never the end", len(got), len(v2))
+	}
+	if line := waitLog(t, r, "no device completes an image the fleet record does not hold"); !strings.Contains(line, "the last 8192 bytes are withheld") {
+		t.Errorf("the log does not say what was withheld: %s", line)
+	}
+	if m := getBody(t, "http://"+r.addr+"/metrics"); !strings.Contains(m, `otabox_downloads_total{outcome="withheld"} 1`) {
+		t.Errorf("/metrics does not count the withheld download:\n%s", grepLines(m, "otabox_downloads_total"))
 	}
 }
 
@@ -343,18 +456,21 @@ func TestDamagedRecordStillServes(t *testing.T) {
 	}
 }
 
-// TestDiskFullKeepsServing: --data-dir on a 1 MB tmpfs in a private mount
-// namespace, filled up: devices keep getting their images, the dropped
-// records are counted and shown, and once space is freed records are
-// written again without a restart.
-func TestDiskFullKeepsServing(t *testing.T) {
+// TestDiskFullHoldsDownloadsBackUntilFreed: --data-dir on a 1 MB tmpfs in
+// a private mount namespace, filled up. A download's decision cannot be
+// committed, so each device gets all but the last 8 KiB and its update
+// fails cleanly (no device completes an image the record does not hold);
+// listings are still answered; the dropped records and the withheld
+// downloads are counted and shown; once space is freed, downloads
+// complete and are recorded again without a restart.
+func TestDiskFullHoldsDownloadsBackUntilFreed(t *testing.T) {
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root for a tmpfs in a private mount namespace (CI runs as root)")
 	}
 	if _, err := exec.LookPath("unshare"); err != nil {
 		skipOrFail(t, "needs unshare (util-linux)")
 	}
-	dir, v1, _, _ := fleetCatalog(t)
+	dir, v1, v2, _ := fleetCatalog(t)
 	mnt := filepath.Join(t.TempDir(), "data")
 	os.Mkdir(mnt, 0o755)
 	r := startCmd(t, []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
@@ -375,20 +491,28 @@ func TestDiskFullKeepsServing(t *testing.T) {
 		}
 	}
 	f.Close()
-	for i := 0; i < 200; i++ {
+	const devices = 20
+	for i := 0; i < devices; i++ {
 		d := emu.New(emu.ESP8266v31)
 		d.STAMAC, d.Running = macN("5C:CF:7F", 0x200000+i), v1
-		if res := d.Update(r.addr, "/meter-1.1.0.bin"); res.Outcome != emu.OK {
-			t.Fatalf("device %d on a full disk: %v", i, res)
+		res := d.Update(r.addr, "/meter-1.1.0.bin")
+		if res.Outcome == emu.OK || !strings.Contains(res.Error, fmt.Sprintf("%d of %d bytes", len(v2)-8192, len(v2))) {
+			t.Fatalf("device %d on a full disk: %v; want its update to fail 8192 bytes short", i, res)
 		}
+	}
+	if body := getBody(t, "http://"+r.addr+"/_catalog?op=list&path=."); !strings.Contains(body, "meter-1.1.0.bin") {
+		t.Errorf("the catalog is not listed on a full disk: %s", body)
 	}
 	metrics := getBody(t, "http://"+r.addr+"/metrics")
 	dropped := metricValue(metrics, "otabox_store_dropped_total")
 	if dropped == 0 || metricValue(metrics, "otabox_store_healthy") != 0 {
 		t.Fatalf("a full disk dropped %v records; healthy=%v", dropped, metricValue(metrics, "otabox_store_healthy"))
 	}
-	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, `id="store-fault"`) {
-		t.Error("the status page shows no banner")
+	if w := metricValue(metrics, `otabox_downloads_total{outcome="withheld"}`); w != devices {
+		t.Errorf("/metrics counts %v withheld downloads, want %d", w, devices)
+	}
+	if page := getBody(t, "http://"+r.addr+"/"); !strings.Contains(page, `id="store-fault"`) || !strings.Contains(page, "Downloads do not complete") {
+		t.Error("the status page shows no banner saying downloads are held back")
 	}
 	os.Remove(filler)
 	late := emu.New(emu.ESP8266v31)
@@ -406,7 +530,7 @@ func TestDiskFullKeepsServing(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("%v records dropped while the disk was full; writing resumed", dropped)
+	t.Logf("%v records dropped and %d downloads withheld while the disk was full; writing and downloads resumed", dropped, devices)
 }
 
 func metricValue(text, name string) float64 {

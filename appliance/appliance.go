@@ -314,8 +314,19 @@ func New(cfg Config) (*Appliance, error) {
 		MaxAPI:       maxAPI(cfg.MaxConns),
 		Record:       a.record,
 		Batch:        a.batchFor,
-		Decided: func(ev *httpapi.Exchange) {
-			ev.RecordID = a.store.Decided(event(ev))
+		Decided: func(ev *httpapi.Exchange) func() bool {
+			if a.store == nil {
+				return nil // no record, no promise to keep
+			}
+			durable := a.store.Decide(event(ev))
+			return func() bool {
+				id, ok := durable()
+				ev.RecordID = id
+				if !ok {
+					a.log.Warn("store: a decision was not recorded in time: a download's last bytes are withheld (the device asks again); any other answer goes out", "client", ev.Client, "target", ev.Target, "status", ev.Status)
+				}
+				return ok
+			}
 		},
 		Observe: func(ev *httpapi.Exchange) {
 			m.Observe(ev)

@@ -69,10 +69,14 @@ type Options struct {
 	MinRate    int64
 	RateWindow time.Duration
 	// Decided, when set, is told of every firmware and update decision
-	// (serve, 304, refusal) as its status line is written, before the
-	// response's first byte; the response waits for it to return, so a
-	// recorder can make the decision durable first.
-	Decided func(*Exchange)
+	// (serve, 304, refusal) as its status line is written, and returns
+	// what waits until the recorder has made it durable (nil: nothing to
+	// wait for). An answer without a body waits for it before its status
+	// line. A body streams at once and only its last HoldBack bytes wait:
+	// if the decision is not durable they are never sent and the download
+	// fails (the device retries), so that no device completes an image
+	// the record does not hold.
+	Decided func(*Exchange) (durable func() bool)
 	// Observe, when set, is told of every request once it is answered
 	// (with the same *Exchange Decided saw, now with its outcome).
 	Observe func(*Exchange)
@@ -250,6 +254,30 @@ type exchange struct {
 	// lockedFor is how long the client's address is still locked out for
 	// guessing the device password (credentialed).
 	lockedFor time.Duration
+
+	// durable waits until the decision is recorded (Options.Decided);
+	// nil once waited for, or when there is nothing to wait for. durableOK
+	// is its answer.
+	durable   func() bool
+	durableOK bool
+	withheld  bool // the last bytes were never sent: the decision was not durable
+}
+
+// HoldBack is how many of a download's last bytes wait until its decision
+// is durable: four TCP segments of an ESP's 1,460-byte MSS and more. A
+// device that has not received them cannot finish its update (the
+// updaters check the length and the MD5 at the end), so until then a
+// power cut can lose only the decision of a device that will ask again.
+const HoldBack = 8 << 10
+
+// awaitDurable waits for the decision's commit, once; false when it was
+// not made durable.
+func (x *exchange) awaitDurable() bool {
+	if x.durable != nil {
+		x.durableOK = x.durable()
+		x.durable = nil
+	}
+	return x.durableOK
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
@@ -262,7 +290,10 @@ func (x *exchange) WriteHeader(code int) {
 		if d := x.h.opts.Decided; d != nil && (x.endpoint == "firmware" || x.endpoint == "update") {
 			x.ev = x.exchangeFor(0)
 			x.ev.Committed = true
-			d(x.ev)
+			x.durable, x.durableOK = d(x.ev), true
+			if body := (code == http.StatusOK || code == http.StatusPartialContent) && x.r.Method == http.MethodGet; !body {
+				x.awaitDurable() // nothing to hold back: the answer waits
+			}
 		}
 	}
 	x.w.WriteHeader(code)
@@ -445,9 +476,11 @@ func (h *Handler) observe(x *exchange) {
 		h.chips.completed(x.mac, e.Image.Chip)
 	}
 	if h.opts.Observe != nil {
+		x.awaitDurable() // a download cut off before its last bytes: its decision's id
 		if x.ev != nil {
 			// The one the recorder saw at the decision, now with its outcome.
 			x.ev.Reason, x.ev.Bytes, x.ev.Size, x.ev.Completed, x.ev.Took = ev.Reason, ev.Bytes, ev.Size, ev.Completed, took
+			x.ev.Withheld = x.withheld
 			ev = x.ev
 		}
 		h.opts.Observe(ev)
@@ -1011,10 +1044,16 @@ func chunkFor(room int, known bool, limit int) int {
 // (rather than send it mixed bytes).
 func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.Entry) error {
 	p := newPacer(h.opts.MinRate, h.opts.RateWindow, time.Now())
+	// upTo is where the body stops until the decision is durable: its
+	// last HoldBack bytes wait for the commit (Options.Decided).
+	upTo := x.size
+	if x.durable != nil {
+		upTo = max(x.size-HoldBack, 0)
+	}
 	// send writes the next chunk, sized by the socket's room (see
-	// chunkFor), and reports the end.
+	// chunkFor) and never past upTo, and reports the end.
 	send := func(room int, known bool) (bool, error) {
-		n := min(len(data), chunkFor(room, known, maxChunk))
+		n := min(len(data), chunkFor(room, known, maxChunk), int(upTo-x.bytes))
 		_, err := x.Write(data[:n])
 		data = data[n:]
 		return len(data) == 0, err
@@ -1024,7 +1063,7 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 		// as the socket takes at once; no buffer is involved, so a fast
 		// client takes the whole room in one call.
 		send = func(room int, known bool) (bool, error) {
-			n := min(int64(chunkFor(room, known, math.MaxInt)), x.size-x.bytes)
+			n := min(int64(chunkFor(room, known, math.MaxInt)), upTo-x.bytes)
 			k, err := x.readFrom(&io.LimitedReader{R: src, N: n})
 			if err != nil || k < n {
 				return true, err // short: the truncation is reported below
@@ -1046,7 +1085,7 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 			if e.Changed() {
 				return true, errChanged
 			}
-			n := min(int64(chunkFor(room, known, maxChunk)), x.size-x.bytes)
+			n := min(int64(chunkFor(room, known, maxChunk)), upTo-x.bytes)
 			b := h.lend(n)
 			defer h.giveBack(b)
 			k, err := io.ReadFull(src, (*b)[:min(n, int64(len(*b)))])
@@ -1064,6 +1103,14 @@ func (h *Handler) sendBody(x *exchange, data []byte, src io.Reader, e *catalog.E
 	}
 	var checked time.Time
 	for last := x.size == 0; !last; {
+		if x.bytes >= upTo && upTo < x.size {
+			// The last bytes: only once the decision is durable.
+			if !x.awaitDurable() {
+				x.withheld = true
+				return fmt.Errorf("its decision could not be recorded, so the last %d bytes are withheld: no device completes an image the fleet record does not hold (it will ask again)", x.size-x.bytes)
+			}
+			upTo = x.size
+		}
 		// Once a second: the rate, and a fresh deadline for the writes.
 		if now := time.Now(); now.Sub(checked) >= time.Second {
 			checked = now

@@ -33,6 +33,9 @@ type Exchange struct {
 
 	// Committed says Decided saw this exchange before its first byte.
 	Committed bool
+	// Withheld says a download's last bytes were never sent because its
+	// decision could not be made durable (Options.Decided).
+	Withheld bool
 	// RecordID is the recorder's id for the decision, set by Decided so
 	// that the outcome can be tied to it.
 	RecordID int64

@@ -116,7 +116,10 @@ func (m *Metrics) Observe(ev *httpapi.Exchange) {
 	if ev.Decision == "serve" {
 		m.bytes.WithLabelValues(ev.Endpoint).Add(float64(ev.Bytes))
 		outcome := "completed"
-		if !ev.Completed {
+		switch {
+		case ev.Withheld:
+			outcome = "withheld" // its decision was not durable: the last bytes never went out
+		case !ev.Completed:
 			outcome = "cut-off"
 		}
 		m.outcomes.WithLabelValues(outcome).Inc()

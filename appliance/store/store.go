@@ -412,18 +412,38 @@ func (s *Store) Decided(ev *Event) int64 {
 	if s == nil {
 		return 0
 	}
-	o := &op{kind: opDecided, ev: s.bound(ev), id: make(chan int64, 1)}
-	if !s.enqueue(o, true) {
-		return 0
-	}
-	t := time.NewTimer(s.opts.WaitDurable)
-	defer t.Stop()
-	select {
-	case id := <-o.id:
-		return max(id, 0)
-	case <-t.C:
+	id, ok := s.Decide(ev)()
+	if !ok {
 		s.log.Warn("store: a decision was not committed in time; the device is answered anyway", "wait", s.opts.WaitDurable)
-		return 0
+	}
+	return id
+}
+
+// Decide queues a firmware decision for the writer's next commit and
+// returns at once; durable waits (up to WaitDurable) for that commit and
+// returns the event's id, or false when the decision was dropped or not
+// committed in time. It may be called more than once (one goroutine): the
+// first answer is kept. A download streams while the commit runs and
+// calls durable only before its last bytes (httpapi's HoldBack).
+func (s *Store) Decide(ev *Event) (durable func() (id int64, ok bool)) {
+	if s == nil {
+		return func() (int64, bool) { return 0, false }
+	}
+	o := &op{kind: opDecided, ev: s.bound(ev), id: make(chan int64, 1)}
+	queued := s.enqueue(o, true)
+	var id int64
+	done := !queued
+	return func() (int64, bool) {
+		if !done {
+			done = true
+			t := time.NewTimer(s.opts.WaitDurable)
+			defer t.Stop()
+			select {
+			case id = <-o.id:
+			case <-t.C: // still queued or committing: not durable yet, said by the caller
+			}
+		}
+		return max(id, 0), id > 0
 	}
 }
 
