@@ -5,6 +5,13 @@
 #
 #   bench/compare.sh [--reference path/to/updateserver.py] [--duration 5s] [--rounds 3] [--slow-clients 500]
 #
+# Rows with a MAC send what devices send (bench/wrk/devices.lua): a fresh
+# STA MAC per request (a fleet's first update) or 1,000 known devices in
+# turn; rows without one are AutoConnect's catalog loop and a repeated
+# download. Each rate comes with the servers' CPU per 1,000 requests
+# (from /proc), so that work shows beside rate; "small board" rows run
+# otabox with GOMAXPROCS=1 against nginx with one worker.
+#
 # Request rates are measured in alternated rounds (otabox, nginx, ... in
 # turn, --rounds times, --duration each) and reported as medians, with
 # every round's ratio below the table: this machine is shared, and one
@@ -50,12 +57,12 @@ go build -o "$work/loadtool" ./bench/loadtool
 make -s build FIRMWARE="$work/big" >/dev/null && mv otabox "$work/otabox-big"
 make -s build >/dev/null && cp otabox "$work/otabox"
 
-OTA=18180 NGX=18181 REFP=18182 OTA0=18183
+OTA=18180 NGX=18181 REFP=18182 OTA0=18183 OTA1=18184 NGX1=18185
 wait_port() { for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 never answered" >&2; return 1; }
 
-nginx_conf() { # root, port, file[, catalog json]
+nginx_conf() { # root, port, file[, catalog json[, workers]]
   cat > "$3" <<CONF
-worker_processes 2;
+worker_processes ${5:-2};
 daemon off;
 pid $work/nginx-$2.pid;
 error_log $work/nginx-$2.err;
@@ -73,17 +80,31 @@ CONF
 }
 
 "$work/otabox" serve --mdns=false --data-dir "$work/data" -b 127.0.0.1 -p $OTA -d "$work/cat" --log error & pids+=($!)
+OTAP=$!
 wait_port $OTA
 # The same server keeping no fleet record: what the store costs.
 "$work/otabox" serve --mdns=false --data-dir "" -b 127.0.0.1 -p $OTA0 -d "$work/cat" --log error & pids+=($!)
+OTA0P=$!
 wait_port $OTA0
+# The small board: one core's worth of Go, against one nginx worker.
+GOMAXPROCS=1 "$work/otabox" serve --mdns=false --data-dir "$work/data1" -b 127.0.0.1 -p $OTA1 -d "$work/cat" --log error & pids+=($!)
+OTA1P=$!
+wait_port $OTA1
 curl -s "http://127.0.0.1:$OTA/_catalog?op=list&path=." > "$work/catalog.json"
 nginx_conf "$work/cat" $NGX "$work/nginx.conf"
 "$NGINX" -c "$work/nginx.conf" -p "$work" & pids+=($!)
 wait_port $NGX
+nginx_conf "$work/cat" $NGX1 "$work/nginx1.conf" "" 1
+"$NGINX" -c "$work/nginx1.conf" -p "$work" & pids+=($!)
+wait_port $NGX1
+# nginx's master and its workers, for their CPU time.
+nginx_pids() { echo "$(cat "$work/nginx-$1.pid"),$(pgrep -d, -P "$(cat "$work/nginx-$1.pid")")"; }
+NGXP=$(nginx_pids $NGX) NGX1P=$(nginx_pids $NGX1)
+REFPID=""
 if [ -n "$REF" ]; then
   # The reference lists path= relative to its working directory: run it in the catalog.
   (cd "$work/cat" && exec python3 "$REF" --port $REFP --bind 127.0.0.1 --catalog "$work/cat" --log error 2>/dev/null) & pids+=($!)
+  REFPID=$!
   wait_port $REFP
 fi
 
@@ -92,31 +113,54 @@ fi
 HDRS=(-H "User-Agent: ESP8266-http-Update"
       -H "x-ESP8266-free-space: 4194304" -H "x-ESP8266-sketch-size: 373940" -H "x-ESP8266-sketch-md5: 0123456789abcdef0123456789abcdef"
       -H "x-ESP8266-chip-size: 4194304" -H "x-ESP8266-sdk-version: 2.2.2-dev(38a443e)" -H "x-ESP8266-mode: sketch")
-# Requests/s as wrk counts them; a run with any non-2xx answer is reported
-# as an error instead of a figure.
-rps() {
-  local out; out=$(wrk -t2 -c16 -d"$DUR" "$@" 2>&1)
-  if grep -q "Non-2xx" <<<"$out"; then echo "ERR:$(grep Non-2xx <<<"$out" | awk '{print $NF}')non2xx"; return; fi
-  awk '/Requests\/sec/ {print $2}' <<<"$out"
+# cpu_ticks PIDS: the processes' user and system time (comma-separated
+# pids), in clock ticks, from /proc.
+cpu_ticks() {
+  local t=0 p
+  for p in ${1//,/ }; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo $t
 }
-# alternate key|url|headers-array ...: ROUNDS rounds, each running every
-# server once in turn, so that what the shared machine does meanwhile falls
-# on all of them alike; R[key] is the median, RUNS[key] every round's figure.
-declare -A R RUNS
+HZ=$(getconf CLK_TCK)
+# rps PIDS ENV wrk-args...: "requests/s:CPU ms per 1,000 requests" as wrk
+# counts the requests and /proc the servers' CPU (ENV, e.g. MACS=0, goes
+# to the wrk script); a run with any non-2xx answer is reported as an
+# error instead of a figure.
+rps() {
+  local pids=$1 envs=$2; shift 2
+  local before after out
+  before=$(cpu_ticks "$pids")
+  out=$(env $envs wrk -t2 -c16 -d"$DUR" "$@" 2>&1)
+  after=$(cpu_ticks "$pids")
+  if grep -q "Non-2xx" <<<"$out"; then echo "ERR:$(grep Non-2xx <<<"$out" | awk '{print $NF}')non2xx"; return; fi
+  local rate reqs
+  rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$rate:$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "-" }')"
+}
+# alternate key|url|headers-array|pids|env ...: ROUNDS rounds, each running
+# every server once in turn, so that what the shared machine does
+# meanwhile falls on all of them alike; R[key] is the median rate, C[key]
+# the median CPU per 1,000 requests, RUNS[key] every round's rate.
+declare -A R C RUNS CPUS
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 alternate() {
-  local r e key url
+  local r e key url hdrs pidv envs v
   for r in $(seq "$ROUNDS"); do
     for e in "$@"; do
-      IFS='|' read -r key url hdrs <<<"$e"
+      IFS='|' read -r key url hdrs pidv envs <<<"$e"
       local -n h=$hdrs
-      RUNS[$key]+="$(rps "${h[@]}" "$url") "
+      v=$(rps "$pidv" "$envs" "${h[@]}" "$url")
       unset -n h
+      RUNS[$key]+="${v%%:*} "
+      CPUS[$key]+="${v#*:} "
     done
   done
   for e in "$@"; do
     key=${e%%|*}
-    if grep -q ERR <<<"${RUNS[$key]}"; then R[$key]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep -m1 ERR)
-    else R[$key]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'); fi
+    if grep -q ERR <<<"${RUNS[$key]}"; then R[$key]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep -m1 ERR); C[$key]=-
+    else R[$key]=$(median <<<"${RUNS[$key]}"); C[$key]=$(median <<<"${CPUS[$key]}"); fi
   done
 }
 # per_round a b: each round's a/b, in order.
@@ -127,14 +171,26 @@ per_round() {
 
 NOHDRS=()
 REFHDRS=("${HDRS[@]}" -H "x-ESP8266-STA-MAC: 5C:CF:7F:00:00:01" -H "x-ESP8266-AP-MAC: 5E:CF:7F:00:00:01")
+# What devices send: a STA MAC per request (bench/wrk/devices.lua; MACS=0
+# a fresh device each time, MACS=1000 a known fleet in turn).
+DEVS=(-s bench/wrk/devices.lua)
 CAT="_catalog?op=list&path=."
 echo "# catalog requests/s, 16 connections, $ROUNDS alternated rounds of $DUR" >&2
-alternate "cat_ota|http://127.0.0.1:$OTA/$CAT|NOHDRS" "cat_ngx|http://127.0.0.1:$NGX/$CAT|NOHDRS" "cat_ota0|http://127.0.0.1:$OTA0/$CAT|NOHDRS" \
-  ${REF:+"cat_ref|http://127.0.0.1:$REFP/$CAT|NOHDRS"}
-echo "# 1 MB downloads/s, 16 connections, device headers, $ROUNDS alternated rounds of $DUR" >&2
+alternate "cat_ota|http://127.0.0.1:$OTA/$CAT|NOHDRS|$OTAP|" "cat_ngx|http://127.0.0.1:$NGX/$CAT|NOHDRS|$NGXP|" "cat_ota0|http://127.0.0.1:$OTA0/$CAT|NOHDRS|$OTA0P|" \
+  ${REF:+"cat_ref|http://127.0.0.1:$REFP/$CAT|NOHDRS|$REFPID|"}
+echo "# catalog requests/s with a fresh MAC per request" >&2
+alternate "catm_ota|http://127.0.0.1:$OTA/$CAT|DEVS|$OTAP|MACS=0" "catm_ngx|http://127.0.0.1:$NGX/$CAT|DEVS|$NGXP|MACS=0"
+echo "# 1 MB downloads/s, 16 connections, device headers, no MAC, $ROUNDS alternated rounds of $DUR" >&2
 # The reference refuses (403) a download without the MAC headers; it never holds one back.
-alternate "dl_ota|http://127.0.0.1:$OTA/fw1m.bin|HDRS" "dl_ngx|http://127.0.0.1:$NGX/fw1m.bin|HDRS" "dl_ota0|http://127.0.0.1:$OTA0/fw1m.bin|HDRS" \
-  ${REF:+"dl_ref|http://127.0.0.1:$REFP/fw1m.bin|REFHDRS"}
+alternate "dl_ota|http://127.0.0.1:$OTA/fw1m.bin|HDRS|$OTAP|" "dl_ngx|http://127.0.0.1:$NGX/fw1m.bin|HDRS|$NGXP|" "dl_ota0|http://127.0.0.1:$OTA0/fw1m.bin|HDRS|$OTA0P|" \
+  ${REF:+"dl_ref|http://127.0.0.1:$REFP/fw1m.bin|REFHDRS|$REFPID|"}
+echo "# 1 MB downloads/s with a fresh MAC per request (a fleet's first update)" >&2
+alternate "dlf_ota|http://127.0.0.1:$OTA/fw1m.bin|DEVS|$OTAP|MACS=0" "dlf_ngx|http://127.0.0.1:$NGX/fw1m.bin|DEVS|$NGXP|MACS=0"
+echo "# 1 MB downloads/s from a known fleet of 1,000 MACs in turn" >&2
+alternate "dlk_ota|http://127.0.0.1:$OTA/fw1m.bin|DEVS|$OTAP|MACS=1000" "dlk_ngx|http://127.0.0.1:$NGX/fw1m.bin|DEVS|$NGXP|MACS=1000"
+echo "# the small board: GOMAXPROCS=1 against one nginx worker" >&2
+alternate "cat1_ota|http://127.0.0.1:$OTA1/$CAT|NOHDRS|$OTA1P|" "cat1_ngx|http://127.0.0.1:$NGX1/$CAT|NOHDRS|$NGX1P|" \
+  "dlf1_ota|http://127.0.0.1:$OTA1/fw1m.bin|DEVS|$OTA1P|MACS=0" "dlf1_ngx|http://127.0.0.1:$NGX1/fw1m.bin|DEVS|$NGX1P|MACS=0"
 
 echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
 best() { sort -n | head -1; }
@@ -174,14 +230,15 @@ rm -rf "$work/many" "$work/data-many" "$work/data-many-0"
 
 echo "# $SLOW clients reading 1 MB at 50 KB/s each (peak RSS of the server)" >&2
 slow() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n "$SLOW" -rate 51200 -limit 90s -pids "$2"; }
-ngx_pids() { echo "$(cat "$work/nginx-$NGX.pid"),$(pgrep -d, -P "$(cat "$work/nginx-$NGX.pid")")"; }
-R[slow_ota]=$(slow $OTA "${pids[0]}")
-R[slow_ngx]=$(slow $NGX "$(ngx_pids)")
-[ -n "$REF" ] && R[slow_ref]=$(slow $REFP "${pids[2]}")
+R[slow_ota]=$(slow $OTA "$OTAP")
+R[slow_ngx]=$(slow $NGX "$(nginx_pids $NGX)")
+[ -n "$REF" ] && R[slow_ref]=$(slow $REFP "$REFPID")
 echo "# 1000 devices reading 1 MB at 20 KB/s each (peak RSS of the server)" >&2
 fleet() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n 1000 -rate 20480 -limit 120s -pids "$2"; }
-R[k_ota]=$(fleet $OTA "${pids[0]}")
-R[k_ngx]=$(fleet $NGX "$(ngx_pids)")
+R[k_ota]=$(fleet $OTA "$OTAP")
+R[k_ngx]=$(fleet $NGX "$(nginx_pids $NGX)")
+R[k1_ota]=$(fleet $OTA1 "$OTA1P")
+R[k1_ngx]=$(fleet $NGX1 "$(nginx_pids $NGX1)")
 
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {print $2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 > 0 && a != "") printf "%.2f", a/b; else printf "-" }'; }
@@ -191,8 +248,13 @@ row() { # label, ota, ngx, ref
 echo
 printf "| %-34s | %12s | %12s | %12s | %9s | %9s |\n" "measure" "otabox" "nginx" "reference" "ota/nginx" "ota/ref"
 printf "|%s|\n" "------------------------------------|--------------|--------------|--------------|-----------|----------"
-row "catalog requests/s (16 conns)" "${R[cat_ota]}" "${R[cat_ngx]}" "${R[cat_ref]:-}"
-row "1 MB downloads/s (16 conns)" "${R[dl_ota]}" "${R[dl_ngx]}" "${R[dl_ref]:-}"
+row "catalog requests/s, no MAC" "${R[cat_ota]}" "${R[cat_ngx]}" "${R[cat_ref]:-}"
+row "catalog requests/s, fresh MAC" "${R[catm_ota]}" "${R[catm_ngx]}"
+row "1 MB downloads/s, no MAC" "${R[dl_ota]}" "${R[dl_ngx]}" "${R[dl_ref]:-}"
+row "1 MB downloads/s, fresh MAC" "${R[dlf_ota]}" "${R[dlf_ngx]}"
+row "1 MB downloads/s, 1,000 known MACs" "${R[dlk_ota]}" "${R[dlk_ngx]}"
+row "small board: catalog/s, no MAC" "${R[cat1_ota]}" "${R[cat1_ngx]}"
+row "small board: 1 MB dl/s, fresh MAC" "${R[dlf1_ota]}" "${R[dlf1_ngx]}"
 row "start-up, 200 MB embedded (ms)" "${R[up_ota]}" "${R[up_ngx]}" "${R[up_ref]:-}"
 row "200 MB disk, first start: port (ms)" "${R[disk_port]}" "${R[up_ngx]}"
 row "200 MB disk, first start: all (ms)" "${R[disk_all]}" "${R[up_ngx]}"
@@ -206,11 +268,20 @@ done
 for k in completed peak_rss_kb; do
   row "1000 clients at 20 KB/s: $k" "$(field "${R[k_ota]}" $k)" "$(field "${R[k_ngx]}" $k)"
 done
+for k in completed peak_rss_kb; do
+  row "small board, 1000 at 20 KB/s: $k" "$(field "${R[k1_ota]}" $k)" "$(field "${R[k1_ngx]}" $k)"
+done
+echo
+printf "| %-34s | %12s | %12s | %9s |\n" "CPU ms per 1,000 requests" "otabox" "nginx" "ota/nginx"
+printf "|%s|\n" "------------------------------------|--------------|--------------|----------"
+for k in cat:"catalog, no MAC" catm:"catalog, fresh MAC" dl:"1 MB downloads, no MAC" dlf:"1 MB downloads, fresh MAC" dlk:"1 MB downloads, 1,000 known MACs" cat1:"small board: catalog" dlf1:"small board: downloads, fresh MAC"; do
+  printf "| %-34s | %12s | %12s | %9s |\n" "${k#*:}" "${C[${k%%:*}_ota]}" "${C[${k%%:*}_ngx]}" "$(ratio "${C[${k%%:*}_ota]}" "${C[${k%%:*}_ngx]}")"
+done
 echo
 printf "| %-34s | %12s | %12s | %9s |\n" "the fleet record's cost" "store on" "store off" "on/off"
 printf "|%s|\n" "------------------------------------|--------------|--------------|----------"
 printf "| %-34s | %12s | %12s | %9s |\n" "catalog requests/s (16 conns)" "${R[cat_ota]}" "${R[cat_ota0]}" "$(ratio "${R[cat_ota]}" "${R[cat_ota0]}")"
 printf "| %-34s | %12s | %12s | %9s |\n" "1 MB downloads/s (16 conns)" "${R[dl_ota]}" "${R[dl_ota0]}" "$(ratio "${R[dl_ota]}" "${R[dl_ota0]}")"
 echo
-echo "each round's otabox/nginx: catalog $(per_round cat_ota cat_ngx); 1 MB downloads $(per_round dl_ota dl_ngx); store off $(per_round dl_ota0 dl_ngx)"
+echo "each round's otabox/nginx: catalog $(per_round cat_ota cat_ngx); catalog, fresh MAC $(per_round catm_ota catm_ngx); 1 MB downloads $(per_round dl_ota dl_ngx); fresh MAC $(per_round dlf_ota dlf_ngx); 1,000 known MACs $(per_round dlk_ota dlk_ngx); store off $(per_round dl_ota0 dl_ngx); small board: catalog $(per_round cat1_ota cat1_ngx), fresh MAC $(per_round dlf1_ota dlf1_ngx)"
 echo "otabox $(git describe --always --dirty 2>/dev/null), $(nproc) cores, $(uname -m); wrk -t2 -c16, $ROUNDS alternated rounds of $DUR (medians); loopback only."

@@ -435,6 +435,9 @@ func (s *Store) Hold(ctx context.Context, mac string) Hold {
 	}
 }
 
+// holdQuery is what a firmware request asks of the record about its device.
+const holdQuery = `SELECT sent_digests, prev_digest, state, failures, held_until, pending_event, fs_sha256 FROM devices WHERE mac = ?`
+
 func (s *Store) hold(ctx context.Context, mac string) Hold {
 	db, _ := s.reader()
 	if db == nil || mac == "" {
@@ -443,8 +446,13 @@ func (s *Store) hold(ctx context.Context, mac string) Hold {
 	var digests string
 	var until, pending int64
 	var h Hold
-	err := db.QueryRowContext(ctx, `SELECT sent_digests, prev_digest, state, failures, held_until, pending_event, fs_sha256 FROM devices WHERE mac = ?`,
-		strings.ToUpper(mac)).Scan(&digests, &h.PrevDigest, &h.State, &h.Failures, &until, &pending, &h.FilesystemSHA256)
+	// Prepared once: parsing the query took half of each lookup's time
+	// (profiled under downloads with a fresh MAC per request).
+	st, err := s.prepared(db, holdQuery)
+	if err != nil {
+		return Hold{}
+	}
+	err = st.QueryRowContext(ctx, strings.ToUpper(mac)).Scan(&digests, &h.PrevDigest, &h.State, &h.Failures, &until, &pending, &h.FilesystemSHA256)
 	h.Pending = pending != 0
 	if err != nil {
 		return Hold{}
