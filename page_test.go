@@ -144,6 +144,23 @@ func TestPageActionsNeedThePasswordAndTheToken(t *testing.T) {
 	if code, line := do(t, uploadForm(t, r.addr, pagePassword, "", "new.bin", []byte{0xE9})); code != 403 || !strings.Contains(line, "token") {
 		t.Errorf("upload without the token: %d %q", code, line)
 	}
+	// The page's own fetch sends its forms as multipart (FormData): the
+	// token is checked there too.
+	for _, tok := range []string{"", "AAAA"} {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		if tok != "" {
+			mw.WriteField("token", tok)
+		}
+		mw.WriteField("path", "cam.bin")
+		mw.Close()
+		req, _ := http.NewRequest("POST", "http://"+r.addr+"/admin/remove", &body)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.SetBasicAuth("tech", pagePassword)
+		if code, line := do(t, req); code != 403 || !strings.Contains(line, "token is missing or stale") {
+			t.Errorf("a multipart remove with token %q: %d %q", tok, code, line)
+		}
+	}
 	if extra := catalogLeftovers(t, dir, "cam.bin", "meter-1.0.0.bin", "meter-1.1.0.bin"); len(extra) > 0 {
 		t.Errorf("refused actions left %v in the catalog folder", extra)
 	}

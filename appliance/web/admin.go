@@ -98,19 +98,35 @@ func (h *Handler) action(name string, do func(w http.ResponseWriter, r *http.Req
 			h.answer(w, r, name, "", Done{}, err)
 			return
 		}
-		if r.Header.Get("X-Otabox-Token") == "" && !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
-			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-			if subtle.ConstantTimeCompare([]byte(r.PostFormValue("token")), []byte(h.token)) != 1 {
-				h.answer(w, r, name, "", Done{}, Refuse(http.StatusForbidden, "the form's token is missing or stale: reload the status page and try again"))
-				return
-			}
-		} else if t := r.Header.Get("X-Otabox-Token"); t != "" && subtle.ConstantTimeCompare([]byte(t), []byte(h.token)) != 1 {
-			h.answer(w, r, name, "", Done{}, Refuse(http.StatusForbidden, "the page's token is stale: reload the status page and try again"))
+		if !h.tokenOK(w, r, name == "upload") {
+			h.answer(w, r, name, "", Done{}, Refuse(http.StatusForbidden, "the form's token is missing or stale: reload the status page and try again"))
 			return
 		}
 		target, d, err := do(w, r)
 		h.answer(w, r, name, target, d, err)
 	})
+}
+
+// tokenOK checks the page's token: in the X-Otabox-Token header, or in
+// the form (urlencoded or multipart, read whole within 64 KB). An upload's
+// form is streamed instead: its token field, which comes first, is
+// checked by upload before anything is written, so here only a header
+// token is (and must match when sent).
+func (h *Handler) tokenOK(w http.ResponseWriter, r *http.Request, streamed bool) bool {
+	match := func(t string) bool { return subtle.ConstantTimeCompare([]byte(t), []byte(h.token)) == 1 }
+	if t := r.Header.Get("X-Otabox-Token"); t != "" {
+		return match(t)
+	}
+	if streamed {
+		return true
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+		if err := r.ParseMultipartForm(64 << 10); err != nil {
+			return false
+		}
+	}
+	return match(r.PostFormValue("token"))
 }
 
 // sameOrigin refuses a POST another site's page made the browser send:
