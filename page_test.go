@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
@@ -318,5 +319,47 @@ func TestUploadChecksAsTheCatalogDoes(t *testing.T) {
 	sig := mustSign(t)(imagegen.SignESP8266(good, site.priv, false))
 	if code, line := do(t, uploadForm(t, signed.addr, pagePassword, token, "meter-2.0.0.bin", sig)); code != 201 {
 		t.Errorf("a signed upload under --verify-key: %d %q", code, line)
+	}
+}
+
+// TestPageRemoveRefusesAnImageThePolicyNames: removing an image a policy
+// rule pins is refused with the rule's line, and the file stays; the
+// page cannot make a rule fail closed behind the operator's back.
+func TestPageRemoveRefusesAnImageThePolicyNames(t *testing.T) {
+	dir, _, _, _ := fleetCatalog(t)
+	pol := filepath.Join(t.TempDir(), "policy")
+	os.WriteFile(pol, []byte("group lab 5C:CF:7F:12:*\npin lab meter-1.1.0.bin\n"), 0o644)
+	r := start(t, "--catalog", dir, "--policy", pol, "--admin-password", pagePassword)
+	form := url.Values{"path": {"meter-1.1.0.bin"}, "token": {pageToken(t, r.addr, pagePassword)}}
+	code, line := post(t, r.addr, "/admin/remove", pagePassword, form, nil)
+	if code != 409 || !strings.Contains(line, "policy "+pol+":2 (pin) names meter-1.1.0.bin; edit the policy first") {
+		t.Errorf("remove of a pinned image: %d %q", code, line)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "meter-1.1.0.bin")); err != nil {
+		t.Errorf("the pinned image's file is gone: %v", err)
+	}
+}
+
+// TestStatusPageIsWholeWithoutJavaScript: the page as served, before any
+// script runs, already holds the summary strip, the device rows (problems
+// first) and the catalog: a browser without JavaScript reads it all.
+func TestStatusPageIsWholeWithoutJavaScript(t *testing.T) {
+	dir, v1, _, _ := fleetCatalog(t)
+	r := start(t, "--catalog", dir)
+	dev := emu.New(emu.ESP8266v31)
+	dev.STAMAC, dev.Running = "5C:CF:7F:00:00:F1", v1
+	if res := dev.Update(r.addr, "/update"); res.Outcome != emu.OK {
+		t.Fatalf("update: %v", res)
+	}
+	// The download's end reaches the record within its linger (100 ms).
+	var page string
+	for i := 0; i < 20 && !strings.Contains(page, "sent (meter-1.1.0.bin)"); i++ {
+		time.Sleep(100 * time.Millisecond)
+		page = getBody(t, "http://"+r.addr+"/")
+	}
+	for _, want := range []string{`id="summary"`, `<b>1</b> devices`, `tr data-mac="5C:CF:7F:00:00:F1"`, "sent (meter-1.1.0.bin)", `tr data-path="cam.bin"`, `data-label="Size">11 MB<`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the served page lacks %q", want)
+		}
 	}
 }
