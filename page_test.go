@@ -18,6 +18,7 @@ import (
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
 	"otabox/appliance/espimage/imagegen"
+	"otabox/appliance/fsimage"
 )
 
 const pagePassword = "bench-7-secret"
@@ -319,6 +320,22 @@ func TestUploadChecksAsTheCatalogDoes(t *testing.T) {
 	sig := mustSign(t)(imagegen.SignESP8266(good, site.priv, false))
 	if code, line := do(t, uploadForm(t, signed.addr, pagePassword, token, "meter-2.0.0.bin", sig)); code != 201 {
 		t.Errorf("a signed upload under --verify-key: %d %q", code, line)
+	}
+	// A LittleFS image is taken whole, and refused cut short.
+	fsImg := fsimage.Build(4096, 64)
+	token = pageToken(t, r.addr, pagePassword)
+	if code, line := do(t, uploadForm(t, r.addr, pagePassword, token, "meter.littlefs.bin", fsImg)); code != 201 || !strings.Contains(line, "littlefs filesystem image") {
+		t.Errorf("a whole LittleFS image: %d %q", code, line)
+	}
+	if code, line := do(t, uploadForm(t, r.addr, pagePassword, token, "cut.littlefs.bin", fsImg[:len(fsImg)-4096])); code != 422 {
+		t.Errorf("a LittleFS image cut short: %d %q", code, line)
+	}
+
+	// The embedded catalog cannot change.
+	embedded := start(t, "--admin-password", pagePassword)
+	code, line = do(t, uploadForm(t, embedded.addr, pagePassword, pageToken(t, embedded.addr, pagePassword), "meter-2.0.0.bin", good))
+	if code != 409 || !strings.Contains(line, "embedded in this binary") {
+		t.Errorf("an upload to the embedded catalog: %d %q", code, line)
 	}
 }
 
