@@ -41,7 +41,7 @@ func NewBatch(cat *catalog.Catalog, name, image string) (store.Batch, *catalog.E
 		} else if len(images) > 0 {
 			msg += "; it has " + strings.Join(images, ", ")
 		}
-		return store.Batch{}, nil, fmt.Errorf("%w", suggestion{msg})
+		return store.Batch{}, nil, suggestion{msg}
 	}
 	b := store.Batch{Name: name, Image: p, ImageMD5: e.MD5, ImageSHA256: e.SHA256, ImageVersion: e.Image.Version}
 	return b, e, nil

@@ -113,9 +113,8 @@ func (h *Handler) action(name string, do func(w http.ResponseWriter, r *http.Req
 // checked by upload before anything is written, so here only a header
 // token is (and must match when sent).
 func (h *Handler) tokenOK(w http.ResponseWriter, r *http.Request, streamed bool) bool {
-	match := func(t string) bool { return subtle.ConstantTimeCompare([]byte(t), []byte(h.token)) == 1 }
 	if t := r.Header.Get("X-Otabox-Token"); t != "" {
-		return match(t)
+		return h.isToken(t)
 	}
 	if streamed {
 		return true
@@ -126,7 +125,12 @@ func (h *Handler) tokenOK(w http.ResponseWriter, r *http.Request, streamed bool)
 			return false
 		}
 	}
-	return match(r.PostFormValue("token"))
+	return h.isToken(r.PostFormValue("token"))
+}
+
+// isToken compares t with the page's token in constant time.
+func (h *Handler) isToken(t string) bool {
+	return subtle.ConstantTimeCompare([]byte(t), []byte(h.token)) == 1
 }
 
 // sameOrigin refuses a POST another site's page made the browser send:
@@ -210,7 +214,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) (string, Done, 
 	if err != nil {
 		return "", Done{}, Refuse(http.StatusBadRequest, "an upload is a multipart form (token, folder, file): %v", err)
 	}
-	tokenOK := subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Otabox-Token")), []byte(h.token)) == 1
+	tokenOK := h.isToken(r.Header.Get("X-Otabox-Token"))
 	folder := ""
 	for {
 		part, err := mr.NextPart()
@@ -223,7 +227,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) (string, Done, 
 		switch part.FormName() {
 		case "token":
 			b, _ := io.ReadAll(io.LimitReader(part, 256))
-			tokenOK = tokenOK || subtle.ConstantTimeCompare(b, []byte(h.token)) == 1
+			tokenOK = tokenOK || h.isToken(string(b))
 		case "folder":
 			b, _ := io.ReadAll(io.LimitReader(part, 1024))
 			folder = strings.TrimSpace(string(b))
