@@ -778,30 +778,37 @@ func TestESPIDFOTA(t *testing.T) {
 	// The record: a completed download per image taken whole (the plain
 	// GET, the partial download, the resumed one, the If-Range 200), the
 	// pieces not.
-	time.Sleep(300 * time.Millisecond) // the downloads' ends are committed with a linger
-	var evs []struct {
-		Decision  string `json:"decision"`
-		Status    int    `json:"status"`
-		Completed bool   `json:"completed"`
-		Size      int64  `json:"size"`
-		Method    string `json:"method"`
+	// A download's end is committed with a linger (100 ms) after its last
+	// byte: poll the record rather than guess how long a loaded machine takes.
+	count := func() (completed, pieces int) {
+		var evs []struct {
+			Decision  string `json:"decision"`
+			Status    int    `json:"status"`
+			Completed bool   `json:"completed"`
+			Size      int64  `json:"size"`
+			Method    string `json:"method"`
+		}
+		if err := json.Unmarshal([]byte(getBody(t, "http://"+r.addr+"/api/events?limit=100")), &evs); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.Decision != "serve" || ev.Method != "GET" {
+				continue
+			}
+			if ev.Size != int64(len(img)) {
+				t.Errorf("an event of the image says size %d", ev.Size)
+			}
+			if ev.Completed {
+				completed++
+			} else if ev.Status == 206 {
+				pieces++
+			}
+		}
+		return completed, pieces
 	}
-	if err := json.Unmarshal([]byte(getBody(t, "http://"+r.addr+"/api/events?limit=100")), &evs); err != nil {
-		t.Fatal(err)
-	}
-	completed, pieces := 0, 0
-	for _, ev := range evs {
-		if ev.Decision != "serve" || ev.Method != "GET" {
-			continue
-		}
-		if ev.Size != int64(len(img)) {
-			t.Errorf("an event of the image says size %d", ev.Size)
-		}
-		if ev.Completed {
-			completed++
-		} else if ev.Status == 206 {
-			pieces++
-		}
+	completed, pieces := count()
+	for deadline := time.Now().Add(10 * time.Second); completed < 4 && time.Now().Before(deadline); completed, pieces = count() {
+		time.Sleep(50 * time.Millisecond)
 	}
 	if completed != 4 {
 		t.Errorf("%d completed downloads in the record, want 4 (and %d pieces)", completed, pieces)

@@ -468,9 +468,10 @@ func (h *Handler) observe(x *exchange) {
 	ev := x.exchangeFor(took)
 	if x.rangeTotal > 0 && ev.Decision == "serve" {
 		// A piece of the image: the download is the image, completed by
-		// the piece that makes it whole from its start (pieces).
-		whole := ev.Bytes > 0 && h.pieces.took(clientIP(x.r), ev.Image.SHA256, x.rangeFrom, x.rangeFrom+ev.Bytes, x.rangeTotal)
-		ev.Completed = ev.Completed && whole
+		// whichever piece's end makes it whole (pieces), a cut-off one's
+		// acknowledged bytes included.
+		ev.Completed = x.r.Method == http.MethodGet && ev.Bytes > 0 &&
+			h.pieces.took(clientIP(x.r), ev.Image.SHA256, x.rangeFrom, x.rangeFrom+ev.Bytes, x.rangeTotal)
 	}
 	if e := ev.Image; ev.Completed && x.mac != "" && e != nil && e.Image != nil {
 		h.chips.completed(x.mac, e.Image.Chip)

@@ -69,26 +69,39 @@ func parseRange(spec string, size int64) (byteRange, error) {
 	return byteRange{start: a, length: b - a + 1}, nil
 }
 
-// pieces remembers, per client address and image, how much of the image
-// the client has taken from its start in ranged pieces, so that the piece
-// that completes it is recorded as the completed download (and the rest
-// as pieces of it), never as separate downloads. Bounded: at most
-// maxPieces entries, the stale ones (an hour) forgotten first.
+// pieces remembers, per client address and image, which parts of the
+// image the client has taken in ranged pieces, so that the piece that
+// makes it whole is recorded as the completed download (and the rest as
+// pieces of it), never as separate downloads. The parts are kept as
+// intervals, not as a prefix: a piece's end is observed after its last
+// ACK, and a client that is quick to ask for the next piece (a resume
+// after a cut, ESP-IDF's next 64 KB) can have it observed first.
+// Bounded: at most maxPieces entries of at most maxParts intervals, the
+// stale ones (an hour) forgotten first.
 type pieces struct {
 	mu sync.Mutex
 	m  map[string]piece
 }
 
 type piece struct {
-	covered int64 // bytes taken from offset 0, contiguous
-	seen    time.Time
+	parts []span // disjoint, sorted, not touching
+	seen  time.Time
 }
 
-const maxPieces = 4096
+// span is the bytes [from, to) of an image.
+type span struct{ from, to int64 }
+
+const (
+	maxPieces = 4096
+	maxParts  = 64 // an image taken in more scattered parts than this starts over
+)
 
 // took notes that client took [from, to) of an image of total bytes, and
 // reports whether the image is now whole.
 func (p *pieces) took(client, image string, from, to, total int64) bool {
+	if from >= to {
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
@@ -96,14 +109,15 @@ func (p *pieces) took(client, image string, from, to, total int64) bool {
 	}
 	key := client + "\x00" + image
 	c := p.m[key]
-	if from <= c.covered && to > c.covered {
-		c.covered = to
-	}
-	if c.covered >= total {
+	c.parts = cover(c.parts, span{from, to})
+	if len(c.parts) == 1 && c.parts[0].from <= 0 && c.parts[0].to >= total {
 		delete(p.m, key)
 		return true
 	}
-	if len(p.m) >= maxPieces {
+	if len(c.parts) > maxParts {
+		c.parts = []span{{from, to}}
+	}
+	if _, known := p.m[key]; !known && len(p.m) >= maxPieces {
 		for k, v := range p.m {
 			if time.Since(v.seen) > time.Hour {
 				delete(p.m, k)
@@ -116,4 +130,27 @@ func (p *pieces) took(client, image string, from, to, total int64) bool {
 	c.seen = time.Now()
 	p.m[key] = c
 	return false
+}
+
+// cover adds s to the sorted, disjoint parts, merging what it touches.
+func cover(parts []span, s span) []span {
+	out := make([]span, 0, len(parts)+1)
+	for _, q := range parts {
+		switch {
+		case q.to < s.from: // before s, apart
+			out = append(out, q)
+		case q.from > s.to: // after s, apart
+			if s.from < s.to {
+				out = append(out, s)
+				s = span{}
+			}
+			out = append(out, q)
+		default: // overlapping or touching: one part
+			s = span{min(s.from, q.from), max(s.to, q.to)}
+		}
+	}
+	if s.from < s.to {
+		out = append(out, s)
+	}
+	return out
 }
