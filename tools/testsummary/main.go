@@ -80,7 +80,10 @@ func (s *summary) read(r io.Reader, w io.Writer) error {
 			delete(s.out, key)
 		case "fail":
 			if e.Test == "" {
+				// A package that fails with tests still running (a timeout's
+				// panic, a crash) ends them all: show what each had said.
 				s.pkgFailed = true
+				s.unfinished(w, e.Package)
 				continue
 			}
 			s.failed++
@@ -91,6 +94,27 @@ func (s *summary) read(r io.Reader, w io.Writer) error {
 		}
 	}
 	return sc.Err()
+}
+
+// unfinished reports, as failed, the tests of pkg that never ended, with
+// their output: a test that hangs until go test's -timeout panics has no
+// "fail" line of its own, and would otherwise leave "0 failed".
+func (s *summary) unfinished(w io.Writer, pkg string) {
+	var keys []string
+	for key := range s.out {
+		if p, t, _ := strings.Cut(key, " "); p == pkg && t != "" {
+			keys = append(keys, key)
+		}
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		s.failed++
+		fmt.Fprintf(w, "--- FAIL: %s (never ended: the package failed while it ran)\n", strings.TrimPrefix(key, pkg+" "))
+		for _, l := range s.out[key] {
+			fmt.Fprint(w, l)
+		}
+		delete(s.out, key)
+	}
 }
 
 // reason is the t.Skip message: the last "file_test.go:N: ..." line.
