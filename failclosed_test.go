@@ -499,6 +499,17 @@ func TestPolicyPinningAnImageReadLastStarts(t *testing.T) {
 // gives its slot back within its write deadline.
 func TestStalledAPIReadersLeaveDevicesServed(t *testing.T) {
 	t.Parallel()
+	dir, v1, v2, _ := fleetCatalog(t)
+	// A record worth reading, made once (10,000 check-ins through the
+	// server took a minute under the race detector) and copied to each
+	// case's data dir.
+	record := t.TempDir()
+	r := startData(t, record, "--catalog", dir, "--log", "warn")
+	checkInsTenAtOnce(r.addr, v2, 10000)
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if _, err := waitExit(r); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name    string
 		argv    []string
@@ -507,28 +518,39 @@ func TestStalledAPIReadersLeaveDevicesServed(t *testing.T) {
 		{"256 open files, 200 readers", []string{"sh", "-c", `ulimit -n 256 && exec "$0" "$@"`, otabox}, 200},
 		{"default limits, 500 readers", []string{otabox}, 500},
 	} {
-		t.Run(tc.name, func(t *testing.T) { stalledAPIReaders(t, tc.argv, tc.readers) })
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			data := t.TempDir()
+			for _, name := range []string{"otabox.db", "otabox.db-wal", "otabox.commits"} {
+				if b, err := os.ReadFile(filepath.Join(record, name)); err == nil {
+					os.WriteFile(filepath.Join(data, name), b, 0o640)
+				}
+			}
+			// --log warn: the readers' request lines would fill the test's log pipe.
+			stalledAPIReaders(t, startCmd(t, tc.argv, "--catalog", dir, "--log", "warn", "--data-dir", data), v1, v2, tc.readers)
+		})
 	}
 }
 
-func stalledAPIReaders(t *testing.T, argv []string, readers int) {
-	dir, v1, v2, _ := fleetCatalog(t)
-	// --log warn: 10,000 request lines would fill the test's log pipe.
-	r := startCmd(t, argv, "--catalog", dir, "--log", "warn")
-	// A record worth reading: 10,000 check-ins, each an event.
+// checkInsTenAtOnce makes n devices check in running img, ten at a time,
+// each an event in the record.
+func checkInsTenAtOnce(addr string, img []byte, n int) {
 	var wg sync.WaitGroup
 	for w := 0; w < 10; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 1000; i++ {
+			for i := 0; i < n/10; i++ {
 				d := emu.New(emu.ESP8266v31)
-				d.STAMAC, d.Running = macN("5C:CF:7F", 0x10000+w*1000+i), v2
-				d.Update(r.addr, "/update")
+				d.STAMAC, d.Running = macN("5C:CF:7F", 0x10000+w*n/10+i), img
+				d.Update(addr, "/update")
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+func stalledAPIReaders(t *testing.T, r *running, v1, v2 []byte, readers int) {
 	small := func(_, _ string, c syscall.RawConn) error {
 		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}
