@@ -35,6 +35,7 @@ import (
 	"otabox/appliance/fsimage"
 	"otabox/appliance/httpapi"
 	"otabox/appliance/policy"
+	"otabox/appliance/replica"
 	"otabox/appliance/report"
 	"otabox/appliance/store"
 	"otabox/appliance/suggest"
@@ -85,7 +86,9 @@ func main() {
 		&cli.DurationFlag{Name: "grace", Value: 30 * time.Second, Usage: "how long running downloads may finish on shutdown", EnvVars: []string{"OTABOX_GRACE"}},
 		&cli.Int64Flag{Name: "keep-events", Value: 1_000_000, Usage: "events the fleet record keeps (oldest deleted first; devices are always kept)", EnvVars: []string{"OTABOX_KEEP_EVENTS"}},
 		&cli.IntFlag{Name: "keep-days", Value: 180, Usage: "days of events the fleet record keeps", EnvVars: []string{"OTABOX_KEEP_DAYS"}},
+		&cli.StringSliceFlag{Name: "replicate", Usage: "stream the fleet record to this replica as it is written: file:///media/usb/otabox, sftp://user@nas/otabox/BOX, s3://bucket/otabox/BOX (restored from it first onto an empty data dir)", EnvVars: []string{"OTABOX_REPLICATE"}},
 	}
+	serveFlags = append(serveFlags, replicaFlags()...)
 	app := &cli.App{
 		Name:    "otabox",
 		Usage:   "OTA firmware update server for ESP8266 and ESP32 (AutoConnectUpdate)",
@@ -184,6 +187,13 @@ func main() {
 					dataDirFlag(),
 				},
 				Action: flashTray,
+			},
+			{
+				Name: "restore", Usage: "bring the fleet record back from a replica (--replicate) into the data dir, e.g. onto a new SD card", ArgsUsage: "URL",
+				Flags: append([]cli.Flag{dataDirFlag(),
+					&cli.BoolFlag{Name: "force", Usage: "replace a record the data dir holds (it is moved aside, never deleted)"},
+				}, replicaFlags()...),
+				Action: restore,
 			},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
@@ -384,6 +394,10 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit("otabox: "+err.Error(), 2)
 	}
+	rep, err := replicaOptions(c, c.StringSlice("replicate"))
+	if err != nil {
+		return cli.Exit("otabox: --replicate: "+err.Error(), 2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -415,7 +429,58 @@ func serve(c *cli.Context) error {
 		MinRate:       minRate(c.Int64("min-rate")),
 		KeepEvents:    c.Int64("keep-events"),
 		KeepAge:       time.Duration(c.Int("keep-days")) * 24 * time.Hour,
+		Replica:       rep,
 	})
+}
+
+// replicaFlags are the replica's own settings, for serve and restore.
+func replicaFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "replicate-ssh-key", Usage: "sftp replicas: the private key to log in with", EnvVars: []string{"OTABOX_REPLICATE_SSH_KEY"}},
+		&cli.StringFlag{Name: "replicate-host-key", Usage: "sftp replicas: the server's public key (\"ssh-ed25519 AAAA...\", as ssh-keyscan prints it); required", EnvVars: []string{"OTABOX_REPLICATE_HOST_KEY"}},
+	}
+}
+
+// replicaOptions is the replica the flags name, checked; nil for none.
+func replicaOptions(c *cli.Context, urls []string) (*replica.Options, error) {
+	switch len(urls) {
+	case 0:
+		return nil, nil
+	case 1:
+	default:
+		return nil, fmt.Errorf("--replicate given %d times: the record streams to one replica (Litestream keeps one per database); copy that one onward if you need two", len(urls))
+	}
+	o := &replica.Options{URL: urls[0], SSHKey: c.String("replicate-ssh-key"), HostKey: c.String("replicate-host-key")}
+	if err := replica.Check(*o); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// restore brings a record back from a replica into the data dir.
+func restore(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return cli.Exit("otabox restore: give the replica's URL (as given to --replicate)", 2)
+	}
+	o, err := replicaOptions(c, []string{c.Args().First()})
+	if err != nil {
+		return cli.Exit("otabox restore: "+err.Error(), 2)
+	}
+	dir := c.String("data-dir")
+	if dir == "" {
+		return cli.Exit("otabox restore: --data-dir \"\" keeps no record to restore into", 2)
+	}
+	// Litestream logs a restore's steps to the default logger: only its
+	// warnings here, the command prints what came back.
+	slog.SetDefault(appliance.NewLogger(os.Stderr, slog.LevelWarn))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := appliance.RestoreRecord(ctx, dir, *o, c.Bool("force"))
+	if err != nil {
+		return cli.Exit("otabox restore: "+err.Error(), 1)
+	}
+	fmt.Println(res)
+	return nil
 }
 
 // minRate maps the flag's 0 (never) to the appliance's "off".

@@ -27,6 +27,7 @@ import (
 	"otabox/appliance/espimage"
 	"otabox/appliance/httpapi"
 	"otabox/appliance/metrics"
+	"otabox/appliance/replica"
 	"otabox/appliance/store"
 	"otabox/appliance/watch"
 	"otabox/appliance/web"
@@ -85,6 +86,9 @@ type Config struct {
 	// MDNS, when set, advertises the server on the LAN; its Port is filled
 	// in from the listener.
 	MDNS *discovery.Config
+	// Replica, when set, streams the fleet record to it (--replicate),
+	// after restoring the record from it onto a data dir that has none.
+	Replica *replica.Options
 }
 
 // Source is where firmware comes from.
@@ -185,8 +189,12 @@ type Appliance struct {
 	ln    net.Listener
 	srv   *http.Server
 	store *store.Store // nil without a data dir
-	mdns  atomic.Pointer[discovery.Responder]
-	dir   *folder // the --catalog folder, nil when embedded
+	// replicator streams the record (nil without --replicate, or while
+	// replicaHeld says why it must not).
+	replicator  *replica.Replicator
+	replicaHeld string
+	mdns        atomic.Pointer[discovery.Responder]
+	dir         *folder // the --catalog folder, nil when embedded
 
 	policyErr   atomic.Pointer[string] // why the last reload was refused
 	batchWarned sync.Map               // batch names whose group the policy lacks, warned once
@@ -205,12 +213,29 @@ func New(cfg Config) (*Appliance, error) {
 	start := time.Now()
 	var st *store.Store
 	var err error
+	var held string
+	if cfg.Replica != nil {
+		if cfg.DataDir == "" {
+			return nil, errors.New("--replicate streams the fleet record, and --data-dir \"\" keeps none")
+		}
+		held = restoreFirst(cfg.DataDir, *cfg.Replica, log)
+	}
 	if cfg.DataDir != "" {
 		// Serving devices comes first: a data dir that cannot be made (a
 		// read-only working directory) costs the records, not the updates.
-		if st, err = store.Open(cfg.DataDir, store.Options{Logger: log, KeepEvents: cfg.KeepEvents, KeepAge: cfg.KeepAge}); err != nil {
+		opts := store.Options{Logger: log, KeepEvents: cfg.KeepEvents, KeepAge: cfg.KeepAge, Replicated: cfg.Replica != nil && held == ""}
+		if st, err = store.Open(cfg.DataDir, opts); err != nil {
 			log.Error("store unavailable: devices are served but not recorded", "err", err)
 			st = nil
+		}
+	}
+	var rep *replica.Replicator
+	if cfg.Replica != nil && st != nil && held == "" {
+		o := *cfg.Replica
+		o.Logger = log
+		if rep, err = replica.Start(st.Path(), o); err != nil {
+			st.Close()
+			return nil, err
 		}
 	}
 	l := load{gzip: cfg.gzip(), keys: cfg.VerifyKeys}
@@ -227,6 +252,9 @@ func New(cfg Config) (*Appliance, error) {
 	cat, err := loadCatalog(cfg.Firmware, log, l)
 	if err != nil {
 		st.Close()
+		if rep != nil {
+			rep.Close(context.Background())
+		}
 		return nil, err
 	}
 	images := 0
@@ -252,7 +280,7 @@ func New(cfg Config) (*Appliance, error) {
 	if unread > 0 {
 		log.Info(fmt.Sprintf("catalog: %d files (%d MB) not seen before are read and hashed after start-up, smallest first; until then a device asking for one gets 503 with Retry-After", unread, unreadBytes>>20))
 	}
-	a := &Appliance{cfg: cfg, log: log, cat: cat, store: st}
+	a := &Appliance{cfg: cfg, log: log, cat: cat, store: st, replicator: rep, replicaHeld: held}
 	if cfg.Firmware.Dir != "" {
 		a.dir = newFolder(cfg.Firmware, log)
 		removeStaleUploads(cfg.Firmware.Dir, log)
@@ -267,6 +295,7 @@ func New(cfg Config) (*Appliance, error) {
 		Health:   a.store.Health,
 		HeldBack: func() int { n, _ := a.store.HeldBack(context.Background()); return n },
 		Paused:   func() map[string]string { return a.h.Policy().Paused() },
+		Replica:  a.replicaStatus,
 	})
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = httpapi.DefaultMaxConns()
@@ -297,6 +326,7 @@ func New(cfg Config) (*Appliance, error) {
 		Removable: cfg.Firmware.Dir != "",
 		MaxUpload: cfg.MaxUpload,
 		Keys:      len(cfg.VerifyKeys) > 0,
+		Replica:   a.replicaStatus,
 	})
 	if err != nil {
 		a.ln.Close()
@@ -372,7 +402,11 @@ func mdnsPath(m *discovery.Config) string {
 	return "."
 }
 
-func (a *Appliance) closeStore() { a.store.Close() }
+// closeStore commits what the store holds, then ships it to the replica.
+func (a *Appliance) closeStore() {
+	a.store.Close()
+	a.closeReplica()
+}
 
 func (a *Appliance) deviceStates() map[string]int {
 	states, err := a.store.States(context.Background())

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"otabox/appliance/httpapi"
+	"otabox/appliance/replica"
 	"otabox/appliance/store"
 )
 
@@ -30,6 +31,7 @@ type Sources struct {
 	Health   func() store.Health      // the fleet record's
 	HeldBack func() int               // devices with an image held back now
 	Paused   func() map[string]string // rollouts that paused themselves, image → why
+	Replica  func() *replica.Status   // the record's replica; nil without --replicate
 }
 
 // New registers the collectors.
@@ -69,6 +71,7 @@ func New(src Sources) *Metrics {
 				}
 				return 0
 			}),
+		replicaCollector{src.Replica},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -129,4 +132,43 @@ func (m *Metrics) Observe(ev *httpapi.Exchange) {
 // Handler serves the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// replicaCollector reports the fleet record's replica (--replicate), and
+// nothing without one.
+type replicaCollector struct{ status func() *replica.Status }
+
+var (
+	replicaHealthy = prometheus.NewDesc("otabox_replica_healthy", "1 while the fleet record's replica streams and is less than 10 s behind; 0 while it is behind, cannot be reached or is held back.", nil, nil)
+	replicaBehind  = prometheus.NewDesc("otabox_replica_behind_seconds", "How long the replica has lacked a transaction the record holds (0 when it holds them all).", nil, nil)
+	replicaSync    = prometheus.NewDesc("otabox_replica_last_sync_timestamp_seconds", "When a transaction last reached the replica (Unix time; 0 before the first).", nil, nil)
+	replicaErrors  = prometheus.NewDesc("otabox_replica_errors_total", "Errors replicating the record (each retried).", nil, nil)
+)
+
+func (c replicaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- replicaHealthy
+	ch <- replicaBehind
+	ch <- replicaSync
+	ch <- replicaErrors
+}
+
+func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.status == nil {
+		return
+	}
+	st := c.status()
+	if st == nil {
+		return
+	}
+	healthy, last := 0.0, 0.0
+	if st.Degraded() == "" {
+		healthy = 1
+	}
+	if !st.LastSync.IsZero() {
+		last = float64(st.LastSync.UnixNano()) / 1e9
+	}
+	ch <- prometheus.MustNewConstMetric(replicaHealthy, prometheus.GaugeValue, healthy)
+	ch <- prometheus.MustNewConstMetric(replicaBehind, prometheus.GaugeValue, st.Behind.Seconds())
+	ch <- prometheus.MustNewConstMetric(replicaSync, prometheus.GaugeValue, last)
+	ch <- prometheus.MustNewConstMetric(replicaErrors, prometheus.CounterValue, float64(st.Errors))
 }

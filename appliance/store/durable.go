@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
@@ -23,7 +24,9 @@ import (
 //
 //   - the writer checkpoints (TRUNCATE) after each quiet second and
 //     whenever the WAL passes walCap, so the database file holds the record
-//     a second after the last write and a full disk is not taken by the log;
+//     a second after the last write and a full disk is not taken by the log
+//     (with --replicate, Litestream checkpoints instead, past 4 MB and
+//     every minute: the record is in the WAL, fsynced, until then);
 //   - every writer commit counts itself in the database (the commits
 //     table) and, after it returns, in a small file beside it
 //     (CommitsFile): at start-up, fewer commits in the database than the
@@ -48,6 +51,24 @@ const walCap = 4 << 20
 type commitsSeen struct {
 	id string
 	n  int64
+}
+
+// CommitsSeen is what a data dir's CommitsFile says of its record: the
+// record's identity and the commits the server made to it (ok false
+// without one). A restore compares it with the replica's.
+func CommitsSeen(dir string) (id string, n int64, ok bool) {
+	c, ok := readCommits(filepath.Join(dir, CommitsFile))
+	return c.id, c.n, ok
+}
+
+// Commits is the record's identity and how many commits it holds.
+func (s *Store) Commits(ctx context.Context) (id string, n int64, err error) {
+	db, err := s.reader()
+	if db == nil {
+		return "", 0, err
+	}
+	err = db.QueryRowContext(ctx, `SELECT id, n FROM commits`).Scan(&id, &n)
+	return id, n, err
 }
 
 func (s *Store) commitsPath() string { return filepath.Join(s.dir, CommitsFile) }
@@ -189,8 +210,10 @@ func (s *Store) keepDurable(now time.Time) {
 		s.reopen()
 		return
 	}
-	if err != nil {
-		return // no WAL to look at: not in WAL mode yet, or the data dir went away
+	if err != nil || s.opts.Replicated {
+		// No WAL to look at (not in WAL mode yet, or the data dir went
+		// away), or Litestream checkpoints it.
+		return
 	}
 	big := fi.Size() > walCap
 	if !big && now.Sub(s.lastCommit) < time.Second {

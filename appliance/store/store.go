@@ -149,6 +149,11 @@ type Options struct {
 	// WaitDurable bounds how long Decided waits for its commit before the
 	// device is answered anyway (default 5 s).
 	WaitDurable time.Duration
+	// Replicated says Litestream reads the record's WAL to replicate it
+	// (package replica) and checkpoints it itself: the writer then leaves
+	// its quiet-second checkpoints out (a TRUNCATE checkpoint would wait
+	// on Litestream's read lock for busy_timeout at every tick).
+	Replicated bool
 	// Now is the clock (tests).
 	Now func() time.Time
 	// linger replaces lingerFor (tests).
@@ -198,6 +203,8 @@ type Store struct {
 	sinceCheckpoint int
 	lastCommit      time.Time
 	checkpoints     atomic.Int64
+
+	lock *os.File // the data dir's shared lock (LockFile), held while open
 }
 
 // ErrUnavailable reports a read while the database cannot be opened.
@@ -251,6 +258,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.lookups = make(chan func())
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
+	}
+	if l, err := lockShared(dir); err != nil {
+		// otabox restore is replacing the record: serve, and say so.
+		s.log.Warn("store: the data dir is locked by otabox restore", "dir", dir, "err", err)
+	} else {
+		s.lock = l
 	}
 	if err := s.open(); err != nil {
 		s.setFault(err)
@@ -658,6 +671,9 @@ func (s *Store) Close() error {
 			err = db.Close()
 		}
 		s.closeCommits()
+		if s.lock != nil {
+			s.lock.Close()
+		}
 		s.log.Info("store closed", "written", s.written.Load(), "dropped", s.dropped.Load())
 	})
 	return err

@@ -27,6 +27,7 @@ import (
 	"otabox/appliance/catalog"
 	"otabox/appliance/discovery"
 	"otabox/appliance/httpapi"
+	"otabox/appliance/replica"
 	"otabox/appliance/store"
 )
 
@@ -67,6 +68,10 @@ type Sources struct {
 	MaxUpload int64
 	// Keys says uploads must verify under --verify-key (shown).
 	Keys bool
+	// Replica is the record's replica (--replicate); nil or returning
+	// nil without one. Behind, unreachable or held back, it makes
+	// /healthz "degraded" and puts a banner on the page.
+	Replica func() *replica.Status
 }
 
 // PolicyView is the policy's state as the page shows it.
@@ -130,6 +135,7 @@ func New(src Sources) (*Handler, error) {
 	h.mux.HandleFunc("GET /api/events", h.protect(h.apiEvents))
 	h.mux.HandleFunc("GET /api/downloads", h.protect(h.apiDownloads))
 	h.mux.HandleFunc("GET /api/live", h.protect(h.live))
+	h.mux.HandleFunc("GET /api/replica", h.protect(h.apiReplica))
 	h.mux.HandleFunc("POST /admin/upload", h.action("upload", h.upload))
 	h.mux.HandleFunc("POST /admin/remove", h.action("remove", h.remove))
 	h.mux.HandleFunc("POST /admin/retry", h.action("retry", h.retry))
@@ -179,6 +185,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	for k, v := range map[string]any{
 		"Store":       health,
 		"FolderFault": h.folderFault(),
+		"Replica":     h.replica(),
 		"Policy":      h.policy(),
 		"Recording":   h.src.Store != nil,
 		"Name":        "status",
@@ -574,7 +581,40 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// A replica behind is degraded, not failed: devices are served, and
+	// a monitor that reads the body learns why.
+	if why := h.replicaDegraded(); why != "" {
+		fmt.Fprintln(w, "degraded: "+why)
+		return
+	}
 	fmt.Fprintln(w, "ok")
+}
+
+func (h *Handler) replica() *replica.Status {
+	if h.src.Replica == nil {
+		return nil
+	}
+	return h.src.Replica()
+}
+
+func (h *Handler) replicaDegraded() string {
+	if st := h.replica(); st != nil {
+		return st.Degraded()
+	}
+	return ""
+}
+
+// apiReplica is the replica's state as JSON (404 without --replicate).
+func (h *Handler) apiReplica(w http.ResponseWriter, r *http.Request) {
+	st := h.replica()
+	if st == nil {
+		http.Error(w, "no replica: otabox was not started with --replicate", http.StatusNotFound)
+		return
+	}
+	writeJSON(w, struct {
+		*replica.Status
+		Degraded string `json:"degraded,omitempty"`
+	}{st, st.Degraded()})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
