@@ -94,6 +94,11 @@ func client(o Options) (litestream.ReplicaClient, error) {
 		sc.DialTimeout = 10 * time.Second
 		return sc, nil
 	case "s3":
+		if os.Getenv("AWS_CA_BUNDLE") != "" {
+			// Litestream gives the AWS SDK an HTTP client of its own, and
+			// the SDK then fails on AWS_CA_BUNDLE at every connection.
+			return nil, fmt.Errorf("replica %s: AWS_CA_BUNDLE is set, and Litestream's S3 client cannot use it: unset it for otabox (an endpoint whose certificate the system does not trust is not supported)", Redacted(o.URL))
+		}
 		c, err := litestream.NewReplicaClientFromURL(o.URL)
 		if err != nil {
 			return nil, fmt.Errorf("replica %s: %w", Redacted(o.URL), err)
