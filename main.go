@@ -34,6 +34,7 @@ import (
 	"otabox/appliance/espimage"
 	"otabox/appliance/fsimage"
 	"otabox/appliance/httpapi"
+	"otabox/appliance/hub"
 	"otabox/appliance/policy"
 	"otabox/appliance/replica"
 	"otabox/appliance/report"
@@ -194,6 +195,20 @@ func main() {
 					&cli.BoolFlag{Name: "force", Usage: "replace a record the data dir holds (it is moved aside, never deleted)"},
 				}, replicaFlags()...),
 				Action: restore,
+			},
+			{
+				Name: "hub", Usage: "read many boxes' replicas (--replicate) as one fleet: one status page, /api/devices, /api/events and batch reports across them",
+				Flags: append([]cli.Flag{
+					&cli.StringSliceFlag{Name: "box", Usage: "NAME=URL: a box by its name and its replica's URL (repeatable)", EnvVars: []string{"OTABOX_HUB_BOXES"}},
+					&cli.StringFlag{Name: "dir", Value: "otabox-hub", Usage: "where the hub keeps its read-only copy of each box's record", EnvVars: []string{"OTABOX_HUB_DIR"}},
+					&cli.DurationFlag{Name: "refresh", Value: time.Minute, Usage: "how often each box's replica is read again", EnvVars: []string{"OTABOX_HUB_REFRESH"}},
+					&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 8001, Usage: "TCP port of the hub's page and API", EnvVars: []string{"OTABOX_HUB_PORT"}},
+					&cli.StringFlag{Name: "bind", Aliases: []string{"b"}, Value: "", DefaultText: "all interfaces", Usage: "address to listen on", EnvVars: []string{"OTABOX_HUB_BIND"}},
+					&cli.StringFlag{Name: "admin-password", Usage: "protect the hub's page and API with this password (basic auth, any user)", EnvVars: []string{"OTABOX_ADMIN_PASSWORD"}},
+					&cli.StringFlag{Name: "admin-password-file", Usage: "read the admin password from this file", EnvVars: []string{"OTABOX_ADMIN_PASSWORD_FILE"}},
+					&cli.StringFlag{Name: "log", Aliases: []string{"l"}, Value: "info", Usage: "log level: debug, info, warning, error, critical", EnvVars: []string{"OTABOX_LOG"}},
+				}, replicaFlags()...),
+				Action: serveHub,
 			},
 			{
 				Name: "inspect", Usage: "describe firmware image files", ArgsUsage: "FILE...",
@@ -455,6 +470,36 @@ func replicaOptions(c *cli.Context, urls []string) (*replica.Options, error) {
 		return nil, err
 	}
 	return o, nil
+}
+
+// serveHub reads the boxes' replicas and serves them as one fleet.
+func serveHub(c *cli.Context) error {
+	level, err := appliance.ParseLevel(c.String("log"))
+	if err != nil {
+		return cli.Exit("otabox hub: --log: "+err.Error(), 2)
+	}
+	var boxes []hub.Box
+	for _, s := range c.StringSlice("box") {
+		b, err := hub.ParseBox(s)
+		if err != nil {
+			return cli.Exit("otabox hub: "+err.Error(), 2)
+		}
+		b.Replica.SSHKey, b.Replica.HostKey = c.String("replicate-ssh-key"), c.String("replicate-host-key")
+		boxes = append(boxes, b)
+	}
+	password, err := secret(c, "admin-password")
+	if err != nil {
+		return cli.Exit("otabox hub: "+err.Error(), 2)
+	}
+	log := appliance.NewLogger(os.Stderr, level)
+	slog.SetDefault(appliance.NewLogger(os.Stderr, max(level, slog.LevelWarn))) // Litestream's restore steps
+	h, err := hub.New(hub.Config{Dir: c.String("dir"), Boxes: boxes, Refresh: c.Duration("refresh"), Logger: log})
+	if err != nil {
+		return cli.Exit("otabox "+err.Error(), 2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return h.Serve(ctx, net.JoinHostPort(c.String("bind"), strconv.Itoa(c.Int("port"))), password)
 }
 
 // restore brings a record back from a replica into the data dir.

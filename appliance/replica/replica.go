@@ -52,8 +52,11 @@ type Options struct {
 // Redacted is the URL as logs and the page show it: without a password.
 func Redacted(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
+	switch {
+	case err != nil:
+		return "(a URL that does not parse)"
+	case u.Opaque != "":
+		return u.Scheme + ":…" // not a URL of a replica; whatever follows is not shown
 	}
 	return u.Redacted()
 }
@@ -62,7 +65,11 @@ func Redacted(raw string) string {
 func client(o Options) (litestream.ReplicaClient, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil {
-		return nil, fmt.Errorf("replica %q: %w", o.URL, err)
+		// Not the URL itself: it may carry a password.
+		if ue, ok := err.(*url.Error); ok {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("replica URL: %w", err)
 	}
 	switch u.Scheme {
 	case "file":

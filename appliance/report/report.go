@@ -79,11 +79,14 @@ func (r *Report) Verdict() string {
 		if Passed(d) || (d.Result == store.ResultWaiting || d.Result == store.ResultInProgress) && s.IsOpen() {
 			continue
 		}
+		where := d.MAC
 		if d.Slot != "" {
-			hand = append(hand, "slot "+d.Slot)
-		} else {
-			hand = append(hand, d.MAC)
+			where = "slot " + d.Slot
 		}
+		if d.Station != "" {
+			where = d.Station + " " + where
+		}
+		hand = append(hand, where)
 	}
 	if missing := s.Expect - s.Seen; missing > 0 {
 		hand = append(hand, fmt.Sprintf("%d never seen", missing))
@@ -134,7 +137,7 @@ func Write(w io.Writer, format string, r *Report) error {
 // csvHeader is the CSV's first row; one row per device follows.
 var csvHeader = []string{"batch", "mac", "ip", "family", "chip", "revision", "flash_size",
 	"before_image", "before_version", "before_md5", "after_image", "after_version", "after_md5",
-	"bytes", "started", "ended", "duration_s", "attempts", "result", "reason", "note", "customer", "order", "slot", "after_sha256", "flash_id"}
+	"bytes", "started", "ended", "duration_s", "attempts", "result", "reason", "note", "customer", "order", "slot", "after_sha256", "flash_id", "station"}
 
 func rfc3339(t time.Time) string {
 	if t.IsZero() {
@@ -161,7 +164,7 @@ func (r *Report) CSV(w io.Writer) error {
 		cw.Write([]string{b.Name, d.MAC, d.IP, d.Family, d.Chip, d.Revision, flash,
 			d.BeforeImage, d.BeforeVersion, d.BeforeMD5, d.AfterImage, d.AfterVersion, d.AfterMD5,
 			strconv.FormatInt(d.Bytes, 10), rfc3339(d.Started), rfc3339(d.Ended), dur, strconv.Itoa(d.Attempts),
-			d.Result, d.Reason, b.Note, b.Customer, b.Order, d.Slot, d.AfterSHA256, d.FlashID})
+			d.Result, d.Reason, b.Note, b.Customer, b.Order, d.Slot, d.AfterSHA256, d.FlashID, d.Station})
 	}
 	cw.Flush()
 	return cw.Error()

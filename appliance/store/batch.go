@@ -82,6 +82,9 @@ type BatchDevice struct {
 	Slot        string `json:"slot,omitempty"`
 	AfterSHA256 string `json:"after_sha256,omitempty"`
 	FlashID     string `json:"flash_id,omitempty"` // JEDEC id, hex, when read over USB
+	// Station is the box whose record the row comes from, in a report the
+	// hub combines from several bench stations ("" from one box's own).
+	Station string `json:"station,omitempty"`
 }
 
 // Duration is the time from the first download to the result, rounded to
