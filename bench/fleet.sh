@@ -34,6 +34,7 @@ printf "|%s|\n" "------------------------------|-------|-------|----------|-----
 for n in $SIZES; do
   "$work/fleet" -n "$n" -server otabox -otabox "$work/otabox"
   "$work/fleet" -n "$n" -server otabox -otabox "$work/otabox" -gzip
+  "$work/fleet" -n "$n" -server otabox -otabox "$work/otabox" -replicate
   "$work/fleet" -n "$n" -server nginx
   "$work/fleet" -n "$n" -server otabox -otabox "$work/otabox" -small-board
   "$work/fleet" -n "$n" -server nginx -small-board

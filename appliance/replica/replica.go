@@ -144,8 +144,11 @@ type Replicator struct {
 	done   chan struct{}
 	mu     sync.Mutex
 	opened bool
-	behind time.Time // when the replica first fell behind the record; zero when it is not
-	errs   int64
+	// seen is when the record first held each transaction the replica
+	// lacks, oldest first: how far behind the replica is is the age of
+	// the first, not how long it has been short of the newest (under a
+	// steady stream of writes it always is, by a second).
+	seen []txSeen
 }
 
 // Start begins replicating the database at path (which the caller, the
@@ -215,18 +218,33 @@ func (r *Replicator) run() {
 	}
 }
 
-// watch notes when the replica fell behind the record, once a second.
+// watch notes, once a second and at each Status, the record's newest
+// transaction and drops those the replica now holds.
 func (r *Replicator) watch() {
 	local, err := r.db.Pos()
-	remote := r.db.Replica.Pos()
+	remote := r.db.Replica.Pos().TXID
+	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	switch {
-	case err != nil || local.TXID <= remote.TXID:
-		r.behind = time.Time{}
-	case r.behind.IsZero():
-		r.behind = time.Now()
+	if err == nil {
+		if n := len(r.seen); local.TXID > remote && (n == 0 || uint64(local.TXID) > r.seen[n-1].txid) {
+			r.seen = append(r.seen, txSeen{uint64(local.TXID), now})
+		}
 	}
+	i := 0
+	for i < len(r.seen) && r.seen[i].txid <= uint64(remote) {
+		i++
+	}
+	r.seen = r.seen[i:]
+	if len(r.seen) > 600 { // ten minutes of seconds: the oldest is what counts
+		r.seen = append(r.seen[:1], r.seen[len(r.seen)-599:]...)
+	}
+}
+
+// txSeen is a transaction of the record and when it was first seen.
+type txSeen struct {
+	txid uint64
+	at   time.Time
 }
 
 func (r *Replicator) noteError(err error) {
@@ -240,8 +258,10 @@ type Status struct {
 	Streaming bool `json:"streaming"`
 	// LastSync is when a transaction last reached the replica.
 	LastSync time.Time `json:"last_sync,omitzero"`
-	// Behind is how long the replica has lacked a transaction the record
-	// holds (to a second; 0 when it holds them all).
+	// Behind is the age of the oldest transaction Litestream has read
+	// from the record's WAL (once a second) and the replica lacks, to a
+	// tenth of a second, as often as it is asked and at least once a
+	// second; 0 when it holds them all.
 	Behind time.Duration `json:"behind_ns"`
 	// LocalTXID and RemoteTXID are the record's and the replica's last
 	// transactions.
@@ -284,8 +304,8 @@ func (r *Replicator) Status() Status {
 	}
 	r.mu.Lock()
 	st := Status{URL: r.url, Streaming: r.opened}
-	if !r.behind.IsZero() {
-		st.Behind = time.Since(r.behind).Truncate(time.Second)
+	if len(r.seen) > 0 {
+		st.Behind = time.Since(r.seen[0].at).Round(100 * time.Millisecond)
 	}
 	r.mu.Unlock()
 	st.LastSync = r.db.LastSuccessfulSyncAt()

@@ -17,6 +17,7 @@ import (
 	"bufio"
 	"crypto/md5"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -49,6 +50,7 @@ func main() {
 	minRate := flag.Int("min-rate", 10<<10, "slowest device, bytes/s")
 	maxRate := flag.Int("max-rate", 50<<10, "fastest device, bytes/s")
 	limit := flag.Duration("limit", 10*time.Minute, "give up after")
+	replicate := flag.Bool("replicate", false, "otabox: --replicate the record to a folder, and report how far the replica fell behind and how soon it caught up")
 	flag.Parse()
 
 	work, err := os.MkdirTemp("", "otabox-fleet")
@@ -71,6 +73,9 @@ func main() {
 		argv = []string{*otabox, "serve", "--mdns=false", "-b", "127.0.0.1", "-p", port, "-d", cat, "--data-dir", filepath.Join(work, "data"), "--log", "error", "--max-conns", strconv.Itoa(*n + 64)}
 		if *gz {
 			argv = append(argv, "--gzip", "*")
+		}
+		if *replicate {
+			argv = append(argv, "--replicate", "file://"+filepath.Join(work, "replica"))
 		}
 	case "nginx":
 		conf := filepath.Join(work, "nginx.conf")
@@ -128,6 +133,10 @@ http { access_log off; sendfile on; tcp_nopush on; types { application/octet-str
 			}
 		}
 	}()
+	var lag replicaLag
+	if *replicate {
+		go lag.watch(addr, stop)
+	}
 	cpu0 := cpuSeconds(cmd.Process.Pid)
 	rng := rand.New(rand.NewPCG(uint64(*n), 7))
 	times := make([]time.Duration, *n)
@@ -182,12 +191,66 @@ http { access_log off; sendfile on; tcp_nopush on; types { application/octet-str
 	if *gz {
 		label += " --gzip"
 	}
+	if *replicate {
+		label += " --replicate"
+	}
 	if *small {
 		label += " (small board)"
 	}
 	fmt.Printf("| %-28s | %5d | %5d | %8s | %7s | %7s | %8.1f | %8d | %10.1f |\n",
 		label, *n, done.Load(), all.Round(100*time.Millisecond), pct(0.5), pct(0.95), cpu, peak.Load()/1024, float64(air.Load())/(1<<20))
 	failures.Range(func(k, _ any) bool { fmt.Fprintln(os.Stderr, "fleet: device saw:", k); return true })
+	if *replicate {
+		fmt.Fprintf(os.Stderr, "fleet: replica at most %s behind what Litestream had read of the WAL during the update (polled every 200 ms; it reads the WAL once a second); it held every transaction %s after the last device finished\n",
+			lag.max.Round(100*time.Millisecond), caughtUp(addr, 2*time.Minute).Round(100*time.Millisecond))
+	}
+}
+
+// replicaLag is the most the replica fell behind, from /api/replica.
+type replicaLag struct{ max time.Duration }
+
+func (l *replicaLag) watch(addr string, stop chan struct{}) {
+	for t := time.NewTicker(200 * time.Millisecond); ; {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if st, ok := replicaState(addr); ok && st.Behind > l.max {
+				l.max = st.Behind
+			}
+		}
+	}
+}
+
+type replicaStatus struct {
+	Behind     time.Duration `json:"behind_ns"`
+	LocalTXID  uint64        `json:"local_txid"`
+	RemoteTXID uint64        `json:"remote_txid"`
+}
+
+func replicaState(addr string) (replicaStatus, bool) {
+	var st replicaStatus
+	resp, err := http.Get("http://" + addr + "/api/replica")
+	if err != nil {
+		return st, false
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st) == nil
+}
+
+// caughtUp is how long until the replica holds the transactions the
+// record held 1.5 s from now (Litestream reads the WAL once a second).
+func caughtUp(addr string, within time.Duration) time.Duration {
+	start := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	want, _ := replicaState(addr)
+	for time.Since(start) < within {
+		if st, ok := replicaState(addr); ok && st.RemoteTXID >= want.LocalTXID {
+			return time.Since(start)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return within
 }
 
 // download fetches the update as the device would, reading at rate, and
