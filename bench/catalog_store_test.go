@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"otabox/appliance"
@@ -20,7 +21,7 @@ import (
 // appliance, with the fleet record on and off, 16 keep-alive connections.
 // The on/off ratio is what the record costs a listing.
 func BenchmarkCatalogRecorded(b *testing.B) {
-	recorded(b, 16<<10, func(addr string) []byte { return emu.New(emu.ESP8266v31).CatalogRequest(addr, ".") })
+	recorded(b, 16<<10, func(addr string, _ int64) []byte { return emu.New(emu.ESP8266v31).CatalogRequest(addr, ".") })
 }
 
 // BenchmarkDownloadRecorded: a 1 MB download through the whole appliance
@@ -29,17 +30,31 @@ func BenchmarkCatalogRecorded(b *testing.B) {
 // decision is committed before its first byte and its end before the
 // handler returns: the on/off ratio is what that durability costs.
 func BenchmarkDownloadRecorded(b *testing.B) {
-	recorded(b, 1<<20, func(addr string) []byte {
-		return []byte("GET /firmware-00.bin HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: ESP8266-http-Update\r\n" +
-			"x-ESP8266-free-space: 4194304\r\nx-ESP8266-sketch-size: 373940\r\n" +
-			"x-ESP8266-sketch-md5: 0123456789abcdef0123456789abcdef\r\nx-ESP8266-chip-size: 4194304\r\n" +
-			"x-ESP8266-sdk-version: 2.2.2-dev(38a443e)\r\nx-ESP8266-mode: sketch\r\n\r\n")
+	recorded(b, 1<<20, func(addr string, _ int64) []byte { return download(addr, "") })
+}
+
+// BenchmarkDownloadFreshMAC: BenchmarkDownloadRecorded with a new STA MAC
+// on every request, as a fleet's first update sends: each download adds
+// a device to the record. The store=true/store=false ratio is the
+// record's per-device cost (compare.sh's "fresh MAC" row, in-process).
+func BenchmarkDownloadFreshMAC(b *testing.B) {
+	recorded(b, 1<<20, func(addr string, i int64) []byte {
+		return download(addr, fmt.Sprintf("x-ESP8266-STA-MAC: 5C:CF:%02X:%02X:%02X:%02X\r\n", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)))
 	})
+}
+
+// download is the request ESP8266HTTPUpdate sends for an image, with
+// extra header lines.
+func download(addr, extra string) []byte {
+	return []byte("GET /firmware-00.bin HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: ESP8266-http-Update\r\n" + extra +
+		"x-ESP8266-free-space: 4194304\r\nx-ESP8266-sketch-size: 373940\r\n" +
+		"x-ESP8266-sketch-md5: 0123456789abcdef0123456789abcdef\r\nx-ESP8266-chip-size: 4194304\r\n" +
+		"x-ESP8266-sdk-version: 2.2.2-dev(38a443e)\r\nx-ESP8266-mode: sketch\r\n\r\n")
 }
 
 // recorded runs req against a 20-image disk catalog of size-byte images,
 // with the fleet record off and on, over 16 keep-alive connections.
-func recorded(b *testing.B, size int, req func(addr string) []byte) {
+func recorded(b *testing.B, size int, req func(addr string, i int64) []byte) {
 	for _, store := range []bool{false, true} {
 		b.Run(fmt.Sprintf("store=%v", store), func(b *testing.B) {
 			dir := b.TempDir()
@@ -61,7 +76,7 @@ func recorded(b *testing.B, size int, req func(addr string) []byte) {
 			go func() { a.Serve(ctx); close(done) }()
 			defer func() { cancel(); <-done }()
 			addr := a.Addr().String()
-			raw := req(addr)
+			var seq atomic.Int64
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			per := b.N/16 + 1
@@ -77,7 +92,7 @@ func recorded(b *testing.B, size int, req func(addr string) []byte) {
 					defer conn.Close()
 					br := bufio.NewReaderSize(conn, 64<<10)
 					for i := 0; i < per; i++ {
-						conn.Write(raw)
+						conn.Write(req(addr, seq.Add(1)))
 						resp, err := http.ReadResponse(br, nil)
 						if err != nil {
 							b.Error(err)

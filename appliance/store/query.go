@@ -57,12 +57,28 @@ func scanDevice(sc scanner) (*row, error) {
 }
 
 func loadDevice(tx wtx, mac string) (*row, bool, error) {
+	if r, ok := tx.cached(mac); ok {
+		return r, true, nil
+	}
 	r, err := scanDevice(tx.QueryRow(`SELECT `+deviceCols+` FROM devices WHERE mac = ?`, mac))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
 	return r, err == nil, err
 }
+
+// saveDeviceSQL writes a device's row: an upsert, which leaves alone
+// the index entries of columns that did not change (INSERT OR REPLACE
+// deleted the row and wrote it and its three index entries again).
+var saveDeviceSQL = func() string {
+	cols := strings.Fields(strings.ReplaceAll(deviceCols, ",", " "))
+	set := make([]string, 0, len(cols))
+	for _, c := range cols[1:] {
+		set = append(set, c+" = excluded."+c)
+	}
+	return `INSERT INTO devices (` + deviceCols + `) VALUES (` + strings.TrimSuffix(strings.Repeat("?,", len(cols)), ",") +
+		`) ON CONFLICT(mac) DO UPDATE SET ` + strings.Join(set, ", ")
+}()
 
 func saveDevice(tx wtx, r *row) error {
 	held, sentAt, fsAt := int64(0), int64(0), int64(0)
@@ -75,10 +91,13 @@ func saveDevice(tx wtx, r *row) error {
 	if !r.FilesystemAt.IsZero() {
 		fsAt = ms(r.FilesystemAt)
 	}
-	_, err := tx.Exec(`INSERT OR REPLACE INTO devices (`+deviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := tx.Exec(saveDeviceSQL,
 		r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
 		r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, sentAt, r.Requests, r.Downloads, r.Failures, held,
 		r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev, r.Filesystem, r.FilesystemSHA256, fsAt, b2i(r.pendingFS))
+	if err == nil {
+		tx.saved(r)
+	}
 	return err
 }
 

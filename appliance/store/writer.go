@@ -35,6 +35,7 @@ func mayLinger(batch []*op) bool {
 // each waiting decision its id.
 func (s *Store) writer() {
 	defer close(s.done)
+	defer s.cache.release()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastRetain, lastOpen := s.opts.Now(), s.opts.Now()
@@ -180,15 +181,36 @@ func (s *Store) commit(batch []*op) {
 	}
 }
 
+// inTx runs f in one write transaction of the writer's, on its held
+// connection, with its row cache (rowCache).
 func (s *Store) inTx(f func(wtx) error) error {
 	db := s.db.Load()
 	if db == nil {
 		return ErrUnavailable
 	}
-	return s.withTx(db, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tx, err := s.cache.begin(ctx, db)
+	if err != nil {
+		s.cache.failed()
+		return err
+	}
+	t := &txRows{rows: map[string]*row{}}
+	if err := f(wtx{s: s, db: db, tx: tx, rows: t}); err != nil {
+		tx.Rollback()
+		s.cache.failed()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		s.cache.failed()
+		return err
+	}
+	s.cache.committed(t)
+	return nil
 }
 
-// withTx runs f in one write transaction on db.
+// withTx runs f in one write transaction on db, without the writer's
+// cache (a batch opened, boards flashed, a ledger imported).
 func (s *Store) withTx(db *sql.DB, f func(wtx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -206,9 +228,10 @@ func (s *Store) withTx(db *sql.DB, f func(wtx) error) error {
 // wtx is a write transaction whose statements are prepared once per
 // database and reused: parsing SQL was most of an insert's cost.
 type wtx struct {
-	s  *Store
-	db *sql.DB
-	tx *sql.Tx
+	s    *Store
+	db   *sql.DB
+	tx   *sql.Tx
+	rows *txRows // the writer's: what this transaction changed of s.cache; nil elsewhere
 }
 
 func (w wtx) stmt(query string) (*sql.Stmt, error) { return w.s.prepared(w.db, query) }
@@ -263,6 +286,7 @@ func (s *Store) apply(tx wtx, o *op) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
+		tx.forget(o.mac)
 		n, _ := res.RowsAffected()
 		return n, nil
 	}
@@ -327,8 +351,8 @@ func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 		return 0, err
 	}
 	if !found {
-		var n int64
-		if err := tx.QueryRow(`SELECT count(*) FROM devices`).Scan(&n); err != nil {
+		n, err := tx.devices()
+		if err != nil {
 			return 0, err
 		}
 		if n >= s.opts.MaxDevices {
@@ -336,6 +360,9 @@ func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 			return id, nil // the event is kept; the fleet table does not grow past its bound
 		}
 		d = &row{Device: Device{MAC: ev.MAC, FirstSeen: ev.Time}}
+		if tx.rows != nil {
+			tx.rows.added++
+		}
 	}
 	was := d.State
 	s.fold(d, ev, id, decided)
