@@ -24,6 +24,17 @@ func BenchmarkCatalogRecorded(b *testing.B) {
 	recorded(b, 16<<10, func(addr string, _ int64) []byte { return emu.New(emu.ESP8266v31).CatalogRequest(addr, ".") })
 }
 
+// BenchmarkCatalogFreshMAC: BenchmarkCatalogRecorded with a new STA MAC
+// on every request (compare.sh's "catalog, fresh MAC" row, in-process):
+// each listing adds a device to the record.
+func BenchmarkCatalogFreshMAC(b *testing.B) {
+	recorded(b, 16<<10, func(addr string, i int64) []byte {
+		req := emu.New(emu.ESP8266v31).CatalogRequest(addr, ".")
+		mac := fmt.Sprintf("x-ESP8266-STA-MAC: 5C:CF:%02X:%02X:%02X:%02X\r\n\r\n", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+		return append(req[:len(req)-2], mac...)
+	})
+}
+
 // BenchmarkDownloadRecorded: a 1 MB download through the whole appliance
 // (the request compare.sh's wrk sends: device headers, no MAC), with the
 // fleet record on and off, 16 keep-alive connections. Each download's
