@@ -53,16 +53,7 @@ func TestResponsesAreByteIdentical(t *testing.T) {
 		os.Chtimes(p, stamp, stamp)
 	}
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not firmware\n"), 0o644)
-	src, err := OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(Config{Addr: "127.0.0.1:0", Firmware: src, DataDir: t.TempDir(), UpdatePath: "/update", Settle: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, a)
-	addr := a.Addr().String()
+	addr := serveRecorded(t, dir)
 	const host = "otabox.local:8000" // what a device that found the box by mDNS puts in Host
 
 	esp8266 := emu.New(emu.ESP8266v31)

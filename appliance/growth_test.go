@@ -34,16 +34,7 @@ func TestNoDescriptorOrGoroutineGrowthAfter10000Requests(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "app.bin"), img, 0o644)
-	src, err := OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(Config{Addr: "127.0.0.1:0", Firmware: src, DataDir: t.TempDir(), UpdatePath: "/update", Settle: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, a)
-	addr := a.Addr().String()
+	addr := serveRecorded(t, dir)
 
 	// Each worker is a site's worth of devices behind one address (the
 	// server caps connections per address); the client that leaves after
@@ -200,4 +191,21 @@ func keptAlive(from net.IP, addr string, req []byte, n int) error {
 		resp.Body.Close()
 	}
 	return nil
+}
+
+// serveRecorded serves the catalog folder dir with a fleet record and
+// /update, as a field box does, until the test ends; it returns the
+// address.
+func serveRecorded(t *testing.T, dir string) string {
+	t.Helper()
+	src, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Addr: "127.0.0.1:0", Firmware: src, DataDir: t.TempDir(), UpdatePath: "/update", Settle: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, a)
+	return a.Addr().String()
 }
