@@ -34,10 +34,13 @@ run: build
 # corpora included, after vet and a gofmt check. tools/testsummary names
 # every skipped test with its reason and ends with "N passed, N failed,
 # N skipped"; under CI=true the browser, qemu, mDNS and disk-full tests
-# fail instead of skipping.
+# fail instead of skipping. -timeout is a guard against a hang, not the
+# budget: the root package takes about 8 minutes here (three release
+# builds, a minute and a half each), close to go test's default of 10 on
+# a slower runner.
 test: vet esptooljs
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
-	set -o pipefail; CGO_ENABLED=1 $(GO) test -race -count=1 -json ./... | $(GO) run ./tools/testsummary
+	set -o pipefail; CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -json ./... | $(GO) run ./tools/testsummary
 
 vet:
 	$(GO) vet ./...
