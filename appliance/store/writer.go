@@ -188,20 +188,8 @@ func (s *Store) inTx(f func(wtx) error) error {
 	if db == nil {
 		return ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tx, err := s.cache.begin(ctx, db)
-	if err != nil {
-		s.cache.failed()
-		return err
-	}
 	t := &txRows{rows: map[string]*row{}}
-	if err := f(wtx{s: s, db: db, tx: tx, rows: t}); err != nil {
-		tx.Rollback()
-		s.cache.failed()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
+	if err := s.runTx(db, s.cache.begin, t, f); err != nil {
 		s.cache.failed()
 		return err
 	}
@@ -212,13 +200,20 @@ func (s *Store) inTx(f func(wtx) error) error {
 // withTx runs f in one write transaction on db, without the writer's
 // cache (a batch opened, boards flashed, a ledger imported).
 func (s *Store) withTx(db *sql.DB, f func(wtx) error) error {
+	begin := func(ctx context.Context, db *sql.DB) (*sql.Tx, error) { return db.BeginTx(ctx, nil) }
+	return s.runTx(db, begin, nil, f)
+}
+
+// runTx runs f in the transaction begin opens on db, rolled back when f
+// fails; rows is the writer's record of what it changed (nil elsewhere).
+func (s *Store) runTx(db *sql.DB, begin func(context.Context, *sql.DB) (*sql.Tx, error), rows *txRows, f func(wtx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tx, err := db.BeginTx(ctx, nil)
+	tx, err := begin(ctx, db)
 	if err != nil {
 		return err
 	}
-	if err := f(wtx{s: s, db: db, tx: tx}); err != nil {
+	if err := f(wtx{s: s, db: db, tx: tx, rows: rows}); err != nil {
 		tx.Rollback()
 		return err
 	}
