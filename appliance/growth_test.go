@@ -192,20 +192,3 @@ func keptAlive(from net.IP, addr string, req []byte, n int) error {
 	}
 	return nil
 }
-
-// serveRecorded serves the catalog folder dir with a fleet record and
-// /update, as a field box does, until the test ends; it returns the
-// address.
-func serveRecorded(t *testing.T, dir string) string {
-	t.Helper()
-	src, err := OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(Config{Addr: "127.0.0.1:0", Firmware: src, DataDir: t.TempDir(), UpdatePath: "/update", Settle: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, a)
-	return a.Addr().String()
-}

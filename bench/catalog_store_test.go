@@ -21,17 +21,20 @@ import (
 // appliance, with the fleet record on and off, 16 keep-alive connections.
 // The on/off ratio is what the record costs a listing.
 func BenchmarkCatalogRecorded(b *testing.B) {
-	recorded(b, 16<<10, func(addr string, _ int64) []byte { return emu.New(emu.ESP8266v31).CatalogRequest(addr, ".") })
+	recorded(b, 16<<10, func(addr string) func(int64) []byte {
+		raw := emu.New(emu.ESP8266v31).CatalogRequest(addr, ".")
+		return func(int64) []byte { return raw }
+	})
 }
 
 // BenchmarkCatalogFreshMAC: BenchmarkCatalogRecorded with a new STA MAC
 // on every request (compare.sh's "catalog, fresh MAC" row, in-process):
 // each listing adds a device to the record.
 func BenchmarkCatalogFreshMAC(b *testing.B) {
-	recorded(b, 16<<10, func(addr string, i int64) []byte {
+	recorded(b, 16<<10, func(addr string) func(int64) []byte {
 		req := emu.New(emu.ESP8266v31).CatalogRequest(addr, ".")
-		mac := fmt.Sprintf("x-ESP8266-STA-MAC: 5C:CF:%02X:%02X:%02X:%02X\r\n\r\n", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
-		return append(req[:len(req)-2], mac...)
+		head := req[:len(req)-2 : len(req)-2] // without the blank line; appends copy
+		return func(i int64) []byte { return append(head, staMAC(i)+"\r\n"...) }
 	})
 }
 
@@ -41,7 +44,10 @@ func BenchmarkCatalogFreshMAC(b *testing.B) {
 // decision is committed before its first byte and its end before the
 // handler returns: the on/off ratio is what that durability costs.
 func BenchmarkDownloadRecorded(b *testing.B) {
-	recorded(b, 1<<20, func(addr string, _ int64) []byte { return download(addr, "") })
+	recorded(b, 1<<20, func(addr string) func(int64) []byte {
+		raw := download(addr, "")
+		return func(int64) []byte { return raw }
+	})
 }
 
 // BenchmarkDownloadFreshMAC: BenchmarkDownloadRecorded with a new STA MAC
@@ -49,9 +55,14 @@ func BenchmarkDownloadRecorded(b *testing.B) {
 // a device to the record. The store=true/store=false ratio is the
 // record's per-device cost (compare.sh's "fresh MAC" row, in-process).
 func BenchmarkDownloadFreshMAC(b *testing.B) {
-	recorded(b, 1<<20, func(addr string, i int64) []byte {
-		return download(addr, fmt.Sprintf("x-ESP8266-STA-MAC: 5C:CF:%02X:%02X:%02X:%02X\r\n", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)))
+	recorded(b, 1<<20, func(addr string) func(int64) []byte {
+		return func(i int64) []byte { return download(addr, staMAC(i)) }
 	})
+}
+
+// staMAC is the i-th device's STA MAC header line.
+func staMAC(i int64) string {
+	return fmt.Sprintf("x-ESP8266-STA-MAC: 5C:CF:%02X:%02X:%02X:%02X\r\n", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
 }
 
 // download is the request ESP8266HTTPUpdate sends for an image, with
@@ -63,9 +74,10 @@ func download(addr, extra string) []byte {
 		"x-ESP8266-sdk-version: 2.2.2-dev(38a443e)\r\nx-ESP8266-mode: sketch\r\n\r\n")
 }
 
-// recorded runs req against a 20-image disk catalog of size-byte images,
+// recorded runs the requests req makes for the server at addr (the i-th
+// request's bytes) against a 20-image disk catalog of size-byte images,
 // with the fleet record off and on, over 16 keep-alive connections.
-func recorded(b *testing.B, size int, req func(addr string, i int64) []byte) {
+func recorded(b *testing.B, size int, requests func(addr string) func(i int64) []byte) {
 	for _, store := range []bool{false, true} {
 		b.Run(fmt.Sprintf("store=%v", store), func(b *testing.B) {
 			dir := b.TempDir()
@@ -87,6 +99,7 @@ func recorded(b *testing.B, size int, req func(addr string, i int64) []byte) {
 			go func() { a.Serve(ctx); close(done) }()
 			defer func() { cancel(); <-done }()
 			addr := a.Addr().String()
+			req := requests(addr)
 			var seq atomic.Int64
 			b.ResetTimer()
 			var wg sync.WaitGroup
@@ -103,7 +116,7 @@ func recorded(b *testing.B, size int, req func(addr string, i int64) []byte) {
 					defer conn.Close()
 					br := bufio.NewReaderSize(conn, 64<<10)
 					for i := 0; i < per; i++ {
-						conn.Write(req(addr, seq.Add(1)))
+						conn.Write(req(seq.Add(1)))
 						resp, err := http.ReadResponse(br, nil)
 						if err != nil {
 							b.Error(err)
