@@ -33,7 +33,7 @@ func BenchmarkCatalogRecorded(b *testing.B) {
 func BenchmarkCatalogFreshMAC(b *testing.B) {
 	recorded(b, 16<<10, func(addr string) func(int64) []byte {
 		req := emu.New(emu.ESP8266v31).CatalogRequest(addr, ".")
-		head := req[:len(req)-2 : len(req)-2] // without the blank line; appends copy
+		head := req[: len(req)-2 : len(req)-2] // without the blank line; appends copy
 		return func(i int64) []byte { return append(head, staMAC(i)+"\r\n"...) }
 	})
 }
