@@ -188,7 +188,9 @@ func TestLastBytesWaitForTheRecord(t *testing.T) {
 	r := startData(t, data, "--catalog", dir)
 	lock := func() func() {
 		t.Helper()
-		db, err := sql.Open("sqlite", filepath.Join(data, "otabox.db"))
+		// The box's own writer may hold the lock for a moment (committing the
+		// previous download); wait for it as the box's connections do.
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(data, "otabox.db")+"?_pragma=busy_timeout(10000)")
 		if err != nil {
 			t.Fatal(err)
 		}
