@@ -79,6 +79,7 @@ type Entry struct {
 	data      []byte  // the bytes, when held in memory
 	pin       *pinned // a disk file's open descriptor (see Open)
 	copy      string  // otabox's own copy of a disk file's bytes (see OpenCopy)
+	staged    bool    // copy added to this Load's CopyBatch, not yet synced
 }
 
 // Variant is another form of an entry's bytes, served as the file itself.
@@ -247,8 +248,9 @@ type Options struct {
 	// or one signed by another key, is skipped with the reason.
 	Keys []*espimage.Key
 
-	keysID string // identifies Keys in the Cache
-	stats  *Stats
+	keysID string    // identifies Keys in the Cache
+	stats  *Stats    // where loadFile counts
+	copies CopyBatch // this Load's copies (Cache set)
 }
 
 // Described is what a catalog learns from reading a file, kept by a
@@ -271,14 +273,27 @@ type Described struct {
 // file nothing else writes: downloads are sent from it, by reference to
 // its pages (sendfile), and run to the end whatever happens to the
 // catalog's file meanwhile. Copy reports the copy of a given size;
-// KeepCopy writes one whole, of bytes the catalog has just hashed.
+// Copies begins a batch in which one Load writes the copies of the bytes
+// it has just hashed.
 type DigestCache interface {
 	Lookup(path string, st Stamp, keys string) (Described, bool)
 	Remember(path string, st Stamp, keys string, d Described)
 	LookupGzip(source string) (GzipForm, bool)
 	KeepGzip(source string, f GzipForm, gz []byte) (GzipForm, error)
 	Copy(sha256 string, size int64) (string, bool)
-	KeepCopy(sha256 string, b []byte) (string, error)
+	Copies() CopyBatch
+}
+
+// CopyBatch writes one Load's copies and makes them durable together: a
+// copy is only ever named once its bytes are on the disk, and one flush
+// for the batch replaces an fsync per file, which was most of a
+// 10,000-file first start on a disk or an SD card.
+type CopyBatch interface {
+	// Add writes b, whose SHA-256 the caller computed, toward its copy.
+	Add(sha256 string, b []byte) error
+	// Sync makes every copy added durable and returns each one's path by
+	// SHA-256; a copy it does not return is not kept.
+	Sync() (map[string]string, error)
 }
 
 // GzipEncoder names the encoder behind a kept compressed image: change it
@@ -344,6 +359,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		pending:  map[string]Stamp{},
 	}
 	opts.stats = &c.stats
+	if opts.Cache != nil && !opts.Embedded {
+		opts.copies = opts.Cache.Copies()
+	}
 	if _, err := fs.ReadDir(fsys, "."); err != nil {
 		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
 	}
@@ -409,6 +427,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		return nil
 	})
 	if err != nil {
+		if opts.copies != nil {
+			opts.copies.Sync() // nothing names them; the next prune deletes them
+		}
 		c.Close(opts.Previous)
 		return nil, fmt.Errorf("catalog %s: %w", opts.Source, err)
 	}
@@ -434,6 +455,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		}
 		c.add(r.e, opts, skip)
 	}
+	c.syncCopies(opts)
 	sort.Slice(c.all, func(i, j int) bool { return c.all[i].Path < c.all[j].Path })
 	for _, d := range c.dirs {
 		sort.Slice(d.Entries, func(i, j int) bool { return d.Entries[i].Name < d.Entries[j].Name })
@@ -442,6 +464,29 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		}
 	}
 	return c, nil
+}
+
+// syncCopies makes the copies this Load wrote durable, in one batch, and
+// gives each entry its copy; an entry whose copy could not be kept is
+// served from its pinned file, as when its copy could not be written.
+func (c *Catalog) syncCopies(opts Options) {
+	if opts.copies == nil {
+		return
+	}
+	paths, err := opts.copies.Sync()
+	lost := 0
+	for _, e := range c.all {
+		if !e.staged {
+			continue
+		}
+		e.staged = false
+		if e.copy = paths[e.SHA256]; e.copy == "" {
+			lost++
+		}
+	}
+	if lost > 0 {
+		opts.Logger.Warn("catalog: could not keep copies; their downloads are read from the files and cut off if one is rewritten in place", "files", lost, "err", err)
+	}
 }
 
 // add publishes a loaded file in its folder and the indexes.
@@ -515,7 +560,7 @@ type unread struct {
 
 // readAhead bounds the bytes of file contents readAll holds at once (a
 // larger file is read alone); readers is how many files it reads at once:
-// more than cores, because a file's copy waits for its fsync.
+// more than cores, so that reading and writing files overlap the hashing.
 const (
 	readAhead = 32 << 20
 	readers   = 8
@@ -529,9 +574,8 @@ type loaded struct {
 }
 
 // readAll reads files on a few goroutines at once, in the order given: the
-// hashing uses every core, and the fsyncs of the copies (see DigestCache)
-// overlap instead of queueing one behind the other. Each file's result is
-// at its index.
+// hashing uses every core, and reads and copies overlap it. Each file's
+// result is at its index.
 func readAll(fsys fs.FS, todo []unread, opts Options) []loaded {
 	out := make([]loaded, len(todo))
 	sem := semaphore.NewWeighted(readAhead)
@@ -729,10 +773,11 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 		e.MD5, e.SHA256 = md5hex(b), sha256hex(b)
 	}
 	opts.stats.Read++
-	if e.pin != nil && opts.Cache != nil {
-		if e.copy, err = opts.Cache.KeepCopy(e.SHA256, b); err != nil {
+	if e.pin != nil && opts.copies != nil {
+		if err = opts.copies.Add(e.SHA256, b); err != nil {
 			opts.Logger.Warn("catalog: could not keep a copy; downloads are read from the file and cut off if it is rewritten in place", "path", p, "err", err)
 		}
+		e.staged = err == nil
 		opts.Cache.Remember(p, e.Stamp, opts.keysID, Described{Type: e.Type, MD5: e.MD5, SHA256: e.SHA256, Image: e.Image, Verified: e.Verified})
 	}
 	stampEntry(e, info, opts)

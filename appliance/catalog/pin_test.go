@@ -188,7 +188,7 @@ func (c *mapCache) Remember(p string, st catalog.Stamp, keys string, d catalog.D
 	c.m[c.key(p, st, keys)] = d
 }
 
-// Copy and KeepCopy keep copies in a folder of the test's.
+// Copy and Copies keep copies in a folder of the test's.
 func (c *mapCache) Copy(sha string, size int64) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -199,15 +199,41 @@ func (c *mapCache) Copy(sha string, size int64) (string, bool) {
 	return p, true
 }
 
-func (c *mapCache) KeepCopy(sha string, b []byte) (string, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := filepath.Join(c.dir, sha)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		return "", err
+func (c *mapCache) Copies() catalog.CopyBatch { return &mapBatch{c: c, tmp: map[string]string{}} }
+
+// mapBatch writes each copy under a temporary name and names it at Sync,
+// as the store does: a copy used before Sync would not be found.
+type mapBatch struct {
+	c   *mapCache
+	mu  sync.Mutex
+	tmp map[string]string
+}
+
+func (b *mapBatch) Add(sha string, data []byte) error {
+	p := filepath.Join(b.c.dir, sha+".tmp")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		return err
 	}
-	c.copies[sha] = p
-	return p, nil
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tmp[sha] = p
+	return nil
+}
+
+func (b *mapBatch) Sync() (map[string]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.c.mu.Lock()
+	defer b.c.mu.Unlock()
+	out := map[string]string{}
+	for sha, tmp := range b.tmp {
+		p := filepath.Join(b.c.dir, sha)
+		if err := os.Rename(tmp, p); err != nil {
+			return out, err
+		}
+		b.c.copies[sha], out[sha] = p, p
+	}
+	return out, nil
 }
 
 func (c *mapCache) LookupGzip(string) (catalog.GzipForm, bool) { return catalog.GzipForm{}, false }

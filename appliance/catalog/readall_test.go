@@ -10,8 +10,8 @@ import (
 )
 
 // heldCache is a DigestCache that measures how many bytes of file
-// contents Load holds at once: KeepCopy gets each file's bytes while
-// loadFile holds them, and waits a moment, as a copy's fsync does.
+// contents Load holds at once: its CopyBatch's Add gets each file's bytes
+// while loadFile holds them, and waits a moment, as writing a copy does.
 type heldCache struct {
 	mu        sync.Mutex
 	held, max int64
@@ -23,7 +23,9 @@ func (c *heldCache) Remember(string, Stamp, string, Described)           {}
 func (c *heldCache) LookupGzip(string) (GzipForm, bool)                  { return GzipForm{}, false }
 func (c *heldCache) KeepGzip(string, GzipForm, []byte) (GzipForm, error) { return GzipForm{}, nil }
 func (c *heldCache) Copy(string, int64) (string, bool)                   { return "", false }
-func (c *heldCache) KeepCopy(_ string, b []byte) (string, error) {
+func (c *heldCache) Copies() CopyBatch                                   { return c }
+func (c *heldCache) Sync() (map[string]string, error)                    { return nil, nil }
+func (c *heldCache) Add(_ string, b []byte) error {
 	c.mu.Lock()
 	c.held += int64(len(b))
 	c.max = max(c.max, c.held)
@@ -33,7 +35,7 @@ func (c *heldCache) KeepCopy(_ string, b []byte) (string, error) {
 	c.mu.Lock()
 	c.held -= int64(len(b))
 	c.mu.Unlock()
-	return "", fmt.Errorf("not kept (test)")
+	return fmt.Errorf("not kept (test)")
 }
 
 // TestFilesAreReadSeveralAtOnceWithinReadAhead: files a load has not seen

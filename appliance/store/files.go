@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"otabox/appliance/catalog"
@@ -233,24 +234,95 @@ func (s *Store) Copy(sha string, size int64) (string, bool) {
 	return "", false
 }
 
-// KeepCopy keeps b, whose SHA-256 is sha, as a copy (temporary file,
-// fsync, rename: the name never holds a partial file) and returns its
-// path. The caller hashed b itself.
-func (s *Store) KeepCopy(sha string, b []byte) (string, error) {
-	if s.db.Load() == nil {
-		return "", ErrUnavailable
+// Copies begins a batch of copies (catalog.CopyBatch): each is written to
+// a temporary file as it is added, and Sync makes the whole batch durable
+// with one flush of the file system before any of them gets its name.
+func (s *Store) Copies() catalog.CopyBatch {
+	return &copyBatch{s: s, kept: map[string]string{}, tmp: map[string]string{}}
+}
+
+// copyBatch is one catalog load's copies. The catalog adds from several
+// goroutines at once.
+type copyBatch struct {
+	s    *Store
+	mu   sync.Mutex
+	kept map[string]string // SHA-256 → the copy, durable (kept before, or synced)
+	tmp  map[string]string // SHA-256 → its temporary file, written, not yet durable
+}
+
+func (cb *copyBatch) Add(sha string, b []byte) error {
+	if cb.s.db.Load() == nil {
+		return ErrUnavailable
 	}
 	if !isDigest(sha) {
-		return "", fmt.Errorf("store: %q is not a SHA-256", sha)
+		return fmt.Errorf("store: %q is not a SHA-256", sha)
 	}
-	p := s.copyPath(sha)
+	cb.mu.Lock()
+	_, kept := cb.kept[sha]
+	_, staged := cb.tmp[sha]
+	cb.mu.Unlock()
+	if kept || staged {
+		return nil // the same bytes under another name
+	}
+	p := cb.s.copyPath(sha)
 	if whole(p, int64(len(b))) {
-		return p, nil // the same bytes under another name, or kept before
+		cb.mu.Lock()
+		cb.kept[sha] = p // kept by an earlier load
+		cb.mu.Unlock()
+		return nil
 	}
-	if err := writeFileAtomic(p, b); err != nil {
-		return "", fmt.Errorf("store: %w", err)
+	tmp, err := writeTemp(filepath.Dir(p), b)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
 	}
-	return p, nil
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	if _, dup := cb.tmp[sha]; dup {
+		os.Remove(tmp) // another goroutine added the same bytes meanwhile
+		return nil
+	}
+	cb.tmp[sha] = tmp
+	return nil
+}
+
+// Sync flushes the file system that holds the copies once (syncfs), then
+// names each copy and makes the names durable with the folder's fsync.
+// Where syncfs fails, each file is fsynced instead.
+func (cb *copyBatch) Sync() (map[string]string, error) {
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	if len(cb.tmp) == 0 {
+		return cb.kept, nil
+	}
+	dir := filepath.Join(cb.s.dir, copyDir)
+	err := syncFS(dir)
+	if err != nil {
+		err = nil
+		for sha, tmp := range cb.tmp {
+			if ferr := fsyncFile(tmp); ferr != nil {
+				os.Remove(tmp)
+				delete(cb.tmp, sha)
+				err = ferr
+			}
+		}
+	}
+	for sha, tmp := range cb.tmp {
+		p := cb.s.copyPath(sha)
+		if rerr := os.Rename(tmp, p); rerr != nil {
+			os.Remove(tmp)
+			err = rerr
+			continue
+		}
+		cb.kept[sha] = p
+	}
+	cb.tmp = map[string]string{}
+	if derr := fsyncFile(dir); derr != nil && err == nil {
+		err = derr
+	}
+	if err != nil {
+		err = fmt.Errorf("store: copies: %w", err)
+	}
+	return cb.kept, err
 }
 
 // PruneCopies deletes the copies of files whose SHA-256 is not in keep
@@ -322,25 +394,51 @@ func isDigest(s string) bool {
 
 // writeFileAtomic writes b to path whole or not at all.
 func writeFileAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	tmp, err := writeTemp(filepath.Dir(path), b)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
-	if _, err = tmp.Write(b); err == nil {
-		err = tmp.Sync()
+	defer os.Remove(tmp) // after a successful rename, a no-op
+	if err := fsyncFile(tmp); err != nil {
+		return err
 	}
-	if cerr := tmp.Close(); err == nil {
+	return os.Rename(tmp, path)
+}
+
+// writeTemp writes b to a new temporary file in dir (made if missing),
+// readable by the service's group, and returns its path; nothing is
+// synced. PruneCopies deletes what a crash leaves.
+func writeTemp(dir string, b []byte) (string, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o640)
+	}
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// fsyncFile flushes one file (or folder) to the disk.
+func fsyncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp.Name(), 0o640); err != nil {
-		return err
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return os.Rename(tmp.Name(), path)
+	return err
 }

@@ -588,18 +588,31 @@ func TestFiftyThousandDevices(t *testing.T) {
 	}
 }
 
-// TestCopiesKept: a copy is kept whole under its SHA-256 and found again
-// at its size only; a source that is not a SHA-256 can never name a path;
-// pruning deletes the copies not kept and what a crash left half-written,
-// and nothing else in the folder.
+// TestCopiesKept: a batch's copies are named only once Sync has made
+// them durable (never found half-written), kept whole under their
+// SHA-256 and found again at their size only; a source that is not a
+// SHA-256 can never name a path; pruning deletes the copies not kept and
+// what a crash left half-written, and nothing else in the folder.
 func TestCopiesKept(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := open(t, dir, Options{})
 	sha := func(c byte) string { return strings.Repeat(string(c), 64) }
 	b := bytes.Repeat([]byte{0xe9, 0x03}, 500)
-	p, err := s.KeepCopy(sha('a'), b)
-	if err != nil || p != filepath.Join(dir, "images", sha('a')+".bin") {
-		t.Fatalf("KeepCopy = %q, %v", p, err)
+	batch := s.Copies()
+	if err := batch.Add(sha('a'), b); err != nil {
+		t.Fatal(err)
+	}
+	batch.Add(sha('a'), b) // the same bytes under another name
+	if _, ok := s.Copy(sha('a'), int64(len(b))); ok {
+		t.Fatal("a copy was found before its batch was synced")
+	}
+	paths, err := batch.Sync()
+	p := paths[sha('a')]
+	if err != nil || p != filepath.Join(dir, "images", sha('a')+".bin") || len(paths) != 1 {
+		t.Fatalf("Sync = %v, %v", paths, err)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "images", ".tmp-*")); len(tmps) != 0 {
+		t.Errorf("temporary files left after Sync: %v", tmps)
 	}
 	if got, _ := os.ReadFile(p); !bytes.Equal(got, b) {
 		t.Fatal("kept copy differs")
@@ -613,15 +626,22 @@ func TestCopiesKept(t *testing.T) {
 	if _, ok := s.Copy(sha('c'), 1); ok {
 		t.Error("a copy never kept was found")
 	}
+	again := s.Copies()
+	again.Add(sha('a'), b) // kept by the earlier batch: not written again
+	if paths, err := again.Sync(); err != nil || paths[sha('a')] != p {
+		t.Errorf("a copy kept before: Sync = %v, %v", paths, err)
+	}
 	for _, bad := range []string{"../../etc/passwd", sha('A'), sha('a')[:63]} {
-		if _, err := s.KeepCopy(bad, b); err == nil {
-			t.Errorf("KeepCopy(%q) accepted", bad)
+		if err := s.Copies().Add(bad, b); err == nil {
+			t.Errorf("Add(%q) accepted", bad)
 		}
 		if _, ok := s.Copy(bad, int64(len(b))); ok {
 			t.Errorf("Copy(%q) found", bad)
 		}
 	}
-	s.KeepCopy(sha('b'), b)
+	keep := s.Copies()
+	keep.Add(sha('b'), b)
+	keep.Sync()
 	leftover := filepath.Join(dir, "images", ".tmp-123")
 	foreign := filepath.Join(dir, "images", "README")
 	os.WriteFile(leftover, b[:10], 0o640)
