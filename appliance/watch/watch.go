@@ -94,11 +94,12 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 	pending := true
 	rehash := false
 	// more: files the last load left unread (catalog.Options.Budget) are
-	// read in further rounds, each published as it completes.
-	more := time.NewTimer(0)
-	if n, _ := current.PendingCount(); n == 0 {
-		more.Stop()
-	}
+	// read in further rounds, each published as it completes; again says
+	// the next one runs at once.
+	more := time.NewTimer(time.Hour)
+	more.Stop()
+	n, _ := current.PendingCount()
+	again := n > 0
 	publish := func(next *catalog.Catalog) {
 		if changed := diff(log, current, next); changed {
 			cfg.Publish(next)
@@ -109,26 +110,41 @@ func Run(ctx context.Context, cfg Config, current *catalog.Catalog) {
 		if n, _ := current.PendingCount(); n > 0 {
 			// The next round at once while rounds read something; when
 			// every file left is still being written, after a settle.
-			wait := cfg.Settle
 			if st := next.Stats(); st.Read+st.Cached > 0 {
-				wait = 0
+				again = true
+			} else {
+				more.Reset(cfg.Settle)
 			}
-			more.Reset(wait)
 		}
 	}
+	round := func() {
+		next, err := cfg.Load(current, nil, false)
+		if err != nil {
+			if !errors.Is(err, ErrLogged) {
+				log.Error("catalog: reading the remaining files failed; still serving the previous catalog", "err", err)
+			}
+			return
+		}
+		publish(next)
+	}
 	for {
+		// Rounds that read something go on at once, before anything else:
+		// each is a load of the folder too (a new file joins it, pending),
+		// and a change seen meanwhile waits for them instead of putting a
+		// settle's sleep between two rounds of a first start.
+		if again {
+			again = false
+			if ctx.Err() != nil {
+				return
+			}
+			round()
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-more.C:
-			next, err := cfg.Load(current, nil, false)
-			if err != nil {
-				if !errors.Is(err, ErrLogged) {
-					log.Error("catalog: reading the remaining files failed; still serving the previous catalog", "err", err)
-				}
-				continue
-			}
-			publish(next)
+			round()
 			continue
 		case ev := <-events:
 			name := filepath.Clean(ev.Name)
