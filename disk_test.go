@@ -112,6 +112,11 @@ func TestDownloadsKeepTheirBytes(t *testing.T) {
 			fw := filepath.Join(dir, "fw.bin")
 			os.WriteFile(fw, old, 0o644)
 			r := start(t, append([]string{"--catalog", dir}, args...)...)
+			if tc.record {
+				// The copy is used once it is durable (a moment after the
+				// file is first read; until then the file itself serves).
+				waitLog(t, r, `msg="catalog: copies kept" files=1`)
+			}
 			var dls []*slowDownload
 			for i := 0; i < 20; i++ {
 				dls = append(dls, startSlowDownload(t, r.addr, macN("5C:CF:7F", 0x140000+i)))
@@ -230,6 +235,7 @@ func TestDataDirKeepsOneCopyPerServedFile(t *testing.T) {
 	}
 	first := startData(t, data, "--catalog", dir)
 	waitLog(t, first, "read=3 from_record=0")
+	waitLog(t, first, `msg="catalog: copies kept" files=3`)
 	if got := copies(); !maps.Equal(got, want("fw0.bin", "fw1.bin", "fw2.bin")) {
 		t.Fatalf("first start: copies %v", got)
 	}

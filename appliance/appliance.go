@@ -572,6 +572,10 @@ func (a *Appliance) Serve(ctx context.Context) error {
 	if werr := a.h.Wait(wctx); werr != nil {
 		a.log.Error("responses still running after shutdown; their ends are not recorded", "err", werr)
 	}
+	// The copies of files read so far are written (in the background,
+	// after each load) before the record closes: a restart finds them and
+	// reads none of those files again.
+	a.h.Catalog().WaitCopies()
 	a.closeStore()
 	return err
 }

@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -78,7 +79,7 @@ type Entry struct {
 	fsChecked bool    // FS was looked for (add)
 	data      []byte  // the bytes, when held in memory
 	pin       *pinned // a disk file's open descriptor (see Open)
-	copy      string  // otabox's own copy of a disk file's bytes (see OpenCopy)
+	copy      *copyAt // otabox's own copy of a disk file's bytes (see OpenCopy)
 	staged    bool    // copy added to this Load's CopyBatch, not yet synced
 }
 
@@ -159,6 +160,32 @@ type Catalog struct {
 	skipped  map[string]string
 	pending  map[string]Stamp // files not read yet (Options.Budget)
 	stats    Stats
+	// copied is closed once the copies this Load wrote, and those of
+	// every Load before it in the chain of Previous, are durable and
+	// named (nil: nothing to wait for).
+	copied <-chan struct{}
+}
+
+// copyAt is where an entry's copy is (OpenCopy), nil until there is one.
+// The copy of bytes read at this Load becomes durable after the entry is
+// published (Load syncs its batch in the background), so it is set then;
+// an entry and its --gzip form share it.
+type copyAt struct{ path atomic.Pointer[string] }
+
+func keptAt(path string) *copyAt {
+	c := new(copyAt)
+	c.path.Store(&path)
+	return c
+}
+
+// WaitCopies returns once the copies of c's files that its Load wrote
+// (and every earlier Load in its chain of Previous) are durable, or were
+// given up with a warning. Until then such a file is served from the
+// catalog's own file.
+func (c *Catalog) WaitCopies() {
+	if c != nil && c.copied != nil {
+		<-c.copied
+	}
 }
 
 // Stats says how a Load came by its files.
@@ -251,6 +278,26 @@ type Options struct {
 	keysID string    // identifies Keys in the Cache
 	stats  *Stats    // where loadFile counts
 	copies CopyBatch // this Load's copies (Cache set)
+	buf    *[]byte   // a readAll worker's buffer for pinned files' bytes
+}
+
+// reuseMax bounds the buffer each readAll worker keeps between files: the
+// bytes of a pinned file are dropped once it is hashed (it is served from
+// the file), so one buffer serves every file a worker reads, and a first
+// start of 10,000 small images does not hand 160 MB to the garbage
+// collector. A larger file gets a buffer of its own.
+const reuseMax = 1 << 20
+
+// buffer returns n bytes to read a pinned file into, valid until the next
+// call on the same Options.
+func (o Options) buffer(n int64) []byte {
+	if o.buf == nil || n > reuseMax {
+		return make([]byte, n)
+	}
+	if int64(cap(*o.buf)) < n {
+		*o.buf = make([]byte, n)
+	}
+	return (*o.buf)[:n]
 }
 
 // Described is what a catalog learns from reading a file, kept by a
@@ -466,27 +513,70 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 	return c, nil
 }
 
-// syncCopies makes the copies this Load wrote durable, in one batch, and
-// gives each entry its copy; an entry whose copy could not be kept is
-// served from its pinned file, as when its copy could not be written.
+// syncCopies writes the copies of the files this Load read, makes them
+// durable in one batch and gives each entry its copy, in the background:
+// the files are served at once, from their pinned files, and from their
+// copies once those are durable (on a disk or an SD card, creating a first
+// start's 10,000 copies took longer than reading and hashing the files).
+// Each copy is read back from the pinned file and must have the SHA-256
+// the entry announces; an entry whose copy could not be kept stays served
+// from its pinned file (cut off if the file is rewritten in place). The
+// copies of a chain of Loads are written in order, each after those of
+// its Previous.
 func (c *Catalog) syncCopies(opts Options) {
 	if opts.copies == nil {
 		return
 	}
-	paths, err := opts.copies.Sync()
-	lost := 0
+	var staged []*Entry
 	for _, e := range c.all {
-		if !e.staged {
-			continue
-		}
-		e.staged = false
-		if e.copy = paths[e.SHA256]; e.copy == "" {
-			lost++
+		if e.staged {
+			e.staged = false
+			staged = append(staged, e)
 		}
 	}
-	if lost > 0 {
-		opts.Logger.Warn("catalog: could not keep copies; their downloads are read from the files and cut off if one is rewritten in place", "files", lost, "err", err)
+	done := make(chan struct{})
+	c.copied = done
+	go func(before *Catalog) {
+		defer close(done)
+		before.WaitCopies()
+		start := time.Now()
+		var buf []byte
+		for _, e := range staged {
+			if err := writeCopy(opts.copies, e, &buf); err != nil {
+				opts.Logger.Warn("catalog: could not keep a copy; downloads are read from the file and cut off if it is rewritten in place", "path", e.Path, "err", err)
+			}
+		}
+		paths, err := opts.copies.Sync()
+		lost := 0
+		for _, e := range staged {
+			if p := paths[e.SHA256]; p != "" {
+				e.copy.path.Store(&p)
+			} else {
+				lost++
+			}
+		}
+		if lost > 0 {
+			opts.Logger.Warn("catalog: could not keep copies; their downloads are read from the files and cut off if one is rewritten in place", "files", lost, "err", err)
+		}
+		if len(staged) > 0 {
+			opts.Logger.Info("catalog: copies kept", "files", len(staged)-lost, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}(opts.Previous)
+}
+
+// writeCopy adds e's bytes, read again from its pinned file, to batch:
+// only bytes of the SHA-256 the entry announces, so a file rewritten
+// since it was hashed gets no copy (it is read again once it settles).
+func writeCopy(batch CopyBatch, e *Entry, buf *[]byte) error {
+	o := Options{buf: buf}
+	b := o.buffer(e.Size)
+	if _, err := io.ReadFull(io.NewSectionReader(e.pin.f, 0, e.Size), b); err != nil {
+		return err
 	}
+	if sha256hex(b) != e.SHA256 {
+		return errors.New("the file changed since it was hashed")
+	}
+	return batch.Add(e.SHA256, b)
 }
 
 // add publishes a loaded file in its folder and the indexes.
@@ -498,7 +588,12 @@ func (c *Catalog) add(e *Entry, opts Options, skip func(p, why string)) {
 	if e.Gzip == nil && opts.gzips(e) {
 		e = withGzip(e, opts)
 	}
-	if cost := entryCost(e); cost > JSONBudget {
+	// An entry reused from Previous was measured when it was added there.
+	cost := 0
+	if !opts.Previous.served(e) {
+		cost = entryCost(e)
+	}
+	if cost > JSONBudget {
 		skip(p, fmt.Sprintf("its catalog entry needs %d bytes of the device's %d-byte JSON buffer (name too long)", cost, JSONBudget))
 		if e.pin != nil && !opts.Previous.holds(e) {
 			e.pin.close()
@@ -527,6 +622,16 @@ func filesystem(e *Entry) *fsimage.Image {
 	head := make([]byte, min(e.Size, fsimage.HeadLen))
 	n, _ := e.Content().ReadAt(head, 0)
 	return fsimage.Recognise(e.Name, head[:n], e.Size)
+}
+
+// served reports whether c (which may be nil) publishes e itself: an
+// entry reused from it was checked when it was added there.
+func (c *Catalog) served(e *Entry) bool {
+	if c == nil {
+		return false
+	}
+	o, ok := c.files[e.Path]
+	return ok && o == e
 }
 
 // holds reports whether c serves e's pinned file (c may be nil).
@@ -583,9 +688,10 @@ func readAll(fsys fs.FS, todo []unread, opts Options) []loaded {
 	var wg sync.WaitGroup
 	for range min(len(todo), readers) {
 		wg.Go(func() {
+			var buf []byte
 			for i := range work {
 				o := opts
-				o.stats = &out[i].stats
+				o.stats, o.buf = &out[i].stats, &buf
 				out[i].e, out[i].why, _ = loadFile(fsys, todo[i].path, todo[i].d, o, true)
 				sem.Release(min(todo[i].st.Size, readAhead))
 			}
@@ -694,7 +800,10 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 		if hit {
 			// Described, but without its copy (made by an older otabox,
 			// or deleted): read once more to make one.
-			e.copy, hit = opts.Cache.Copy(dsc.SHA256, e.Size)
+			var kept string
+			if kept, hit = opts.Cache.Copy(dsc.SHA256, e.Size); hit {
+				e.copy = keptAt(kept)
+			}
 		}
 		if hit {
 			if dsc.Image != nil {
@@ -715,7 +824,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 	}
 	var b []byte
 	if e.pin != nil {
-		b = make([]byte, info.Size())
+		b = opts.buffer(info.Size())
 		if _, err = io.ReadFull(io.NewSectionReader(e.pin.f, 0, info.Size()), b); err != nil {
 			return nil, err.Error(), Stamp{}
 		}
@@ -774,10 +883,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 	}
 	opts.stats.Read++
 	if e.pin != nil && opts.copies != nil {
-		if err = opts.copies.Add(e.SHA256, b); err != nil {
-			opts.Logger.Warn("catalog: could not keep a copy; downloads are read from the file and cut off if it is rewritten in place", "path", p, "err", err)
-		}
-		e.staged = err == nil
+		e.staged, e.copy = true, new(copyAt) // written after the Load (syncCopies)
 		opts.Cache.Remember(p, e.Stamp, opts.keysID, Described{Type: e.Type, MD5: e.MD5, SHA256: e.SHA256, Image: e.Image, Verified: e.Verified})
 	}
 	stampEntry(e, info, opts)

@@ -61,10 +61,14 @@ func (e *Entry) Open() (io.ReadCloser, error) {
 // entry has none or it is gone (pruned after a reload); Open then reads
 // the catalog's file.
 func (e *Entry) OpenCopy() (*os.File, bool) {
-	if e.copy == "" {
+	if e.copy == nil {
 		return nil, false
 	}
-	f, err := openKept(e.copy, e.Size)
+	p := e.copy.path.Load()
+	if p == nil {
+		return nil, false // its batch is not durable yet
+	}
+	f, err := openKept(*p, e.Size)
 	return f, err == nil
 }
 
@@ -102,6 +106,7 @@ func (c *Catalog) Close(keep *Catalog) {
 	if c == nil {
 		return
 	}
+	c.WaitCopies() // no sync of its copies outlives it
 	for _, e := range c.all {
 		if e.pin != nil && !keep.holds(e) {
 			e.pin.close()

@@ -10,8 +10,9 @@ import (
 )
 
 // heldCache is a DigestCache that measures how many bytes of file
-// contents Load holds at once: its CopyBatch's Add gets each file's bytes
-// while loadFile holds them, and waits a moment, as writing a copy does.
+// contents Load holds at once: Remember is told of each file (its size in
+// its stamp) while loadFile still holds its bytes, and waits a moment, as
+// a slow disk would.
 type heldCache struct {
 	mu        sync.Mutex
 	held, max int64
@@ -19,27 +20,26 @@ type heldCache struct {
 }
 
 func (c *heldCache) Lookup(string, Stamp, string) (Described, bool)      { return Described{}, false }
-func (c *heldCache) Remember(string, Stamp, string, Described)           {}
 func (c *heldCache) LookupGzip(string) (GzipForm, bool)                  { return GzipForm{}, false }
 func (c *heldCache) KeepGzip(string, GzipForm, []byte) (GzipForm, error) { return GzipForm{}, nil }
 func (c *heldCache) Copy(string, int64) (string, bool)                   { return "", false }
 func (c *heldCache) Copies() CopyBatch                                   { return c }
 func (c *heldCache) Sync() (map[string]string, error)                    { return nil, nil }
-func (c *heldCache) Add(_ string, b []byte) error {
+func (c *heldCache) Add(string, []byte) error                            { return fmt.Errorf("not kept (test)") }
+func (c *heldCache) Remember(_ string, st Stamp, _ string, _ Described) {
 	c.mu.Lock()
-	c.held += int64(len(b))
+	c.held += st.Size
 	c.max = max(c.max, c.held)
 	c.calls++
 	c.mu.Unlock()
 	time.Sleep(20 * time.Millisecond)
 	c.mu.Lock()
-	c.held -= int64(len(b))
+	c.held -= st.Size
 	c.mu.Unlock()
-	return fmt.Errorf("not kept (test)")
 }
 
 // TestFilesAreReadSeveralAtOnceWithinReadAhead: files a load has not seen
-// are read several at a time (their copies' fsyncs overlap), never more
+// are read several at a time (reading overlaps hashing), never more
 // than readAhead bytes of them held at once, and every one is loaded.
 func TestFilesAreReadSeveralAtOnceWithinReadAhead(t *testing.T) {
 	dir := t.TempDir()
@@ -56,7 +56,7 @@ func TestFilesAreReadSeveralAtOnceWithinReadAhead(t *testing.T) {
 	}
 	defer c.Close(nil)
 	if n := len(c.Files()); n != files || c.Stats().Read != files || cache.calls != files {
-		t.Fatalf("loaded %d files, read %d, copied %d; want %d", n, c.Stats().Read, cache.calls, files)
+		t.Fatalf("loaded %d files, read %d, remembered %d; want %d", n, c.Stats().Read, cache.calls, files)
 	}
 	t.Logf("at most %d bytes held at once (%d files)", cache.max, cache.max/size)
 	if cache.max > readAhead {

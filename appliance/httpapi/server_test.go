@@ -133,6 +133,7 @@ func keptCatalog(t *testing.T, dir string) (*catalog.Catalog, *store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cat.Close(nil) })
+	cat.WaitCopies() // written after the load, in the background
 	for _, e := range cat.Files() {
 		if _, ok := st.Copy(e.SHA256, e.Size); !ok {
 			t.Fatalf("%s: no copy kept", e.Path)

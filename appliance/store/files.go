@@ -238,6 +238,7 @@ func (s *Store) Copy(sha string, size int64) (string, bool) {
 // a temporary file as it is added, and Sync makes the whole batch durable
 // with one flush of the file system before any of them gets its name.
 func (s *Store) Copies() catalog.CopyBatch {
+	s.copying.Add(1)
 	return &copyBatch{s: s, kept: map[string]string{}, tmp: map[string]string{}}
 }
 
@@ -248,6 +249,7 @@ type copyBatch struct {
 	mu   sync.Mutex
 	kept map[string]string // SHA-256 → the copy, durable (kept before, or synced)
 	tmp  map[string]string // SHA-256 → its temporary file, written, not yet durable
+	done bool              // synced: no longer counted in Store.copying
 }
 
 func (cb *copyBatch) Add(sha string, b []byte) error {
@@ -291,6 +293,10 @@ func (cb *copyBatch) Add(sha string, b []byte) error {
 func (cb *copyBatch) Sync() (map[string]string, error) {
 	cb.mu.Lock()
 	defer cb.mu.Unlock()
+	if !cb.done {
+		cb.done = true
+		defer cb.s.copying.Add(-1)
+	}
 	if len(cb.tmp) == 0 {
 		return cb.kept, nil
 	}
@@ -326,7 +332,8 @@ func (cb *copyBatch) Sync() (map[string]string, error) {
 }
 
 // PruneCopies deletes the copies of files whose SHA-256 is not in keep
-// (those the catalog now serves), and temporary files a crash left, so
+// (those the catalog now serves), and temporary files a crash left (not
+// while a batch of copies is being written: its files look the same), so
 // the data dir holds one copy of each served file, not of every version
 // it ever held. A download still reading a deleted copy keeps its bytes
 // (it holds the file open); a request that finds its copy gone reads the
@@ -352,6 +359,9 @@ func (s *Store) PruneCopies(keep map[string]bool) (int, error) {
 		}
 		if !(isCopy && isDigest(sha)) && !strings.HasPrefix(name, ".tmp-") {
 			continue // not ours
+		}
+		if !isCopy && s.copying.Load() > 0 {
+			continue // perhaps a batch's, being written: left for a later prune
 		}
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return n, fmt.Errorf("store: %w", err)

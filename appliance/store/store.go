@@ -189,6 +189,9 @@ type Store struct {
 	filesMu   sync.Mutex
 	filesQ    []fileRow  // remembered files waiting for flushFiles
 	flushMu   sync.Mutex // held while flushFiles writes
+	// copying counts the copy batches begun and not yet synced: their
+	// temporary files are not a crash's leftovers (PruneCopies).
+	copying   atomic.Int64
 	faultMu   sync.Mutex
 	fault     string       // the last write error, "" when writing works
 	faultLog  lograte.Gate // faults begun, said once a minute

@@ -592,7 +592,9 @@ func TestFiftyThousandDevices(t *testing.T) {
 // them durable (never found half-written), kept whole under their
 // SHA-256 and found again at their size only; a source that is not a
 // SHA-256 can never name a path; pruning deletes the copies not kept and
-// what a crash left half-written, and nothing else in the folder.
+// what a crash left half-written, and nothing else in the folder, and
+// leaves temporary files alone while a batch is being written (they may
+// be its own).
 func TestCopiesKept(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := open(t, dir, Options{})
@@ -632,9 +634,11 @@ func TestCopiesKept(t *testing.T) {
 		t.Errorf("a copy kept before: Sync = %v, %v", paths, err)
 	}
 	for _, bad := range []string{"../../etc/passwd", sha('A'), sha('a')[:63]} {
-		if err := s.Copies().Add(bad, b); err == nil {
+		refused := s.Copies()
+		if err := refused.Add(bad, b); err == nil {
 			t.Errorf("Add(%q) accepted", bad)
 		}
+		refused.Sync()
 		if _, ok := s.Copy(bad, int64(len(b))); ok {
 			t.Errorf("Copy(%q) found", bad)
 		}
@@ -646,6 +650,17 @@ func TestCopiesKept(t *testing.T) {
 	foreign := filepath.Join(dir, "images", "README")
 	os.WriteFile(leftover, b[:10], 0o640)
 	os.WriteFile(foreign, b[:10], 0o640)
+	writing := s.Copies()
+	writing.Add(sha('d'), b)
+	if n, err := s.PruneCopies(map[string]bool{sha('b'): true, sha('d'): true}); n != 1 || err != nil {
+		t.Fatalf("PruneCopies while a batch is written = %d, %v", n, err)
+	}
+	if _, err := os.Stat(leftover); err != nil {
+		t.Fatalf("a temporary file was deleted while a batch was being written: %v", err)
+	}
+	if paths, err := writing.Sync(); err != nil || paths[sha('d')] == "" {
+		t.Fatalf("the batch pruned meanwhile: Sync = %v, %v", paths, err)
+	}
 	if n, err := s.PruneCopies(map[string]bool{sha('b'): true}); n != 1 || err != nil {
 		t.Fatalf("PruneCopies = %d, %v", n, err)
 	}
