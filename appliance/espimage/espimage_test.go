@@ -252,6 +252,14 @@ func FuzzParse(f *testing.F) {
 	b, _ := imagegen.Build(imagegen.Spec{Family: espimage.ESP8266, Size: 6 << 10})
 	f.Add(imagegen.Gzip(b))
 	f.Add([]byte{0xE9, 1, 0, 0x20, 0, 0, 0, 0})
+	for _, s := range []imagegen.Spec{
+		{Family: espimage.ESP8266, Size: 4 << 10, FlashMode: 3},
+		{Family: espimage.ESP8266, Size: 4 << 10, FlashMode: 1},
+	} {
+		b, _ := imagegen.Build(s)
+		f.Add(b)
+		f.Add(append(b, 0xFF, 0xFF, 0xFF, 0xFF)) // trailing bytes: the file is not the running image
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		img, err := espimage.Parse(in)
 		if err != nil {
@@ -264,6 +272,48 @@ func FuzzParse(f *testing.F) {
 		if img.FileSize != len(in) || (!img.Compressed && img.ImageLen+img.Trailing != len(in)) || img.ImageLen <= 0 {
 			t.Fatalf("sizes: file %d image %d trailing %d input %d", img.FileSize, img.ImageLen, img.Trailing, len(in))
 		}
+		// The file's digests are of the bytes as stored, however Parse
+		// came by them (it reuses a running digest when it is the same).
+		m, h := md5.Sum(in), sha256.Sum256(in)
+		if img.Digests.FileMD5 != hex.EncodeToString(m[:]) || img.Digests.FileSHA256 != hex.EncodeToString(h[:]) {
+			t.Fatalf("file digests %s %s, the bytes give %x %x", img.Digests.FileMD5, img.Digests.FileSHA256, m, h)
+		}
 		espimage.Describe(new(bytes.Buffer), img)
 	})
+}
+
+// TestCRC8266IsMPEG2WithItsWordsZeroed: elf2bin's CRC is CRC-32/MPEG-2
+// (its check value on "123456789" is 0x0376e6e7) over the file with the
+// size and CRC words counted as zero, at every length, whichever way it
+// is computed: here against a bit-at-a-time reference.
+func TestCRC8266IsMPEG2WithItsWordsZeroed(t *testing.T) {
+	ref := func(b []byte) uint32 {
+		crc := uint32(0xFFFFFFFF)
+		for i, v := range b {
+			if i >= 0x1010 && i < 0x1018 {
+				v = 0
+			}
+			crc ^= uint32(v) << 24
+			for k := 0; k < 8; k++ {
+				if crc&0x80000000 != 0 {
+					crc = crc<<1 ^ 0x04C11DB7
+				} else {
+					crc <<= 1
+				}
+			}
+		}
+		return crc
+	}
+	if got := espimage.CRC8266([]byte("123456789")); got != 0x0376E6E7 {
+		t.Fatalf("check value 0x%08x, want 0x0376e6e7", got)
+	}
+	b := make([]byte, 0x1020)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 0x100f, 0x1010, 0x1011, 0x1014, 0x1017, 0x1018, 0x1019, 0x1020} {
+		if got, want := espimage.CRC8266(b[:n]), ref(b[:n]); got != want {
+			t.Errorf("%d bytes: 0x%08x, want 0x%08x", n, got, want)
+		}
+	}
 }
