@@ -39,7 +39,7 @@ const fileFlush = 200 * time.Millisecond
 // set it was verified under) is the one remembered.
 func (s *Store) Lookup(path string, st catalog.Stamp, keys string) (catalog.Described, bool) {
 	db := s.db.Load()
-	if db == nil {
+	if db == nil || !s.filesKept.Load() {
 		return catalog.Described{}, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -99,19 +99,26 @@ func (s *Store) flushFiles() {
 		return
 	}
 	now := time.Now().Unix()
+	// Prepared once per flush, not parsed again for each of a first
+	// start's 10,000 rows.
+	ins, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO files (path, size, mtime_ns, ctime_ns, ino, dev, keys, type, md5, sha256, image, verified, seen)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	for _, r := range rows {
+		if err != nil {
+			break
+		}
 		image := ""
 		if r.d.Image != nil {
 			b, _ := json.Marshal(r.d.Image)
 			image = string(b)
 		}
-		if _, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO files (path, size, mtime_ns, ctime_ns, ino, dev, keys, type, md5, sha256, image, verified, seen)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if _, err = ins.ExecContext(ctx,
 			r.path, r.st.Size, r.st.ModTime.UnixNano(), r.st.Ctime, int64(r.st.Ino), int64(r.st.Dev), r.keys, string(r.d.Type), r.d.MD5, r.d.SHA256, image, r.d.Verified, now); err != nil {
 			break
 		}
 	}
 	if err == nil {
+		s.filesKept.Store(true) // before the commit: a Lookup may then ask in vain, never miss a row
 		err = tx.Commit()
 	} else {
 		tx.Rollback()

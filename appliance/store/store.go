@@ -189,6 +189,10 @@ type Store struct {
 	filesMu   sync.Mutex
 	filesQ    []fileRow  // remembered files waiting for flushFiles
 	flushMu   sync.Mutex // held while flushFiles writes
+	// filesKept is false while the files table is known to be empty (a
+	// first start): Lookup then misses without asking SQLite, 10,000
+	// times. Only this process writes the table (flushFiles).
+	filesKept atomic.Bool
 	// copying counts the copy batches begun and not yet synced: their
 	// temporary files are not a crash's leftovers (PruneCopies).
 	copying   atomic.Int64
@@ -357,6 +361,8 @@ func (s *Store) open() error {
 	} else if n > 0 {
 		s.log.Warn("store: downloads interrupted by the last stop were marked cut-off", "downloads", n)
 	}
+	var any int
+	s.filesKept.Store(db.QueryRow(`SELECT 1 FROM files LIMIT 1`).Scan(&any) != sql.ErrNoRows)
 	s.db.Store(db)
 	var devices int64
 	db.QueryRow(`SELECT count(*) FROM devices`).Scan(&devices)

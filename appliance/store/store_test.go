@@ -700,6 +700,38 @@ func TestCloseWritesEveryRememberedFile(t *testing.T) {
 	}
 }
 
+// TestRememberedFilesAreFound: what is remembered is found by path and
+// stamp once written: in the same process, although its table was empty
+// when it opened (Lookup then answers without asking SQLite), and after a
+// restart; another stamp or key set is a miss.
+func TestRememberedFilesAreFound(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	st := catalog.Stamp{Size: 10, ModTime: time.Unix(1, 0), Ino: 7}
+	d := catalog.Described{Type: catalog.File, MD5: "m", SHA256: "s"}
+	if _, ok := s.Lookup("a.bin", st, ""); ok {
+		t.Fatal("found in an empty record")
+	}
+	s.Remember("a.bin", st, "", d)
+	s.flushFiles()
+	if got, ok := s.Lookup("a.bin", st, ""); !ok || got.MD5 != "m" {
+		t.Fatalf("after its flush: %+v, %v", got, ok)
+	}
+	s.Close()
+	again, _ := open(t, dir, Options{})
+	if got, ok := again.Lookup("a.bin", st, ""); !ok || got.SHA256 != "s" {
+		t.Fatalf("after a restart: %+v, %v", got, ok)
+	}
+	other := st
+	other.Size = 11
+	if _, ok := again.Lookup("a.bin", other, ""); ok {
+		t.Error("found under another stamp")
+	}
+	if _, ok := again.Lookup("a.bin", st, "keys"); ok {
+		t.Error("found under another key set")
+	}
+}
+
 // TestGzipKept: a compressed image is kept whole under its source's
 // SHA-256 and found again; a file damaged on disk is not trusted (the
 // catalog compresses again); a source that is not a SHA-256 can never
