@@ -101,17 +101,30 @@ func (e *Entry) Changed() bool {
 
 // Close releases the pinned files of c's entries that keep does not also
 // hold (keep may be nil). Call it once c is no longer served; downloads
-// already running read through descriptors of their own.
+// already running read through descriptors of their own. While c's
+// copies are still being written (from those pinned files), the files
+// are released once they are: Close does not wait, so that the watcher
+// publishing the next round of a first start does not wait for a disk.
 func (c *Catalog) Close(keep *Catalog) {
 	if c == nil {
 		return
 	}
-	c.WaitCopies() // no sync of its copies outlives it
-	for _, e := range c.all {
-		if e.pin != nil && !keep.holds(e) {
-			e.pin.close()
+	release := func() {
+		for _, e := range c.all {
+			if e.pin != nil && !keep.holds(e) {
+				e.pin.close()
+			}
 		}
 	}
+	if c.copied != nil {
+		select {
+		case <-c.copied:
+		default:
+			go func() { c.WaitCopies(); release() }()
+			return
+		}
+	}
+	release()
 }
 
 // Pinned counts the open descriptors c holds (the leak test checks it).

@@ -55,6 +55,7 @@ func TestFilesAreReadSeveralAtOnceWithinReadAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(nil)
+	t.Cleanup(c.WaitCopies)
 	if n := len(c.Files()); n != files || c.Stats().Read != files || cache.calls != files {
 		t.Fatalf("loaded %d files, read %d, remembered %d; want %d", n, c.Stats().Read, cache.calls, files)
 	}

@@ -42,27 +42,94 @@ func (s *Store) Lookup(path string, st catalog.Stamp, keys string) (catalog.Desc
 	if db == nil || !s.filesKept.Load() {
 		return catalog.Described{}, false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	q, err := s.prepared(db, `SELECT type, md5, sha256, image, verified FROM files
-		WHERE path = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND ino = ? AND dev = ? AND keys = ?`)
-	if err != nil {
-		return catalog.Described{}, false
+	r, ok := s.fromStartRows(path)
+	if !ok || r.st.Size != st.Size || !r.st.ModTime.Equal(st.ModTime) || r.st.Ctime != st.Ctime ||
+		r.st.Ino != st.Ino || r.st.Dev != st.Dev || r.keys != keys {
+		// Not among the rows read at the first Lookup, or not as it is
+		// now: the table may have it since.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		q, err := s.prepared(db, `SELECT type, md5, sha256, image, verified FROM files
+			WHERE path = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND ino = ? AND dev = ? AND keys = ?`)
+		if err != nil {
+			return catalog.Described{}, false
+		}
+		if err = q.QueryRowContext(ctx, path, st.Size, st.ModTime.UnixNano(), st.Ctime, int64(st.Ino), int64(st.Dev), keys).Scan(&r.typ, &r.md5, &r.sha256, &r.image, &r.verified); err != nil {
+			return catalog.Described{}, false
+		}
 	}
-	var d catalog.Described
-	var typ, image string
-	err = q.QueryRowContext(ctx, path, st.Size, st.ModTime.UnixNano(), st.Ctime, int64(st.Ino), int64(st.Dev), keys).Scan(&typ, &d.MD5, &d.SHA256, &image, &d.Verified)
-	if err != nil {
-		return catalog.Described{}, false
-	}
-	d.Type = catalog.Type(typ)
-	if image != "" {
+	d := catalog.Described{Type: catalog.Type(r.typ), MD5: r.md5, SHA256: r.sha256, Verified: r.verified}
+	if r.image != "" {
 		d.Image = new(espimage.Image)
-		if json.Unmarshal([]byte(image), d.Image) != nil {
+		if json.Unmarshal([]byte(r.image), d.Image) != nil {
 			return catalog.Described{}, false
 		}
 	}
 	return d, true
+}
+
+// startRow is a files row as stored, read at the first Lookup.
+type startRow struct {
+	st                                      catalog.Stamp
+	keys, typ, md5, sha256, image, verified string
+}
+
+// startRowsFor is how long the rows read at the first Lookup are kept: a
+// start's load and its rounds ask within it, each path once.
+const startRowsFor = time.Minute
+
+// fromStartRows returns (and forgets) path's row as the files table held
+// it at the first Lookup, which reads every row in one query: a restart
+// of 10,000 files asked 10,000 queries before. The rows are dropped once
+// asked for, and all of them startRowsFor after they were read.
+func (s *Store) fromStartRows(path string) (startRow, bool) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if !s.startRead {
+		s.startRead = true
+		s.startRows = s.readStartRows()
+		time.AfterFunc(startRowsFor, func() {
+			s.startMu.Lock()
+			s.startRows = nil
+			s.startMu.Unlock()
+		})
+	}
+	r, ok := s.startRows[path]
+	if ok {
+		delete(s.startRows, path)
+	}
+	return r, ok
+}
+
+// readStartRows reads the whole files table (nil if it cannot: each
+// Lookup then asks on its own).
+func (s *Store) readStartRows() map[string]startRow {
+	db := s.db.Load()
+	if db == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := db.QueryContext(ctx, `SELECT path, size, mtime_ns, ctime_ns, ino, dev, keys, type, md5, sha256, image, verified FROM files`)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	m := map[string]startRow{}
+	for rows.Next() {
+		var path string
+		var r startRow
+		var mtime, ino, dev int64
+		if rows.Scan(&path, &r.st.Size, &mtime, &r.st.Ctime, &ino, &dev, &r.keys, &r.typ, &r.md5, &r.sha256, &r.image, &r.verified) != nil {
+			return nil
+		}
+		r.st.ModTime, r.st.Ino, r.st.Dev = time.Unix(0, mtime), uint64(ino), uint64(dev)
+		m[path] = r
+	}
+	if rows.Err() != nil {
+		return nil
+	}
+	return m
 }
 
 // Remember keeps what was learned from path; rows are written together

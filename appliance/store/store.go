@@ -193,6 +193,11 @@ type Store struct {
 	// first start): Lookup then misses without asking SQLite, 10,000
 	// times. Only this process writes the table (flushFiles).
 	filesKept atomic.Bool
+	// startRows are the files table's rows, read in one query at the
+	// first Lookup and kept briefly (fromStartRows).
+	startMu   sync.Mutex
+	startRead bool
+	startRows map[string]startRow
 	// copying counts the copy batches begun and not yet synced: their
 	// temporary files are not a crash's leftovers (PruneCopies).
 	copying   atomic.Int64
