@@ -289,16 +289,17 @@ type Options struct {
 // collector. A larger file gets a buffer of its own.
 const reuseMax = 1 << 20
 
-// buffer returns n bytes to read a pinned file into, valid until the next
-// call on the same Options.
-func (o Options) buffer(n int64) []byte {
-	if o.buf == nil || n > reuseMax {
+// buffer returns n bytes to read a pinned file into: *buf (grown if need
+// be, valid until the next call with it) or, past reuseMax or with no buf,
+// a slice of their own.
+func buffer(buf *[]byte, n int64) []byte {
+	if buf == nil || n > reuseMax {
 		return make([]byte, n)
 	}
-	if int64(cap(*o.buf)) < n {
-		*o.buf = make([]byte, n)
+	if int64(cap(*buf)) < n {
+		*buf = make([]byte, n)
 	}
-	return (*o.buf)[:n]
+	return (*buf)[:n]
 }
 
 // Described is what a catalog learns from reading a file, kept by a
@@ -578,8 +579,7 @@ func (c *Catalog) syncCopies(opts Options) {
 // only bytes of the SHA-256 the entry announces, so a file rewritten
 // since it was hashed gets no copy (it is read again once it settles).
 func writeCopy(batch CopyBatch, e *Entry, buf *[]byte) error {
-	o := Options{buf: buf}
-	b := o.buffer(e.Size)
+	b := buffer(buf, e.Size)
 	if _, err := io.ReadFull(io.NewSectionReader(e.pin.f, 0, e.Size), b); err != nil {
 		return err
 	}
@@ -841,7 +841,7 @@ func loadFile(fsys fs.FS, p string, d fs.DirEntry, opts Options, read bool) (*En
 	}
 	var b []byte
 	if e.pin != nil {
-		b = opts.buffer(info.Size())
+		b = buffer(opts.buf, info.Size())
 		if _, err = io.ReadFull(io.NewSectionReader(e.pin.f, 0, info.Size()), b); err != nil {
 			return nil, err.Error(), Stamp{}
 		}

@@ -316,8 +316,8 @@ func (s *Store) Copies() catalog.CopyBatch {
 	return &copyBatch{s: s, kept: map[string]string{}, tmp: map[string]string{}}
 }
 
-// copyBatch is one catalog load's copies. The catalog adds from several
-// goroutines at once.
+// copyBatch is one catalog load's copies, written by the catalog's copier
+// after the load; Add and Sync are safe to call from several goroutines.
 type copyBatch struct {
 	s    *Store
 	mu   sync.Mutex

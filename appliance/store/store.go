@@ -366,8 +366,8 @@ func (s *Store) open() error {
 	} else if n > 0 {
 		s.log.Warn("store: downloads interrupted by the last stop were marked cut-off", "downloads", n)
 	}
-	var any int
-	s.filesKept.Store(db.QueryRow(`SELECT 1 FROM files LIMIT 1`).Scan(&any) != sql.ErrNoRows)
+	var one int
+	s.filesKept.Store(db.QueryRow(`SELECT 1 FROM files LIMIT 1`).Scan(&one) != sql.ErrNoRows)
 	s.db.Store(db)
 	var devices int64
 	db.QueryRow(`SELECT count(*) FROM devices`).Scan(&devices)
