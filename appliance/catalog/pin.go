@@ -58,8 +58,8 @@ func (e *Entry) Open() (io.ReadCloser, error) {
 // OpenCopy opens otabox's own copy of the entry's bytes (see DigestCache)
 // for one download: a file nothing else writes, so it can be sent by
 // reference to its pages and needs no Changed checks. False when the
-// entry has none or it is gone (pruned after a reload); Open then reads
-// the catalog's file.
+// entry has none, its copy is not durable yet (Catalog.WaitCopies), or it
+// is gone (pruned after a reload); Open then reads the catalog's file.
 func (e *Entry) OpenCopy() (*os.File, bool) {
 	if e.copy == nil {
 		return nil, false
