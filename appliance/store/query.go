@@ -60,45 +60,106 @@ func loadDevice(tx wtx, mac string) (*row, bool, error) {
 	if r, ok := tx.cached(mac); ok {
 		return r, true, nil
 	}
-	r, err := scanDevice(tx.QueryRow(`SELECT `+deviceCols+` FROM devices WHERE mac = ?`, mac))
+	if tx.unknown(mac) {
+		return nil, false, nil
+	}
+	// A row saved in this transaction is cached: the table need not hold
+	// the dirty rows for this read (queryRow, not QueryRow).
+	r, err := scanDevice(tx.queryRow(`SELECT `+deviceCols+` FROM devices WHERE mac = ?`, mac))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
 	return r, err == nil, err
 }
 
-// saveDeviceSQL writes a device's row: an upsert, which leaves alone
-// the index entries of columns that did not change (INSERT OR REPLACE
-// deleted the row and wrote it and its three index entries again).
-var saveDeviceSQL = func() string {
+// deviceUpsert is the statement that writes n device rows: an upsert,
+// which leaves alone the index entries of columns that did not change
+// (INSERT OR REPLACE deleted the row and wrote it and its three index
+// entries again).
+func deviceUpsert(n int) string {
 	cols := strings.Fields(strings.ReplaceAll(deviceCols, ",", " "))
 	set := make([]string, 0, len(cols))
 	for _, c := range cols[1:] {
 		set = append(set, c+" = excluded."+c)
 	}
-	return `INSERT INTO devices (` + deviceCols + `) VALUES (` + strings.TrimSuffix(strings.Repeat("?,", len(cols)), ",") +
-		`) ON CONFLICT(mac) DO UPDATE SET ` + strings.Join(set, ", ")
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", len(cols)), ",") + ")"
+	return `INSERT INTO devices (` + deviceCols + `) VALUES ` + strings.TrimSuffix(strings.Repeat(one+",", n), ",") +
+		` ON CONFLICT(mac) DO UPDATE SET ` + strings.Join(set, ", ")
+}
+
+// upsertRows is how many device rows one statement writes; upserts holds
+// the statements for 1..upsertRows rows.
+const upsertRows = 16
+
+var upserts = func() (q [upsertRows + 1]string) {
+	for n := 1; n <= upsertRows; n++ {
+		q[n] = deviceUpsert(n)
+	}
+	return q
 }()
 
+// saveDevice writes a device's row: at once outside the writer, and with
+// the transaction's other rows, at its end, in the writer (writeDirty).
 func saveDevice(tx wtx, r *row) error {
-	held, sentAt, fsAt := int64(0), int64(0), int64(0)
-	if !r.HeldUntil.IsZero() {
-		held = ms(r.HeldUntil)
+	if tx.saved(r) {
+		return nil
 	}
-	if !r.SentAt.IsZero() {
-		sentAt = ms(r.SentAt)
+	return writeDevices(tx, []*row{r})
+}
+
+// writeDirty writes the rows the writer's transaction saved and has not
+// written yet.
+func (w wtx) writeDirty() error {
+	if w.rows == nil || w.rows.err != nil {
+		if w.rows != nil {
+			return w.rows.err
+		}
+		return nil
 	}
-	if !r.FilesystemAt.IsZero() {
-		fsAt = ms(r.FilesystemAt)
+	rows := make([]*row, 0, len(w.rows.dirty))
+	for _, mac := range w.rows.dirty {
+		if r := w.rows.rows[mac]; r != nil {
+			rows = append(rows, r)
+		}
 	}
-	_, err := tx.Exec(saveDeviceSQL,
-		r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
-		r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, sentAt, r.Requests, r.Downloads, r.Failures, held,
-		r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev, r.Filesystem, r.FilesystemSHA256, fsAt, b2i(r.pendingFS))
-	if err == nil {
-		tx.saved(r)
+	w.rows.dirty = w.rows.dirty[:0]
+	clear(w.rows.isDirty)
+	if err := writeDevices(w, rows); err != nil {
+		w.rows.err = err
+		return err
 	}
-	return err
+	return nil
+}
+
+// writeDevices writes rows, upsertRows to a statement.
+func writeDevices(tx wtx, rows []*row) error {
+	const cols = 28
+	args := make([]any, 0, cols*min(len(rows), upsertRows))
+	for len(rows) > 0 {
+		n := min(len(rows), upsertRows)
+		args = args[:0]
+		for _, r := range rows[:n] {
+			held, sentAt, fsAt := int64(0), int64(0), int64(0)
+			if !r.HeldUntil.IsZero() {
+				held = ms(r.HeldUntil)
+			}
+			if !r.SentAt.IsZero() {
+				sentAt = ms(r.SentAt)
+			}
+			if !r.FilesystemAt.IsZero() {
+				fsAt = ms(r.FilesystemAt)
+			}
+			args = append(args,
+				r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
+				r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, sentAt, r.Requests, r.Downloads, r.Failures, held,
+				r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev, r.Filesystem, r.FilesystemSHA256, fsAt, b2i(r.pendingFS))
+		}
+		if _, err := tx.exec(upserts[n], args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
 }
 
 // OpenReader opens the store in dir for reading only (`otabox devices`,

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,6 +47,94 @@ func TestWriterSeesOtherWriters(t *testing.T) {
 		device(t, s, "AA:00:00:00:00:01")
 		if c, _ := s.Counts(context.Background()); c.Devices != 3 {
 			t.Errorf("%d devices, want the bound of 3 (two served, one flashed over USB)", c.Devices)
+		}
+	})
+}
+
+// TestWriterKnowsDevicesOthersAdded: the writer does not look for a MAC
+// it has never seen in the table, so a device another connection added
+// (a board flashed over USB) must be known to it: its next request
+// updates that row instead of starting a new one over it.
+func TestWriterKnowsDevicesOthersAdded(t *testing.T) {
+	for _, mac := range []string{"AA:00:00:00:01:00", "aa:00:00:00:01:00", "bench-7"} {
+		t.Run(mac, func(t *testing.T) {
+			dir := t.TempDir()
+			s, _ := open(t, dir, Options{})
+			s.do(request{mac: "AA:00:00:00:00:01", decision: "refuse", image: "fw.bin"}) // the writer's cache is filled
+			device(t, s, "AA:00:00:00:00:01")
+			flashed := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
+			if err := RecordFlashed(dir, "", []Flashed{{Time: flashed, Slot: "1", MAC: mac, Family: "ESP32", Image: "fw.bin", Passed: true, FlashSize: -1}}); err != nil {
+				t.Fatal(err)
+			}
+			s.do(request{mac: mac, decision: "refuse", image: "fw.bin"})
+			d := device(t, s, mac)
+			if !d.FirstSeen.Equal(flashed) || d.Requests < 2 {
+				t.Errorf("after a request: first seen %v, %d requests; want %v (flashed over USB) and the flash counted", d.FirstSeen, d.Requests, flashed)
+			}
+		})
+	}
+}
+
+// TestStatementsNamingDevicesSeeSavedRows: the writer writes the device
+// rows a transaction saved at its end, several to a statement; a
+// statement that names the devices table before then finds them written.
+func TestStatementsNamingDevicesSeeSavedRows(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	var affected int64
+	err := s.inTx(func(tx wtx) error {
+		for i := 0; i < upsertRows+3; i++ {
+			if err := saveDevice(tx, &row{Device: Device{MAC: fmt.Sprintf("AA:00:00:00:00:%02X", i), Failures: 2, FirstSeen: time.Now()}}); err != nil {
+				return err
+			}
+		}
+		res, err := tx.Exec(`UPDATE devices SET failures = 0 WHERE failures = 2`)
+		if err != nil {
+			return err
+		}
+		affected, err = res.RowsAffected()
+		return err
+	})
+	if err != nil || affected != upsertRows+3 {
+		t.Fatalf("the UPDATE changed %d rows (%v), want the %d saved before it", affected, err, upsertRows+3)
+	}
+	if c, _ := s.Counts(context.Background()); c.Devices != upsertRows+3 {
+		t.Errorf("%d devices after the commit, want %d", c.Devices, upsertRows+3)
+	}
+}
+
+func TestNamesDevices(t *testing.T) {
+	for q, want := range map[string]bool{
+		`UPDATE devices SET failures = 0`:                                       true,
+		`SELECT count(*) FROM devices`:                                          true,
+		"SELECT mac FROM\ndevices":                                              true,
+		`INSERT OR REPLACE INTO batch_devices (batch) VALUES (?)`:               false,
+		`UPDATE events SET finished = 1 WHERE devices_x = 0`:                    false,
+		`SELECT n FROM commits`:                                                 false,
+		`UPDATE batch_devices SET x = 1 WHERE mac IN (SELECT mac FROM devices)`: true,
+	} {
+		if got := namesDevices(q); got != want {
+			t.Errorf("namesDevices(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
+
+// FuzzMACNumber: a MAC kept as a number is the one string that number
+// spells, so two MACs never share a number.
+func FuzzMACNumber(f *testing.F) {
+	for _, s := range []string{"5C:CF:7F:12:34:56", "5c:cf:7f:12:34:56", "00:00:00:00:00:00", "FF:FF:FF:FF:FF:FF", "5C-CF-7F-12-34-56", "A", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, mac string) {
+		n, ok := macNumber(mac)
+		if !ok {
+			return
+		}
+		b := make([]string, 6)
+		for i := range b {
+			b[i] = fmt.Sprintf("%02X", byte(n>>(40-8*i)))
+		}
+		if back := strings.Join(b, ":"); back != mac || n>>48 != 0 {
+			t.Fatalf("macNumber(%q) = %#x, which spells %q", mac, n, back)
 		}
 	})
 }

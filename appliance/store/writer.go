@@ -188,7 +188,7 @@ func (s *Store) inTx(f func(wtx) error) error {
 	if db == nil {
 		return ErrUnavailable
 	}
-	t := &txRows{rows: map[string]*row{}}
+	t := newTxRows()
 	if err := s.runTx(db, s.cache.begin, t, f); err != nil {
 		s.cache.failed()
 		return err
@@ -213,7 +213,12 @@ func (s *Store) runTx(db *sql.DB, begin func(context.Context, *sql.DB) (*sql.Tx,
 	if err != nil {
 		return err
 	}
-	if err := f(wtx{s: s, db: db, tx: tx, rows: rows}); err != nil {
+	w := wtx{s: s, db: db, tx: tx, rows: rows}
+	if err := f(w); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := w.writeDirty(); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -253,7 +258,18 @@ func (s *Store) prepared(db *sql.DB, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// Exec runs query in the transaction, after writing the device rows it
+// has saved when query names the devices table.
 func (w wtx) Exec(query string, args ...any) (sql.Result, error) {
+	if namesDevices(query) {
+		if err := w.writeDirty(); err != nil {
+			return nil, err
+		}
+	}
+	return w.exec(query, args...)
+}
+
+func (w wtx) exec(query string, args ...any) (sql.Result, error) {
 	st, err := w.stmt(query)
 	if err != nil {
 		return nil, err
@@ -261,12 +277,41 @@ func (w wtx) Exec(query string, args ...any) (sql.Result, error) {
 	return w.tx.Stmt(st).Exec(args...)
 }
 
+// QueryRow is Exec's query of one row.
 func (w wtx) QueryRow(query string, args ...any) *sql.Row {
+	if namesDevices(query) {
+		// A failure is kept: the transaction ends with it (runTx).
+		w.writeDirty()
+	}
+	return w.queryRow(query, args...)
+}
+
+func (w wtx) queryRow(query string, args ...any) *sql.Row {
 	st, err := w.stmt(query)
 	if err != nil {
 		return w.tx.QueryRow(query, args...) // reports the same error through Scan
 	}
 	return w.tx.Stmt(st).QueryRow(args...)
+}
+
+// namesDevices reports whether query names the devices table (not
+// batch_devices), which must then hold the rows saved so far.
+func namesDevices(query string) bool {
+	word := func(c byte) bool {
+		return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+	}
+	for i := 0; ; {
+		j := strings.Index(query[i:], "devices")
+		if j < 0 {
+			return false
+		}
+		j += i
+		end := j + len("devices")
+		if (j == 0 || !word(query[j-1])) && (end == len(query) || !word(query[end])) {
+			return true
+		}
+		i = end
+	}
 }
 
 func (s *Store) apply(tx wtx, o *op) (int64, error) {
@@ -356,7 +401,7 @@ func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 		}
 		d = &row{Device: Device{MAC: ev.MAC, FirstSeen: ev.Time}}
 		if tx.rows != nil {
-			tx.rows.added++
+			tx.rows.added = append(tx.rows.added, ev.MAC)
 		}
 	}
 	was := d.State
