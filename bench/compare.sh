@@ -127,11 +127,15 @@ HZ=$(getconf CLK_TCK)
 # counts the requests and /proc the servers' CPU (ENV, e.g. MACS=0, goes
 # to the wrk script); a run with any non-2xx answer is reported as an
 # error instead of a figure.
+# Each run gets its own RUN number (bench/wrk/devices.lua: its own fresh
+# MACs); rps runs in a subshell, so the count is kept in a file.
+echo 0 > "$work/runs"
 rps() {
   local pids=$1 envs=$2; shift 2
-  local before after out
+  local before after out run
+  run=$(( $(cat "$work/runs") + 1 )); echo $run > "$work/runs"
   before=$(cpu_ticks "$pids")
-  out=$(env $envs wrk -t2 -c16 -d"$DUR" "$@" 2>&1)
+  out=$(env $envs RUN=$run wrk -t2 -c16 -d"$DUR" "$@" 2>&1)
   after=$(cpu_ticks "$pids")
   if grep -q "Non-2xx" <<<"$out"; then echo "ERR:$(grep Non-2xx <<<"$out" | awk '{print $NF}')non2xx"; return; fi
   local rate reqs
@@ -192,6 +196,15 @@ echo "# the small board: GOMAXPROCS=1 against one nginx worker" >&2
 alternate "cat1_ota|http://127.0.0.1:$OTA1/$CAT|NOHDRS|$OTA1P|" "cat1_ngx|http://127.0.0.1:$NGX1/$CAT|NOHDRS|$NGX1P|" \
   "dlf1_ota|http://127.0.0.1:$OTA1/fw1m.bin|DEVS|$OTA1P|MACS=0" "dlf1_ngx|http://127.0.0.1:$NGX1/fw1m.bin|DEVS|$NGX1P|MACS=0"
 
+# What otabox answered to the firmware requests of the rows above: wrk
+# counts a 304 as a success, and a held-back device is no download.
+answers() {
+  curl -s "http://127.0.0.1:$1/metrics" | awk -F'[{}]' '/^otabox_requests_total\{/ && /endpoint="firmware"/ {
+    split($2, l, ","); d = s = ""
+    for (i in l) { split(l[i], kv, "="); gsub(/"/, "", kv[2]); if (kv[1] == "decision") d = kv[2]; if (kv[1] == "status") s = kv[2] }
+    n = $3; gsub(/ /, "", n); printf "%s%s %s: %s", (c++ ? ", " : ""), d, s, n }'
+}
+R[answers]="$(answers $OTA); small board $(answers $OTA1)"
 echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
 best() { sort -n | head -1; }
 R[up_ota]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18190/_catalog?op=list&path=." "$work/otabox-big" serve --mdns=false --data-dir "$work/data-big" -b 127.0.0.1 -p 18190 --log error; done | best)
@@ -284,4 +297,5 @@ printf "| %-34s | %12s | %12s | %9s |\n" "catalog requests/s (16 conns)" "${R[ca
 printf "| %-34s | %12s | %12s | %9s |\n" "1 MB downloads/s (16 conns)" "${R[dl_ota]}" "${R[dl_ota0]}" "$(ratio "${R[dl_ota]}" "${R[dl_ota0]}")"
 echo
 echo "each round's otabox/nginx: catalog $(per_round cat_ota cat_ngx); catalog, fresh MAC $(per_round catm_ota catm_ngx); 1 MB downloads $(per_round dl_ota dl_ngx); fresh MAC $(per_round dlf_ota dlf_ngx); 1,000 known MACs $(per_round dlk_ota dlk_ngx); store off $(per_round dl_ota0 dl_ngx); small board: catalog $(per_round cat1_ota cat1_ngx), fresh MAC $(per_round dlf1_ota dlf1_ngx)"
+echo "otabox's firmware answers in those rows: ${R[answers]}"
 echo "otabox $(git describe --always --dirty 2>/dev/null), $(nproc) cores, $(uname -m); wrk -t2 -c16, $ROUNDS alternated rounds of $DUR (medians); loopback only."

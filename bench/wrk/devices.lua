@@ -2,6 +2,10 @@
 --
 --   MACS=0     a fresh MAC on every request: a fleet's first update
 --   MACS=1000  1,000 devices asking in turn: a known fleet
+--   RUN        this wrk run's number (0-255): with MACS=0, every run's MACs
+--              are its own, so that a later run's "fresh" devices are not
+--              the devices an earlier run added (which, downloading again,
+--              would come back on their old image and be held back: 304s)
 --   THREADS    wrk's -t (default 2), so that MACS devices are shared out
 --   DEVICE=0   no device headers at all: AutoConnect's catalog loop
 --
@@ -9,6 +13,7 @@
 -- a build otabox does not know does: none is taken for a device that came
 -- back on its old image (which otabox holds back after two tries).
 local macs = tonumber(os.getenv("MACS") or "0")
+local run = tonumber(os.getenv("RUN") or "0") % 256
 local threads = tonumber(os.getenv("THREADS") or "2")
 local device = os.getenv("DEVICE") ~= "0"
 local counter = 0
@@ -32,8 +37,12 @@ function request()
   else
     k = n
   end
-  local hi = (macs > 0) and 0xAA or tid
-  local mac = string.format("5C:CF:%02X:%02X:%02X:%02X", hi, math.floor(k / 65536) % 256, math.floor(k / 256) % 256, k % 256)
+  -- 5C:<run>:<thread>:<k, 24 bits>; the known fleet is the same in every run.
+  local hi, mid = tid, run
+  if macs > 0 then
+    hi, mid = 0xAA, 0xCF
+  end
+  local mac = string.format("5C:%02X:%02X:%02X:%02X:%02X", mid, hi, math.floor(k / 65536) % 256, math.floor(k / 256) % 256, k % 256)
   local h = {
     ["User-Agent"] = "ESP8266-http-Update",
     ["x-ESP8266-STA-MAC"] = mac,
