@@ -494,9 +494,10 @@ type Hold struct {
 
 // Hold returns mac's update history for the hold-back decision (zero when
 // the device is unknown or the record cannot be read). The query runs on
-// one of the store's lookup goroutines (see lookups).
+// one of the store's lookup goroutines (see lookups); a device the writer
+// has never seen in the table (Store.macs) costs none.
 func (s *Store) Hold(ctx context.Context, mac string) Hold {
-	if s == nil || ctx.Err() != nil {
+	if s == nil || ctx.Err() != nil || s.macs.absent(strings.ToUpper(mac)) {
 		return Hold{}
 	}
 	res := make(chan Hold, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 )
 
 // cacheRows bounds the device rows the writer keeps (about 1 KB each):
@@ -17,33 +18,35 @@ const cacheRows = 4096
 // nothing) nor counted with count(*), a scan of the table. (In a profile
 // of downloads from fresh devices, the row reads and the count were 5 %
 // of the server's CPU; in one of listings from fresh devices, the reads
-// that found nothing were 12 %.)
+// that found nothing were 12 %; Hold's, 4 % of a download's.)
 //
 // It is right only while the writer is the one writing, and other writers
 // exist: otabox retry, otabox flash --batch, a batch opened from the page.
 // So every write transaction runs on one connection held for it and
 // begins (BEGIN IMMEDIATE: the newest snapshot) by reading SQLite's
 // data_version, which changes when any other connection has committed
-// since; then the cache is emptied and the devices' MACs read again. A
-// transaction that fails empties it too. It belongs to the writer
-// goroutine.
+// since; then the cache is emptied and the devices' MACs read again. The
+// writer's tick looks at data_version too, so that a board another
+// process recorded (otabox flash beside the server) is known within a
+// second even when the writer has nothing to write. A transaction that
+// fails empties the cache too. It belongs to the writer goroutine; known
+// is shared with Hold (Store.macs).
 type rowCache struct {
 	conn    *sql.Conn
 	db      *sql.DB // the database conn belongs to
 	version int64   // data_version as of the writer's last commit
 	valid   bool    // rows and known agree with the database
 	rows    map[string]*row
-	known   macSet // every MAC in the devices table
+	known   *macSet // every MAC in the devices table, and those being written
 }
 
 // txRows is what one write transaction changed of the cache: the rows it
-// saved (nil: read it from the database), the devices it added, and the
-// saved rows not yet written to SQLite (dirty, in the order first saved):
+// saved (nil: read it from the database), and the saved rows not yet
+// written to SQLite (dirty, in the order first saved):
 // the transaction writes them together, several to a statement, before
 // it commits or runs a statement that names the devices table.
 type txRows struct {
 	rows    map[string]*row
-	added   []string
 	dirty   []string
 	isDirty map[string]bool
 	err     error // writing the dirty rows failed: the transaction fails with it
@@ -83,6 +86,24 @@ func (c *rowCache) begin(ctx context.Context, db *sql.DB) (*sql.Tx, error) {
 	return tx, nil
 }
 
+// refresh looks, between transactions, for another connection's commit:
+// then the cache is emptied and the MACs read again.
+func (c *rowCache) refresh(ctx context.Context) {
+	if c.conn == nil || !c.valid {
+		return
+	}
+	var v int64
+	if err := c.conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil || v == c.version {
+		return
+	}
+	clear(c.rows)
+	if err := c.known.load(ctx, c.conn); err != nil {
+		c.valid = false // read again at the next transaction's start
+		return
+	}
+	c.version = v
+}
+
 // committed takes in what a committed transaction wrote.
 func (c *rowCache) committed(t *txRows) {
 	if c.rows == nil || len(c.rows)+len(t.rows) > cacheRows {
@@ -94,9 +115,6 @@ func (c *rowCache) committed(t *txRows) {
 			continue
 		}
 		c.rows[mac] = r
-	}
-	for _, mac := range t.added {
-		c.known.add(mac)
 	}
 }
 
@@ -145,6 +163,17 @@ func (w wtx) unknown(mac string) bool {
 	return !w.s.cache.known.has(mac)
 }
 
+// adding notes a device the transaction adds: known from now on, before
+// its row is committed, so that Hold never takes a committed device for
+// one never seen (a transaction that fails leaves an extra MAC: Hold then
+// asks SQLite, as it would anyway).
+func (w wtx) adding(mac string) {
+	if w.rows == nil {
+		return
+	}
+	w.s.cache.known.add(mac)
+}
+
 // saved notes a row the transaction wrote; it reports whether the row is
 // still to be written (the writer's transactions write it at their end).
 func (w wtx) saved(r *row) (deferred bool) {
@@ -171,40 +200,62 @@ func (w wtx) forget(mac string) {
 // included.
 func (w wtx) devices() (int64, error) {
 	if w.rows != nil {
-		return int64(w.s.cache.known.len() + len(w.rows.added)), nil
+		return int64(w.s.cache.known.len()), nil // this transaction's included (adding)
 	}
 	var n int64
 	err := w.QueryRow(`SELECT count(*) FROM devices`).Scan(&n)
 	return n, err
 }
 
-// macSet is a set of MACs. Those in the form devices send
-// ("5C:CF:7F:12:34:56") are kept as 48-bit numbers: 100,000 of them
-// take 2.3 MB of heap, against 5.8 MB as strings.
+// macSet is a set of MACs, safe for concurrent use. Those in the form
+// devices send ("5C:CF:7F:12:34:56") are kept as 48-bit numbers: 100,000
+// of them take 2.3 MB of heap, against 5.8 MB as strings.
 type macSet struct {
+	mu    sync.RWMutex
+	ready bool // loaded at least once: absent can answer
 	nums  map[uint64]struct{}
 	other map[string]struct{}
 }
 
-// load makes s the MACs of the devices table, as tx sees it.
-func (s *macSet) load(ctx context.Context, tx *sql.Tx) error {
-	s.nums, s.other = map[uint64]struct{}{}, map[string]struct{}{}
-	rows, err := tx.QueryContext(ctx, `SELECT mac FROM devices`)
+// querier is a connection or a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// load makes s the MACs of the devices table, as q sees it.
+func (s *macSet) load(ctx context.Context, q querier) error {
+	nums, other := map[uint64]struct{}{}, map[string]struct{}{}
+	rows, err := q.QueryContext(ctx, `SELECT mac FROM devices`)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	var mac []byte // RawBytes would do, but a string is what add keeps for odd MACs
+	var mac []byte
 	for rows.Next() {
 		if err := rows.Scan(&mac); err != nil {
 			return err
 		}
-		s.add(string(mac))
+		if n, ok := macNumber(string(mac)); ok {
+			nums[n] = struct{}{}
+		} else {
+			other[string(mac)] = struct{}{}
+		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.nums, s.other, s.ready = nums, other, true
+	s.mu.Unlock()
+	return nil
 }
 
 func (s *macSet) add(mac string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nums == nil {
+		s.nums, s.other = map[uint64]struct{}{}, map[string]struct{}{}
+	}
 	if n, ok := macNumber(mac); ok {
 		s.nums[n] = struct{}{}
 		return
@@ -213,6 +264,8 @@ func (s *macSet) add(mac string) {
 }
 
 func (s *macSet) has(mac string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if n, ok := macNumber(mac); ok {
 		_, found := s.nums[n]
 		return found
@@ -221,7 +274,20 @@ func (s *macSet) has(mac string) bool {
 	return found
 }
 
-func (s *macSet) len() int { return len(s.nums) + len(s.other) }
+// absent reports whether mac is certainly not in the devices table: false
+// until the set is first loaded.
+func (s *macSet) absent(mac string) bool {
+	s.mu.RLock()
+	ready := s.ready
+	s.mu.RUnlock()
+	return ready && !s.has(mac)
+}
+
+func (s *macSet) len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.nums) + len(s.other)
+}
 
 // macNumber is mac as a number when it is six upper-case hex pairs joined
 // by colons, the one spelling that maps back to the same string.

@@ -138,3 +138,32 @@ func FuzzMACNumber(f *testing.F) {
 		}
 	})
 }
+
+// TestHoldKnowsBoardsFlashedBesideTheServer: Hold answers a device the
+// writer has never seen without a query, so a board that otabox flash
+// (another process) records while the server has nothing to write must
+// still become known to it: within the writer's next tick.
+func TestHoldKnowsBoardsFlashedBesideTheServer(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	s.do(request{mac: "AA:00:00:00:00:01", decision: "refuse", image: "fw.bin"})
+	device(t, s, "AA:00:00:00:00:01")
+	const board = "AA:00:00:00:02:00"
+	if h := s.Hold(context.Background(), board); h.State != "" {
+		t.Fatalf("before the flash: %+v", h)
+	}
+	if err := RecordFlashed(dir, "", []Flashed{{Time: time.Now(), Slot: "1", MAC: board, Family: "ESP32", Image: "fw.bin", Digests: []string{"d1"}, Passed: true, FlashSize: -1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		h := s.Hold(context.Background(), board)
+		if h.State == StateSent && len(h.SentDigests) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("3 s after the flash, Hold says %+v; want the board sent d1", h)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -178,6 +178,10 @@ type Store struct {
 	stmts  map[string]*sql.Stmt
 
 	cache rowCache // the writer's
+	// macs is every MAC in the devices table as of the writer's last
+	// transaction or tick, and the MACs it is writing: kept by the writer,
+	// asked by Hold, so that a device never seen costs no query.
+	macs macSet
 
 	dropped   atomic.Int64 // records that could not be written
 	truncated atomic.Int64 // strings cut to the limits
@@ -269,6 +273,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, queue: make(chan *op, 8192), stop: make(chan struct{}), done: make(chan struct{})}
 	s.listings.kick = make(chan struct{}, 1)
 	s.flush = make(chan struct{}, 1)
+	s.cache.known = &s.macs
 	s.lookups = make(chan func())
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)

@@ -61,6 +61,7 @@ func (s *Store) writer() {
 				behind = s.retain()
 			}
 			s.keepDurable(s.opts.Now())
+			s.cache.refresh(context.Background())
 			continue
 		case <-s.stop:
 			for {
@@ -400,9 +401,7 @@ func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
 			return id, nil // the event is kept; the fleet table does not grow past its bound
 		}
 		d = &row{Device: Device{MAC: ev.MAC, FirstSeen: ev.Time}}
-		if tx.rows != nil {
-			tx.rows.added = append(tx.rows.added, ev.MAC)
-		}
+		tx.adding(ev.MAC)
 	}
 	was := d.State
 	s.fold(d, ev, id, decided)
