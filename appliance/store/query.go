@@ -69,6 +69,9 @@ func loadDevice(tx wtx, mac string) (*row, bool, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
+	if err == nil {
+		tx.stored(r)
+	}
 	return r, err == nil, err
 }
 
@@ -77,12 +80,11 @@ func loadDevice(tx wtx, mac string) (*row, bool, error) {
 // (INSERT OR REPLACE deleted the row and wrote it and its three index
 // entries again).
 func deviceUpsert(n int) string {
-	cols := strings.Fields(strings.ReplaceAll(deviceCols, ",", " "))
-	set := make([]string, 0, len(cols))
-	for _, c := range cols[1:] {
+	set := make([]string, 0, deviceColumns)
+	for _, c := range deviceNames[1:] {
 		set = append(set, c+" = excluded."+c)
 	}
-	one := "(" + strings.TrimSuffix(strings.Repeat("?,", len(cols)), ",") + ")"
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", deviceColumns), ",") + ")"
 	return `INSERT INTO devices (` + deviceCols + `) VALUES ` + strings.TrimSuffix(strings.Repeat(one+",", n), ",") +
 		` ON CONFLICT(mac) DO UPDATE SET ` + strings.Join(set, ", ")
 }
@@ -108,51 +110,100 @@ func saveDevice(tx wtx, r *row) error {
 }
 
 // writeDirty writes the rows the writer's transaction saved and has not
-// written yet.
+// written yet: a new device's row with the others', upsertRows to a
+// statement; a known device's columns that changed, in an UPDATE of those
+// alone, which leaves alone the index entries of the others (a device's
+// request changes its last_seen, seldom its state or what it was sent).
 func (w wtx) writeDirty() error {
-	if w.rows == nil || w.rows.err != nil {
-		if w.rows != nil {
-			return w.rows.err
-		}
+	if w.rows == nil {
 		return nil
 	}
-	rows := make([]*row, 0, len(w.rows.dirty))
+	if w.rows.err != nil {
+		return w.rows.err
+	}
+	var fresh []*row
 	for _, mac := range w.rows.dirty {
-		if r := w.rows.rows[mac]; r != nil {
-			rows = append(rows, r)
+		r := w.rows.rows[mac]
+		if r == nil {
+			continue
 		}
+		if base, ok := w.rows.base[mac]; ok {
+			if err := updateDevice(w, base, r); err != nil {
+				w.rows.err = err
+				return err
+			}
+		} else {
+			fresh = append(fresh, r)
+		}
+		c := *r
+		w.rows.base[mac] = &c
 	}
 	w.rows.dirty = w.rows.dirty[:0]
 	clear(w.rows.isDirty)
-	if err := writeDevices(w, rows); err != nil {
+	if err := writeDevices(w, fresh); err != nil {
 		w.rows.err = err
 		return err
 	}
 	return nil
 }
 
-// writeDevices writes rows, upsertRows to a statement.
+// deviceColumns is how many columns deviceCols names.
+const deviceColumns = 28
+
+// deviceNames is deviceCols, one name each.
+var deviceNames = strings.Fields(strings.ReplaceAll(deviceCols, ",", " "))
+
+// deviceValues is r's row as stored, in deviceCols order.
+func deviceValues(r *row) [deviceColumns]any {
+	held, sentAt, fsAt := int64(0), int64(0), int64(0)
+	if !r.HeldUntil.IsZero() {
+		held = ms(r.HeldUntil)
+	}
+	if !r.SentAt.IsZero() {
+		sentAt = ms(r.SentAt)
+	}
+	if !r.FilesystemAt.IsZero() {
+		fsAt = ms(r.FilesystemAt)
+	}
+	return [deviceColumns]any{
+		r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
+		r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, sentAt, r.Requests, r.Downloads, r.Failures, held,
+		r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev, r.Filesystem, r.FilesystemSHA256, fsAt, b2i(r.pendingFS)}
+}
+
+// updateDevice writes the columns of r that differ from base, the row as
+// the database holds it.
+func updateDevice(tx wtx, base, r *row) error {
+	was, now := deviceValues(base), deviceValues(r)
+	var changed uint32
+	args := make([]any, 0, deviceColumns)
+	for i := 1; i < deviceColumns; i++ { // 0 is the MAC
+		if was[i] != now[i] {
+			changed |= 1 << i
+			args = append(args, now[i])
+		}
+	}
+	if changed == 0 {
+		return nil
+	}
+	q, ok := tx.s.cache.update(changed)
+	if !ok {
+		q, _ = tx.s.cache.update(allColumns)
+		args = append(args[:0], now[1:]...)
+	}
+	_, err := tx.exec(q, append(args, r.MAC)...)
+	return err
+}
+
+// writeDevices writes rows, new or not, upsertRows to a statement.
 func writeDevices(tx wtx, rows []*row) error {
-	const cols = 28
-	args := make([]any, 0, cols*min(len(rows), upsertRows))
+	args := make([]any, 0, deviceColumns*min(len(rows), upsertRows))
 	for len(rows) > 0 {
 		n := min(len(rows), upsertRows)
 		args = args[:0]
 		for _, r := range rows[:n] {
-			held, sentAt, fsAt := int64(0), int64(0), int64(0)
-			if !r.HeldUntil.IsZero() {
-				held = ms(r.HeldUntil)
-			}
-			if !r.SentAt.IsZero() {
-				sentAt = ms(r.SentAt)
-			}
-			if !r.FilesystemAt.IsZero() {
-				fsAt = ms(r.FilesystemAt)
-			}
-			args = append(args,
-				r.MAC, r.Family, r.Chip, r.IP, ms(r.FirstSeen), ms(r.LastSeen), r.Running, r.Digest, r.SDK, r.Decision, r.Reason, r.State,
-				r.Sent, strings.Join(r.SentDigests, " "), r.PrevDigest, sentAt, r.Requests, r.Downloads, r.Failures, held,
-				r.pendingEvent, r.pendingImage, strings.Join(r.pendingDigests, " "), r.pendingPrev, r.Filesystem, r.FilesystemSHA256, fsAt, b2i(r.pendingFS))
+			v := deviceValues(r)
+			args = append(args, v[:]...)
 		}
 		if _, err := tx.exec(upserts[n], args...); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -38,6 +39,38 @@ type rowCache struct {
 	valid   bool    // rows and known agree with the database
 	rows    map[string]*row
 	known   *macSet // every MAC in the devices table, and those being written
+	updates map[uint32]string
+}
+
+// maxUpdates bounds the UPDATE statements kept, one per set of changed
+// columns; a set past them updates every column (allColumns).
+const maxUpdates = 64
+
+// allColumns is every column but the MAC, as update's changed.
+const allColumns = uint32(1<<deviceColumns-1) &^ 1
+
+// update is the statement that sets the columns in changed (bit i:
+// deviceNames[i]) of one device, its MAC last; false when it would be one
+// statement too many, and the caller sets allColumns instead.
+func (c *rowCache) update(changed uint32) (string, bool) {
+	if q, ok := c.updates[changed]; ok {
+		return q, true
+	}
+	if c.updates == nil {
+		c.updates = map[uint32]string{}
+	}
+	if len(c.updates) >= maxUpdates && changed != allColumns {
+		return "", false
+	}
+	var set []string
+	for i := 1; i < deviceColumns; i++ {
+		if changed&(1<<i) != 0 {
+			set = append(set, deviceNames[i]+" = ?")
+		}
+	}
+	q := `UPDATE devices SET ` + strings.Join(set, ", ") + ` WHERE mac = ?`
+	c.updates[changed] = q
+	return q, true
 }
 
 // txRows is what one write transaction changed of the cache: the rows it
@@ -47,12 +80,15 @@ type rowCache struct {
 // it commits or runs a statement that names the devices table.
 type txRows struct {
 	rows    map[string]*row
+	base    map[string]*row // the rows as the database holds them, where known
 	dirty   []string
 	isDirty map[string]bool
 	err     error // writing the dirty rows failed: the transaction fails with it
 }
 
-func newTxRows() *txRows { return &txRows{rows: map[string]*row{}, isDirty: map[string]bool{}} }
+func newTxRows() *txRows {
+	return &txRows{rows: map[string]*row{}, base: map[string]*row{}, isDirty: map[string]bool{}}
+}
 
 // begin opens the writer's transaction on its held connection and makes
 // the cache agree with the database.
@@ -145,10 +181,20 @@ func (w wtx) cached(mac string) (r *row, ok bool) {
 		return &c, true
 	}
 	if r, ok := w.s.cache.rows[mac]; ok {
+		w.stored(r)
 		c := *r
 		return &c, true
 	}
 	return nil, false
+}
+
+// stored notes r as the database holds it (read from it, or as the
+// writer last committed it), for writeDirty's UPDATE of what changed.
+func (w wtx) stored(r *row) {
+	if w.rows != nil {
+		c := *r
+		w.rows.base[r.MAC] = &c
+	}
 }
 
 // unknown reports whether mac is certainly not in the devices table

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +166,83 @@ func TestHoldKnowsBoardsFlashedBesideTheServer(t *testing.T) {
 			t.Fatalf("3 s after the flash, Hold says %+v; want the board sent d1", h)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// values is a scanner of one row's values, in deviceCols order.
+type values [deviceColumns]any
+
+func (v values) Scan(dest ...any) error {
+	for i, d := range dest {
+		switch d := d.(type) {
+		case *string:
+			*d = v[i].(string)
+		case *int64:
+			*d = int64(v[i].(int))
+		case *bool:
+			*d = v[i].(int) != 0
+		default:
+			return fmt.Errorf("column %d: %T", i, d)
+		}
+	}
+	return nil
+}
+
+// TestEveryChangedColumnIsWritten: a known device's row is written as an
+// UPDATE of the columns that changed; each column, changed alone, reaches
+// the database.
+func TestEveryChangedColumnIsWritten(t *testing.T) {
+	if len(deviceNames) != deviceColumns {
+		t.Fatalf("deviceCols names %d columns, deviceColumns says %d", len(deviceNames), deviceColumns)
+	}
+	const mac = "AA:00:00:00:00:01"
+	var was, next values
+	for i := range was {
+		switch {
+		case i == 0:
+			was[i], next[i] = mac, mac
+		case i == deviceColumns-1: // pending_fs
+			was[i], next[i] = 0, 1
+		default:
+			was[i], next[i] = fmt.Sprint(i), fmt.Sprint(i+100)
+		}
+	}
+	// Numbers where the row holds numbers.
+	for _, name := range []string{"first_seen", "last_seen", "sent_at", "requests", "downloads", "failures", "held_until", "pending_event", "fs_at"} {
+		i := slices.Index(deviceNames, name)
+		was[i], next[i] = 1_000_000+i, 2_000_000+i
+	}
+	row := func(v values) *row {
+		r, err := scanDevice(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for i := 1; i < deviceColumns; i++ {
+		t.Run(deviceNames[i], func(t *testing.T) {
+			s, _ := open(t, t.TempDir(), Options{})
+			if err := s.inTx(func(tx wtx) error { return saveDevice(tx, row(was)) }); err != nil {
+				t.Fatal(err)
+			}
+			want := was
+			want[i] = next[i]
+			err := s.inTx(func(tx wtx) error {
+				if _, found, err := loadDevice(tx, mac); err != nil || !found {
+					return fmt.Errorf("the row just written: found %v, %v", found, err)
+				}
+				return saveDevice(tx, row(want))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := scanDevice(s.db.Load().QueryRow(`SELECT `+deviceCols+` FROM devices WHERE mac = ?`, mac))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := deviceValues(got); g != deviceValues(row(want)) {
+				t.Errorf("the database holds\n%v\nwant\n%v", g, deviceValues(row(want)))
+			}
+		})
 	}
 }
