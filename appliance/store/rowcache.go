@@ -83,7 +83,10 @@ type txRows struct {
 	base    map[string]*row // the rows as the database holds them, where known
 	dirty   []string
 	isDirty map[string]bool
-	err     error // writing the dirty rows failed: the transaction fails with it
+	err     error // writing what was kept back failed: the transaction fails with it
+	// listings are the events of listings from devices, kept back like
+	// the dirty rows, to go in listingRows to a statement.
+	listings []*Event
 }
 
 func newTxRows() *txRows {

@@ -103,6 +103,8 @@ func TestStatementsNamingDevicesSeeSavedRows(t *testing.T) {
 	}
 }
 
+// TestNamesDevices: which statements see the device rows the writer kept
+// back (writeBefore).
 func TestNamesDevices(t *testing.T) {
 	for q, want := range map[string]bool{
 		`UPDATE devices SET failures = 0`:                                       true,
@@ -113,8 +115,8 @@ func TestNamesDevices(t *testing.T) {
 		`SELECT n FROM commits`:                                                 false,
 		`UPDATE batch_devices SET x = 1 WHERE mac IN (SELECT mac FROM devices)`: true,
 	} {
-		if got := namesDevices(q); got != want {
-			t.Errorf("namesDevices(%q) = %v, want %v", q, got, want)
+		if got := names(q, "devices"); got != want {
+			t.Errorf("names(%q, devices) = %v, want %v", q, got, want)
 		}
 	}
 }
@@ -244,5 +246,53 @@ func TestEveryChangedColumnIsWritten(t *testing.T) {
 				t.Errorf("the database holds\n%v\nwant\n%v", g, deviceValues(row(want)))
 			}
 		})
+	}
+}
+
+// TestListingsKeptBackKeepTheirOrder: the writer keeps a device's
+// listing back to insert it with others; the events still go in in the
+// order they came, around a decision whose id is needed at once.
+func TestListingsKeptBackKeepTheirOrder(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	ev := func(target string) *Event {
+		return &Event{Time: time.Now(), Client: "127.0.0.1", MAC: "AA:00:00:00:00:01", Family: "ESP8266", Method: "GET", Endpoint: "catalog", Target: target, Status: 200, FreeSpace: -1, ChipSize: -1}
+	}
+	var order []string
+	for i := 0; i < listingRows+2; i++ {
+		order = append(order, fmt.Sprintf("/listing-%d", i))
+	}
+	order = slices.Insert(order, 3, "/decision")
+	err := s.inTx(func(tx wtx) error {
+		for _, target := range order {
+			e, decided := ev(target), target == "/decision"
+			if decided {
+				e.Endpoint, e.Decision, e.Image = "firmware", "no-update", "fw.bin"
+			}
+			id, err := s.insert(tx, e, decided)
+			if err != nil {
+				return err
+			}
+			if decided && id != 4 {
+				return fmt.Errorf("the decision's id is %d, want 4 (after three listings)", id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.db.Load().Query(`SELECT target FROM events ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var target string
+		rows.Scan(&target)
+		got = append(got, target)
+	}
+	if !slices.Equal(got, order) {
+		t.Errorf("events in id order:\n%v\nwant\n%v", got, order)
 	}
 }

@@ -140,16 +140,8 @@ func (s *Store) commit(batch []*op) {
 	err := s.inTx(func(tx wtx) error {
 		// The gathered listings (no device to fold into) go in as
 		// multi-row INSERTs: a catalog flood costs a fraction per row.
-		for len(listings) >= listingRows {
-			if err := s.insertListings(tx, listings[:listingRows]); err != nil {
-				return err
-			}
-			listings = listings[listingRows:]
-		}
-		for _, ev := range listings {
-			if _, err := s.insert(tx, ev, false); err != nil {
-				return err
-			}
+		if err := s.insertListings(tx, listings); err != nil {
+			return err
 		}
 		for i, o := range batch {
 			id, err := s.apply(tx, o)
@@ -219,7 +211,7 @@ func (s *Store) runTx(db *sql.DB, begin func(context.Context, *sql.DB) (*sql.Tx,
 		tx.Rollback()
 		return err
 	}
-	if err := w.writeDirty(); err != nil {
+	if err := w.writeKept(); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -259,13 +251,12 @@ func (s *Store) prepared(db *sql.DB, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
-// Exec runs query in the transaction, after writing the device rows it
-// has saved when query names the devices table.
+// Exec runs query in the transaction, after writing what the writer's
+// transaction has kept back (device rows, listings) of the tables query
+// names, so that it sees them.
 func (w wtx) Exec(query string, args ...any) (sql.Result, error) {
-	if namesDevices(query) {
-		if err := w.writeDirty(); err != nil {
-			return nil, err
-		}
+	if err := w.writeBefore(query); err != nil {
+		return nil, err
 	}
 	return w.exec(query, args...)
 }
@@ -280,10 +271,7 @@ func (w wtx) exec(query string, args ...any) (sql.Result, error) {
 
 // QueryRow is Exec's query of one row.
 func (w wtx) QueryRow(query string, args ...any) *sql.Row {
-	if namesDevices(query) {
-		// A failure is kept: the transaction ends with it (runTx).
-		w.writeDirty()
-	}
+	w.writeBefore(query) // a failure is kept: the transaction ends with it (runTx)
 	return w.queryRow(query, args...)
 }
 
@@ -295,19 +283,50 @@ func (w wtx) queryRow(query string, args ...any) *sql.Row {
 	return w.tx.Stmt(st).QueryRow(args...)
 }
 
-// namesDevices reports whether query names the devices table (not
-// batch_devices), which must then hold the rows saved so far.
-func namesDevices(query string) bool {
+// writeBefore writes the kept-back rows of the tables query names.
+func (w wtx) writeBefore(query string) error {
+	if w.rows == nil {
+		return nil
+	}
+	if w.rows.err != nil {
+		return w.rows.err
+	}
+	if len(w.rows.listings) > 0 && names(query, "events") {
+		if err := w.writeListings(); err != nil {
+			return err
+		}
+	}
+	if len(w.rows.dirty) > 0 && names(query, "devices") {
+		return w.writeDirty()
+	}
+	return nil
+}
+
+// writeKept writes everything the transaction kept back, before its
+// commit.
+func (w wtx) writeKept() error {
+	if w.rows != nil && w.rows.err != nil {
+		return w.rows.err
+	}
+	if err := w.writeListings(); err != nil {
+		return err
+	}
+	return w.writeDirty()
+}
+
+// names reports whether query names table as a word (devices, not
+// batch_devices).
+func names(query, table string) bool {
 	word := func(c byte) bool {
 		return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 	}
 	for i := 0; ; {
-		j := strings.Index(query[i:], "devices")
+		j := strings.Index(query[i:], table)
 		if j < 0 {
 			return false
 		}
 		j += i
-		end := j + len("devices")
+		end := j + len(table)
 		if (j == 0 || !word(query[j-1])) && (end == len(query) || !word(query[end])) {
 			return true
 		}
@@ -348,15 +367,41 @@ const eventRow = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 // listingInsert is the INSERT of listingRows events at once.
 var listingInsert = "INSERT INTO events (" + eventInsertCols + ") VALUES " + strings.TrimSuffix(strings.Repeat(eventRow+",", listingRows), ",")
 
-// insertListings writes listingRows listings in one statement.
+// insertListings writes listings, listingRows to a statement and the
+// rest one by one.
 func (s *Store) insertListings(tx wtx, evs []*Event) error {
-	args := make([]any, 0, 22*len(evs))
-	for _, ev := range evs {
-		args = append(args, ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
-			ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), 1, ev.Took, max(ev.Repeats, 1))
+	args := make([]any, 0, 22*min(len(evs), listingRows))
+	for len(evs) > 0 {
+		n, query := listingRows, listingInsert
+		if len(evs) < listingRows {
+			n, query = 1, `INSERT INTO events (`+eventInsertCols+`) VALUES `+eventRow
+		}
+		args = args[:0]
+		for _, ev := range evs[:n] {
+			args = append(args, ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
+				ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), 1, ev.Took, max(ev.Repeats, 1))
+		}
+		if _, err := tx.exec(query, args...); err != nil {
+			return err
+		}
+		evs = evs[n:]
 	}
-	_, err := tx.Exec(listingInsert, args...)
-	return err
+	return nil
+}
+
+// writeListings writes the listings from devices the writer's
+// transaction kept back (insert).
+func (w wtx) writeListings() error {
+	if w.rows == nil || len(w.rows.listings) == 0 {
+		return nil
+	}
+	evs := w.rows.listings
+	w.rows.listings = nil
+	if err := w.s.insertListings(w, evs); err != nil {
+		w.rows.err = err // the transaction fails with it (runTx)
+		return err
+	}
+	return nil
 }
 
 func b2i(b bool) int {
@@ -368,16 +413,22 @@ func b2i(b bool) int {
 
 // insert writes one event and folds it into its device.
 func (s *Store) insert(tx wtx, ev *Event, decided bool) (int64, error) {
-	finished := !(decided && ev.Decision == "serve")
-	res, err := tx.Exec(`INSERT INTO events (`+eventInsertCols+`) VALUES `+eventRow,
-		ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
-		ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), b2i(finished), ev.Took, max(ev.Repeats, 1))
-	if err != nil {
-		return 0, err
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return 0, err
+	var id int64
+	if !decided && tx.rows != nil {
+		// A listing's id is nobody's: it waits to go in with the others,
+		// listingRows to a statement (writeListings).
+		tx.rows.listings = append(tx.rows.listings, ev)
+	} else {
+		finished := !(decided && ev.Decision == "serve")
+		res, err := tx.Exec(`INSERT INTO events (`+eventInsertCols+`) VALUES `+eventRow,
+			ms(ev.Time), ev.Client, ev.MAC, ev.Family, ev.Method, ev.Endpoint, ev.Target, ev.Decision, ev.Status, ev.Reason,
+			ev.Image, ev.Digest, ev.Running, ev.SDK, ev.FreeSpace, ev.ChipSize, ev.Bytes, ev.Size, b2i(ev.Completed), b2i(finished), ev.Took, max(ev.Repeats, 1))
+		if err != nil {
+			return 0, err
+		}
+		if id, err = res.LastInsertId(); err != nil {
+			return 0, err
+		}
 	}
 	if ev.MAC == "" {
 		return id, nil // a listing carries no identity: nothing to attach it to
