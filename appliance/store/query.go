@@ -546,10 +546,26 @@ type Hold struct {
 // Hold returns mac's update history for the hold-back decision (zero when
 // the device is unknown or the record cannot be read). The query runs on
 // one of the store's lookup goroutines (see lookups); a device the writer
-// has never seen in the table (Store.macs) costs none.
+// has never seen in the table (Store.macs) or keeps in memory
+// (Store.holds) costs none.
 func (s *Store) Hold(ctx context.Context, mac string) Hold {
-	if s == nil || ctx.Err() != nil || s.macs.absent(strings.ToUpper(mac)) {
+	if s == nil || ctx.Err() != nil || s.db.Load() == nil {
 		return Hold{}
+	}
+	select {
+	case <-s.stop:
+		return Hold{} // closed
+	default:
+	}
+	up := strings.ToUpper(mac)
+	if s.macs.absent(up) {
+		return Hold{}
+	}
+	if h, ok := s.holds.get(up); ok {
+		if h.Pending {
+			s.askFlush()
+		}
+		return h
 	}
 	res := make(chan Hold, 1)
 	select {
@@ -594,14 +610,18 @@ func (s *Store) hold(ctx context.Context, mac string) Hold {
 		h.Until = time.UnixMilli(until)
 	}
 	if h.Pending {
-		// The download's end may be lingering in the writer: have it
-		// committed now, for the caller's next look.
-		select {
-		case s.flush <- struct{}{}:
-		default:
-		}
+		s.askFlush()
 	}
 	return h
+}
+
+// askFlush has the writer commit what lingers now: a pending download's
+// end, for the caller's next look.
+func (s *Store) askFlush() {
+	select {
+	case s.flush <- struct{}{}:
+	default:
+	}
 }
 
 // After applies a check-in reporting digest at now, as the store will

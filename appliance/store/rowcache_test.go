@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -294,5 +295,73 @@ func TestListingsKeptBackKeepTheirOrder(t *testing.T) {
 	}
 	if !slices.Equal(got, order) {
 		t.Errorf("events in id order:\n%v\nwant\n%v", got, order)
+	}
+}
+
+// TestHoldFromMemoryIsTheQuerysAnswer: Hold answers a device the writer
+// keeps in memory without asking SQLite; at every step of a device's
+// updates (sent, failed, held back, a filesystem image, a download
+// still running) that answer is the hold query's.
+func TestHoldFromMemoryIsTheQuerysAnswer(t *testing.T) {
+	s, _ := open(t, t.TempDir(), Options{})
+	const mac = "AA:00:00:00:00:07"
+	same := func(step string) {
+		t.Helper()
+		mem, ok := s.holds.get(mac)
+		if !ok {
+			t.Fatalf("%s: the writer keeps no hold for the device", step)
+		}
+		if q := s.hold(context.Background(), mac); !reflect.DeepEqual(mem, q) {
+			t.Errorf("%s: Hold from memory\n%+v\nthe query\n%+v", step, mem, q)
+		}
+	}
+	whole := request{mac: mac, decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new", "new-sha"}, bytes: 100, size: 100}
+	s.do(whole)
+	device(t, s, mac)
+	same("sent whole")
+	for i := 0; i < 3; i++ {
+		s.do(whole)
+		device(t, s, mac)
+		same(fmt.Sprintf("came back on its old image, %d", i+1))
+	}
+	if h := s.Hold(context.Background(), mac); !h.Until.After(time.Now()) || h.Failures < HoldBackAfter {
+		t.Fatalf("after the failures: %+v, want held back", h)
+	}
+	ev := &Event{Time: time.Now(), Client: "127.0.0.1", MAC: mac, Family: "ESP8266", Method: "GET", Endpoint: "update",
+		Target: "/update", Decision: "serve", Status: 200, Image: "a.littlefs.bin", FSDigest: "aaaa", Digest: "old", FreeSpace: -1, ChipSize: -1}
+	id := s.Decided(ev)
+	same("a filesystem download running")
+	if h := s.Hold(context.Background(), mac); !h.Pending {
+		t.Errorf("while the download runs: %+v, want pending", h)
+	}
+	ev.Bytes, ev.Size, ev.Completed = 1000, 1000, true
+	s.Finished(id, ev)
+	device(t, s, mac)
+	same("a filesystem image received")
+}
+
+// TestHoldSeesOtaboxRetryFromAShell: a retry from another process clears
+// the hold-back the writer keeps in memory within its next tick.
+func TestHoldSeesOtaboxRetryFromAShell(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Options{})
+	const mac = "AA:00:00:00:00:08"
+	whole := request{mac: mac, decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 100, size: 100}
+	for i := 0; i < 3; i++ {
+		s.do(whole)
+		device(t, s, mac)
+	}
+	if h := s.Hold(context.Background(), mac); h.Failures == 0 {
+		t.Fatalf("after the failures: %+v", h)
+	}
+	if known, err := Retry(dir, mac); err != nil || !known {
+		t.Fatalf("Retry: %v %v", known, err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for h := s.Hold(context.Background(), mac); h.Failures != 0 || !h.Until.IsZero(); h = s.Hold(context.Background(), mac) {
+		if time.Now().After(deadline) {
+			t.Fatalf("3 s after the retry: %+v", h)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
