@@ -129,14 +129,15 @@ func (c *rowCache) begin(ctx context.Context, db *sql.DB) (*sql.Tx, error) {
 	return tx, nil
 }
 
-// refresh looks, between transactions, for another connection's commit:
-// then the cache is emptied and the MACs read again.
+// refresh looks, between transactions, for another connection's commit
+// (or a cache a failed transaction left unsure): then the cache is
+// emptied and the MACs read again.
 func (c *rowCache) refresh(ctx context.Context) {
-	if c.conn == nil || !c.valid {
+	if c.conn == nil {
 		return
 	}
 	var v int64
-	if err := c.conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil || v == c.version {
+	if err := c.conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil || c.valid && v == c.version {
 		return
 	}
 	clear(c.rows)
@@ -145,7 +146,7 @@ func (c *rowCache) refresh(ctx context.Context) {
 		c.valid = false // read again at the next transaction's start
 		return
 	}
-	c.version = v
+	c.version, c.valid = v, true
 }
 
 // committed takes in what a committed transaction wrote.
@@ -217,15 +218,20 @@ func holdOf(r *row) Hold {
 
 // failed forgets everything: the transaction's writes were rolled back,
 // and the rows it read may have been changed in memory.
-func (c *rowCache) failed() { c.valid = false }
+func (c *rowCache) failed() {
+	c.valid = false
+	c.holds.clear()
+}
 
 // release gives the held connection back (the writer's end, or a new
-// database).
+// database): until the next transaction, Hold asks SQLite.
 func (c *rowCache) release() {
 	if c.conn != nil {
 		c.conn.Close()
 	}
 	c.conn, c.db, c.valid = nil, nil, false
+	c.holds.clear()
+	c.known.unready()
 }
 
 // cached returns mac's row as the writer's transaction sees it: saved in
@@ -355,6 +361,13 @@ func (s *macSet) load(ctx context.Context, q querier) error {
 	s.nums, s.other, s.ready = nums, other, true
 	s.mu.Unlock()
 	return nil
+}
+
+// unready makes absent answer false until the next load.
+func (s *macSet) unready() {
+	s.mu.Lock()
+	s.ready = false
+	s.mu.Unlock()
 }
 
 func (s *macSet) add(mac string) {
