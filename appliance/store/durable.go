@@ -180,10 +180,15 @@ func (s *Store) setLost(why string) {
 	s.log.Error("store: part of the fleet record was lost; devices are still served", "reason", why)
 }
 
+// rowQuerier is a database or one of its connections.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // checkpoint copies the WAL into the database file and truncates it.
-func (s *Store) checkpoint(db *sql.DB) error {
+func (s *Store) checkpoint(db rowQuerier) error {
 	var busy, logFrames, done int
-	if err := db.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done); err != nil {
+	if err := db.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done); err != nil {
 		return err
 	}
 	if busy != 0 {
@@ -202,14 +207,26 @@ func (s *Store) keepDurable(now time.Time) {
 	}
 	path := s.Path()
 	fi, err := os.Stat(path + "-wal")
-	if errors.Is(err, fs.ErrNotExist) {
+	// Deleted, or deleted and made again: a connection the pool opened
+	// since finds no WAL and starts an empty one, while the writer's goes
+	// on writing into the deleted file. So the file is known by its
+	// identity, taken when the writer's connection first read it
+	// (rowCache.wal).
+	replaced := err == nil && s.cache.wal != nil && !os.SameFile(s.cache.wal, fi)
+	if errors.Is(err, fs.ErrNotExist) || replaced {
 		s.log.Error("store: the fleet record's WAL was deleted while otabox runs; saving what SQLite still holds of it into the database and reopening it", "file", path+"-wal")
-		if err := s.checkpoint(db); err != nil {
+		// The writer's connection still has the deleted WAL open.
+		var q rowQuerier = db
+		if s.cache.conn != nil {
+			q = s.cache.conn
+		}
+		if err := s.checkpoint(q); err != nil {
 			s.setLost("the WAL was deleted while otabox ran and what SQLite held of it could not be saved: " + err.Error())
 		}
 		s.reopen()
 		return
 	}
+
 	if err != nil || s.opts.Replicated {
 		// No WAL to look at (not in WAL mode yet, or the data dir went
 		// away), or Litestream checkpoints it.
@@ -230,6 +247,7 @@ func (s *Store) keepDurable(now time.Time) {
 
 // reopen closes the database and opens it again (a new WAL file).
 func (s *Store) reopen() {
+	s.cache.release() // the writer's connection goes with its database
 	old := s.db.Swap(nil)
 	if old != nil {
 		old.Close()

@@ -546,8 +546,9 @@ type Hold struct {
 // Hold returns mac's update history for the hold-back decision (zero when
 // the device is unknown or the record cannot be read). The query runs on
 // one of the store's lookup goroutines (see lookups); a device the writer
-// has never seen in the table (Store.macs) or keeps in memory
-// (Store.holds) costs none.
+// has never seen in the table (Store.macs) costs none. A known device is
+// always asked of SQLite: otabox retry from a shell beside the server
+// must hold its next check-in back no more.
 func (s *Store) Hold(ctx context.Context, mac string) Hold {
 	if s == nil || ctx.Err() != nil || s.db.Load() == nil {
 		return Hold{}
@@ -560,12 +561,6 @@ func (s *Store) Hold(ctx context.Context, mac string) Hold {
 	up := strings.ToUpper(mac)
 	if s.macs.absent(up) {
 		return Hold{}
-	}
-	if h, ok := s.holds.get(up); ok {
-		if h.Pending {
-			s.askFlush()
-		}
-		return h
 	}
 	res := make(chan Hold, 1)
 	select {

@@ -4,10 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
+	"os"
 	"strings"
 	"sync"
-	"time"
 )
 
 // cacheRows bounds the device rows the writer keeps (about 1 KB each):
@@ -40,9 +39,12 @@ type rowCache struct {
 	version int64   // data_version as of the writer's last commit
 	valid   bool    // rows and known agree with the database
 	rows    map[string]*row
-	known   *macSet    // every MAC in the devices table, and those being written
-	holds   *holdCache // what Hold needs of rows, once committed
+	known   *macSet // every MAC in the devices table, and those being written
 	updates map[uint32]string
+	// wal is the WAL file (walPath) as conn first read it: a file by that
+	// name that is not it was made after it was deleted (keepDurable).
+	walPath string
+	wal     os.FileInfo
 }
 
 // maxUpdates bounds the UPDATE statements kept, one per set of changed
@@ -117,9 +119,11 @@ func (c *rowCache) begin(ctx context.Context, db *sql.DB) (*sql.Tx, error) {
 		tx.Rollback()
 		return nil, fmt.Errorf("data_version: %w", err)
 	}
+	if c.wal == nil && c.walPath != "" {
+		c.wal, _ = os.Stat(c.walPath) // the connection has it open now
+	}
 	if !c.valid || v != c.version {
 		clear(c.rows)
-		c.holds.clear()
 		if err := c.known.load(ctx, tx); err != nil {
 			tx.Rollback()
 			return nil, fmt.Errorf("devices: %w", err)
@@ -141,7 +145,6 @@ func (c *rowCache) refresh(ctx context.Context) {
 		return
 	}
 	clear(c.rows)
-	c.holds.clear()
 	if err := c.known.load(ctx, c.conn); err != nil {
 		c.valid = false // read again at the next transaction's start
 		return
@@ -153,84 +156,27 @@ func (c *rowCache) refresh(ctx context.Context) {
 func (c *rowCache) committed(t *txRows) {
 	if c.rows == nil || len(c.rows)+len(t.rows) > cacheRows {
 		c.rows = make(map[string]*row, min(len(t.rows), cacheRows))
-		c.holds.clear()
 	}
 	for mac, r := range t.rows {
 		if r == nil {
 			delete(c.rows, mac)
-			c.holds.forget(mac)
 			continue
 		}
 		c.rows[mac] = r
-		c.holds.set(mac, holdOf(r))
 	}
-}
-
-// holdCache is Hold's answer for the devices in the writer's row cache,
-// as they were committed: a known device's request then asks SQLite
-// nothing (its hold query was 4 % of a download's CPU, with the hop to a
-// lookup goroutine). It follows the row cache: emptied with it when
-// another connection has committed (seen at the writer's next
-// transaction or tick: otabox retry from a shell takes effect within a
-// second), and never holds more rows than it.
-type holdCache struct {
-	mu sync.RWMutex
-	m  map[string]Hold
-}
-
-func (h *holdCache) get(mac string) (Hold, bool) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	v, ok := h.m[mac]
-	return v, ok
-}
-
-func (h *holdCache) set(mac string, v Hold) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.m == nil {
-		h.m = map[string]Hold{}
-	}
-	h.m[mac] = v
-}
-
-func (h *holdCache) forget(mac string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.m, mac)
-}
-
-func (h *holdCache) clear() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	clear(h.m)
-}
-
-// holdOf is r as the hold query reads it from the table.
-func holdOf(r *row) Hold {
-	h := Hold{SentDigests: slices.Clone(r.SentDigests), PrevDigest: r.PrevDigest, State: r.State, Failures: int(r.Failures),
-		Pending: r.pendingEvent != 0, FilesystemSHA256: r.FilesystemSHA256}
-	if !r.HeldUntil.IsZero() {
-		h.Until = time.UnixMilli(ms(r.HeldUntil))
-	}
-	return h
 }
 
 // failed forgets everything: the transaction's writes were rolled back,
 // and the rows it read may have been changed in memory.
-func (c *rowCache) failed() {
-	c.valid = false
-	c.holds.clear()
-}
+func (c *rowCache) failed() { c.valid = false }
 
 // release gives the held connection back (the writer's end, or a new
-// database): until the next transaction, Hold asks SQLite.
+// database): until the next transaction, Hold asks SQLite of every MAC.
 func (c *rowCache) release() {
 	if c.conn != nil {
 		c.conn.Close()
 	}
-	c.conn, c.db, c.valid = nil, nil, false
-	c.holds.clear()
+	c.conn, c.db, c.valid, c.wal = nil, nil, false, nil
 	c.known.unready()
 }
 

@@ -182,8 +182,6 @@ type Store struct {
 	// transaction or tick, and the MACs it is writing: kept by the writer,
 	// asked by Hold, so that a device never seen costs no query.
 	macs macSet
-	// holds is Hold's answer for the devices the writer keeps in memory.
-	holds holdCache
 
 	dropped   atomic.Int64 // records that could not be written
 	truncated atomic.Int64 // strings cut to the limits
@@ -275,7 +273,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, queue: make(chan *op, 8192), stop: make(chan struct{}), done: make(chan struct{})}
 	s.listings.kick = make(chan struct{}, 1)
 	s.flush = make(chan struct{}, 1)
-	s.cache.known, s.cache.holds = &s.macs, &s.holds
+	s.cache.known = &s.macs
+	s.cache.walPath = s.Path() + "-wal"
 	s.lookups = make(chan func())
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)

@@ -404,7 +404,6 @@ func TestHoldRunsOnTheLookupGoroutines(t *testing.T) {
 	s, _ := open(t, t.TempDir(), Options{})
 	s.do(request{mac: "A", decision: "serve", digest: "old", image: "fw.bin", digests: []string{"new"}, bytes: 100, size: 100})
 	device(t, s, "A")
-	s.holds.clear() // asked of SQLite, not of the writer's memory (TestHoldFromMemoryIsTheQuerysAnswer)
 	var wg sync.WaitGroup
 	for range 64 { // more at once than there are lookup goroutines
 		wg.Add(1)
