@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"otabox/appliance/emu"
 	"otabox/appliance/espimage"
@@ -149,6 +150,17 @@ func TestFleetAcrossKill(t *testing.T) {
 		t.Fatalf("C: %v %v", resp, err)
 	}
 	io.ReadFull(br, make([]byte, 256<<10))
+	// The decision's commit runs while the body streams (only the last
+	// bytes wait for it), so a kill this early may come before it: wait
+	// until the record holds it, then kill.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, ok := recorded(t, data)["24:0A:C4:00:00:0C"]; ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("C's decision was not recorded within 5 s of its first bytes")
+		}
+	}
 	r.cmd.Process.Signal(syscall.SIGKILL)
 	r.cmd.Wait()
 	conn.Close()
