@@ -550,16 +550,7 @@ type Hold struct {
 // always asked of SQLite: otabox retry from a shell beside the server
 // must hold its next check-in back no more.
 func (s *Store) Hold(ctx context.Context, mac string) Hold {
-	if s == nil || ctx.Err() != nil || s.db.Load() == nil {
-		return Hold{}
-	}
-	select {
-	case <-s.stop:
-		return Hold{} // closed
-	default:
-	}
-	up := strings.ToUpper(mac)
-	if s.macs.absent(up) {
+	if s == nil || ctx.Err() != nil || s.macs.absent(strings.ToUpper(mac)) {
 		return Hold{}
 	}
 	res := make(chan Hold, 1)
@@ -605,18 +596,14 @@ func (s *Store) hold(ctx context.Context, mac string) Hold {
 		h.Until = time.UnixMilli(until)
 	}
 	if h.Pending {
-		s.askFlush()
+		// The download's end may be lingering in the writer: have it
+		// committed now, for the caller's next look.
+		select {
+		case s.flush <- struct{}{}:
+		default:
+		}
 	}
 	return h
-}
-
-// askFlush has the writer commit what lingers now: a pending download's
-// end, for the caller's next look.
-func (s *Store) askFlush() {
-	select {
-	case s.flush <- struct{}{}:
-	default:
-	}
 }
 
 // After applies a check-in reporting digest at now, as the store will
