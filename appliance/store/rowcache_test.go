@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -317,5 +319,46 @@ func TestHoldSeesOtaboxRetryFromAShell(t *testing.T) {
 	}
 	if h := s.Hold(context.Background(), mac); h.Failures != 0 || !h.Until.IsZero() {
 		t.Errorf("right after the retry: %+v, want no failures, not held", h)
+	}
+}
+
+// TestWALDeletedAndMadeAgainIsSeen: after the WAL is deleted, a
+// connection opened since makes a new, empty file of that name, while the
+// writer goes on writing into the deleted one. The writer knows its WAL
+// by identity: it still says so, saves what SQLite holds and loses
+// nothing.
+func TestWALDeletedAndMadeAgainIsSeen(t *testing.T) {
+	dir := t.TempDir()
+	s, logs := open(t, dir, Options{})
+	mac := func(i int) string { return fmt.Sprintf("AA:00:00:00:03:%02X", i) }
+	for i := 0; i < 10; i++ {
+		s.do(request{mac: mac(i), decision: "refuse", image: "fw.bin"})
+	}
+	wal := s.Path() + "-wal"
+	if err := os.Remove(wal); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("sqlite", dsn(s.Path(), true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	other.QueryRow(`SELECT count(*) FROM devices`).Scan(&n)
+	other.Close()
+	if _, err := os.Stat(wal); err != nil {
+		t.Skipf("no connection made the WAL again (%v): the case this test is for did not arise", err)
+	}
+	for i := 10; i < 20; i++ {
+		s.do(request{mac: mac(i), decision: "refuse", image: "fw.bin"})
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "WAL was deleted while otabox runs"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no word of the deleted WAL within 5 s:\n%s", logs)
+		}
+	}
+	s.Close()
+	s2, _ := open(t, dir, Options{})
+	for i := 0; i < 20; i++ {
+		device(t, s2, mac(i))
 	}
 }
