@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -59,6 +60,28 @@ type quickListener struct {
 	once  sync.Once
 	mu    sync.Mutex
 	open  map[net.Conn]bool // connections read here; true while a request runs
+	dates dateClock
+}
+
+// dateClock is the Date header line of the current second, formatted once
+// per second rather than once per listing (as net/http's own, it has a
+// second's resolution).
+type dateClock struct{ line atomic.Pointer[dateLine] }
+
+type dateLine struct {
+	sec  int64
+	text []byte // "Date: Mon, 02 Jan 2006 15:04:05 GMT\r\n"
+}
+
+func (d *dateClock) at(now time.Time) []byte {
+	sec := now.Unix()
+	if l := d.line.Load(); l != nil && l.sec == sec {
+		return l.text
+	}
+	text := append([]byte("Date: "), now.UTC().AppendFormat(nil, http.TimeFormat)...)
+	l := &dateLine{sec: sec, text: append(text, "\r\n"...)}
+	d.line.Store(l)
+	return l.text
 }
 
 func (q *quickListener) Accept() (net.Conn, error) {
@@ -147,8 +170,10 @@ func (q *quickListener) serve(c net.Conn) {
 	if q.srv.ConnContext != nil {
 		ctx = q.srv.ConnContext(ctx, c)
 	}
-	var w quickWriter
+	base := (&http.Request{}).WithContext(ctx) // what parseListing's requests are made from
+	w := quickWriter{dates: &q.dates}
 	var head []byte
+	var writeBy time.Time // the write deadline in force
 	remote := c.RemoteAddr().String()
 	wait := q.srv.ReadHeaderTimeout // the first request; then IdleTimeout between requests
 	for {
@@ -172,10 +197,14 @@ func (q *quickListener) serve(c net.Conn) {
 			return
 		}
 		head = append(head[:0], peek(br, n)...) // kept to hand over if the request is not taken
-		req, err := http.ReadRequest(br)
-		if err != nil || !quickTakes(req, head) {
+		req, ok := parseListing(head, base)
+		if ok {
+			br.Discard(n)
+		} else if req, err = http.ReadRequest(br); err != nil || !quickTakes(req, head) {
 			q.handOff(c, br, head, headBy)
 			return
+		} else {
+			req = req.WithContext(ctx)
 		}
 		if !q.track(c, true) {
 			c.Close()
@@ -184,10 +213,16 @@ func (q *quickListener) serve(c net.Conn) {
 		q.state(c, http.StateActive)
 		req.RemoteAddr = remote
 		w.reset(req)
-		q.srv.Handler.ServeHTTP(&w, req.WithContext(ctx))
-		c.SetWriteDeadline(deadline(q.srv.ReadHeaderTimeout))
+		q.srv.Handler.ServeHTTP(&w, req)
+		// The write deadline gives each response between half of
+		// ReadHeaderTimeout and all of it, renewed only when less than
+		// half is left: setting and clearing it around every listing was
+		// a fortieth of what one costs.
+		if wt := q.srv.ReadHeaderTimeout; wt > 0 && time.Until(writeBy) < wt/2 {
+			writeBy = deadline(wt)
+			c.SetWriteDeadline(writeBy)
+		}
 		_, err = c.Write(w.response())
-		c.SetWriteDeadline(time.Time{})
 		if err != nil || w.closeAfter || !q.track(c, false) {
 			q.untrack(c)
 			c.Close()
@@ -305,7 +340,7 @@ func hostLines(head []byte) int {
 // not take) and whatever br still holds before reading c again, and must
 // have the head whole by headBy (zero: net/http's own timeout).
 func (q *quickListener) handOff(c net.Conn, br *bufio.Reader, head []byte, headBy time.Time) {
-	c.SetReadDeadline(time.Time{})
+	c.SetDeadline(time.Time{}) // net/http sets its own
 	pending := append(head, peek(br, br.Buffered())...)
 	hc := &handedConn{Conn: c, pending: pending, headBy: headBy}
 	q.untrack(c)
@@ -370,6 +405,7 @@ type quickWriter struct {
 	body       []byte
 	out        bytes.Buffer // the response, reused by the connection's next one
 	closeAfter bool
+	dates      *dateClock
 }
 
 func (w *quickWriter) reset(req *http.Request) {
@@ -458,10 +494,7 @@ func (w *quickWriter) response() []byte {
 	buf.WriteString("\r\n")
 	hd.WriteSubset(buf, exclude)
 	if !hasDate {
-		var date [len(http.TimeFormat) + 8]byte
-		buf.WriteString("Date: ")
-		buf.Write(time.Now().UTC().AppendFormat(date[:0], http.TimeFormat))
-		buf.WriteString("\r\n")
+		buf.Write(w.dates.at(time.Now()))
 	}
 	for _, kv := range [][2]string{{"Content-Length", length}, {"Content-Type", ctype}, {"Connection", conn}} {
 		if kv[1] != "" {
