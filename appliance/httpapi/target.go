@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 )
 
@@ -17,17 +18,26 @@ import (
 // stream through, following each request head so that it never touches a
 // body. It holds back at most the first 8 bytes of a target (to tell
 // "hall/fw.bin" from an absolute "http://..."), and nothing else.
-func FixTargets(l net.Listener) net.Listener { return fixListener{l} }
+func FixTargets(l net.Listener) net.Listener { return &fixListener{Listener: l} }
 
-type fixListener struct{ net.Listener }
+type fixListener struct {
+	net.Listener
+	bufs sync.Pool // *fixBufs, lent to a connection while it reads a head
+}
 
-func (l fixListener) Accept() (net.Conn, error) {
+func (l *fixListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &fixConn{Conn: c}, nil
+	return &fixConn{Conn: c, pool: &l.bufs}, nil
 }
+
+// fixBufs are a connection's buffers while it reads a head. They go back
+// to the listener's pool once the head is read: a connection between
+// requests, or sending a download for minutes, holds none, and a
+// listing a second on a keep-alive connection allocates none.
+type fixBufs struct{ in, out []byte }
 
 type parseState uint8
 
@@ -51,6 +61,8 @@ const overHeader = "X-Otabox-Head-Over"
 // goroutine at a time, as net/http reads a connection.
 type fixConn struct {
 	net.Conn
+	pool     *sync.Pool // of *fixBufs; nil: in and out are allocated as needed
+	bufs     *fixBufs   // lent by pool while in or out holds bytes
 	in, out  []byte
 	st       parseState
 	n        int    // bytes of the current method
@@ -124,6 +136,13 @@ func (c *fixConn) Read(p []byte) (int, error) {
 		// Read into the caller's buffer and keep a copy: no buffer of
 		// our own per connection (a thousand downloads hold none).
 		n, err := c.Conn.Read(p)
+		if c.bufs == nil && c.pool != nil && n > 0 {
+			c.bufs, _ = c.pool.Get().(*fixBufs)
+			if c.bufs == nil {
+				c.bufs = &fixBufs{in: make([]byte, 0, 1024), out: make([]byte, 0, 1024)}
+			}
+			c.in, c.out = c.bufs.in[:0], c.bufs.out[:0]
+		}
 		c.in = append(c.in, p[:n]...)
 		if err != nil {
 			c.process()
@@ -140,9 +159,19 @@ func (c *fixConn) Read(p []byte) (int, error) {
 	if len(c.out) == 0 && len(c.in) == 0 && cap(c.in)+cap(c.out) > 0 {
 		// The head is read: while the request runs (a download for
 		// minutes) the connection holds no buffers.
-		c.in, c.out = nil, nil
+		c.giveBack()
 	}
 	return n, nil
+}
+
+// giveBack returns the connection's buffers to the pool (kept there only
+// while small: a head cut at the limits grows them past it).
+func (c *fixConn) giveBack() {
+	if b := c.bufs; b != nil && cap(c.in) <= 4096 && cap(c.out) <= 4096 {
+		b.in, b.out = c.in[:0], c.out[:0]
+		c.pool.Put(b)
+	}
+	c.bufs, c.in, c.out = nil, nil, nil
 }
 
 // process moves what it can from c.in to c.out, fixing targets on the way.
