@@ -37,7 +37,7 @@ func (l *fixListener) Accept() (net.Conn, error) {
 // to the listener's pool once the head is read: a connection between
 // requests, or sending a download for minutes, holds none, and a
 // listing a second on a keep-alive connection allocates none.
-type fixBufs struct{ in, out []byte }
+type fixBufs struct{ in, out []byte } // never changed once made
 
 type parseState uint8
 
@@ -164,12 +164,12 @@ func (c *fixConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// giveBack returns the connection's buffers to the pool (kept there only
-// while small: a head cut at the limits grows them past it).
+// giveBack returns the buffers lent to the connection to the pool, as
+// they were lent: c.in and c.out are parts of them by now, or larger
+// arrays that replaced them, which are dropped.
 func (c *fixConn) giveBack() {
-	if b := c.bufs; b != nil && cap(c.in) <= 4096 && cap(c.out) <= 4096 {
-		b.in, b.out = c.in[:0], c.out[:0]
-		c.pool.Put(b)
+	if c.bufs != nil {
+		c.pool.Put(c.bufs)
 	}
 	c.bufs, c.in, c.out = nil, nil, nil
 }
