@@ -640,10 +640,12 @@ func (h *Handler) serveCatalog(x *exchange, r *http.Request, facts *device.Facts
 	}
 	body := dir.JSON(fam)
 	hd := x.Header()
-	hd.Set("Content-Type", "application/json")
+	// Canonical keys set directly: Set would canonicalize them again on
+	// every listing.
+	hd["Content-Type"] = []string{"application/json"}
 	// Always an explicit length: AutoConnect reads the raw stream and
 	// would parse chunk framing as JSON (spec §2.6).
-	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
 	x.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		x.Write(body)
