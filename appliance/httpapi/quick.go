@@ -25,8 +25,9 @@ import (
 // more than everything otabox does for it. Each new connection is read
 // here first; an HTTP/1.1 GET of /_catalog with no body is parsed (by
 // parseListing in the plain form devices send, else by net/http's own
-// http.ReadRequest) and handed to srv's Handler with a ResponseWriter that writes the response as net/http would, byte
-// for byte but the Date (TestQuickAnswersAsNetHTTP). The first request of
+// http.ReadRequest) and handed to srv's Handler with a ResponseWriter
+// that writes the response as net/http would, byte for byte but the Date
+// (TestQuickAnswersAsNetHTTP). The first request of
 // any other kind, or any request this path does not take (HTTP/1.0, a
 // body, Expect, a head over 4 KB, a parse error), hands the connection
 // with every byte read so far to net/http, which keeps it from then on.
