@@ -218,7 +218,7 @@ func (q *quickListener) serve(c net.Conn) {
 		// The write deadline gives each response between half of
 		// ReadHeaderTimeout and all of it, renewed only when less than
 		// half is left: setting and clearing it around every listing was
-		// a fortieth of what one costs.
+		// 1.5 % of what one costs.
 		if wt := q.srv.ReadHeaderTimeout; wt > 0 && time.Until(writeBy) < wt/2 {
 			writeBy = deadline(wt)
 			c.SetWriteDeadline(writeBy)

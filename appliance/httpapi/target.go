@@ -35,8 +35,8 @@ func (l *fixListener) Accept() (net.Conn, error) {
 
 // fixBufs are a connection's buffers while it reads a head. They go back
 // to the listener's pool once the head is read: a connection between
-// requests, or sending a download for minutes, holds none, and a
-// listing a second on a keep-alive connection allocates none.
+// requests, or sending a download for minutes, holds none, and the next
+// head on a keep-alive connection takes them again instead of allocating.
 type fixBufs struct{ in, out []byte } // never changed once made
 
 type parseState uint8

@@ -26,8 +26,8 @@ type Metrics struct {
 
 	// counted keeps the requests counter of each label set seen:
 	// WithLabelValues hashes its three labels and formats the status on
-	// every call, a tenth of what a listing costs otabox. The label sets
-	// are few (endpoints × decisions × status codes).
+	// every call, a tenth of the handler's time for a listing. The label
+	// sets are few (endpoints × decisions × status codes).
 	mu      sync.RWMutex
 	counted map[requestLabels]prometheus.Counter
 }
