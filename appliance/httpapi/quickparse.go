@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -29,8 +30,8 @@ func parseListing(head []byte, base *http.Request) (*http.Request, bool) {
 		return nil, false
 	}
 	s := string(head) // every string below is a part of this one
-	line, rest, _ := cutCRLF(s)
-	target, ok := cutSuffix(line[len("GET "):], " HTTP/1.1")
+	line, rest, _ := strings.Cut(s, "\r\n")
+	target, ok := strings.CutSuffix(line[len("GET "):], " HTTP/1.1")
 	if !ok {
 		return nil, false
 	}
@@ -44,27 +45,22 @@ func parseListing(head []byte, base *http.Request) (*http.Request, bool) {
 	default:
 		return nil, false
 	}
-	n := 0 // header lines, to size the map and the values once
-	for i := 0; i+1 < len(rest); i++ {
-		if rest[i] == '\n' {
-			n++
-		}
-	}
+	n := strings.Count(rest, "\n") - 1 // header lines (rest ends with the blank one), to size the map and the values once
 	h := make(http.Header, n)
 	values := make([]string, n) // one array for all values, as textproto does
 	var host string
 	hosts, closing := 0, false
 	for {
 		var l string
-		l, rest, _ = cutCRLF(rest)
+		l, rest, _ = strings.Cut(rest, "\r\n")
 		if l == "" {
 			break // the blank line ends the head
 		}
-		colon := indexByte(l, ':')
+		colon := strings.IndexByte(l, ':')
 		if colon <= 0 {
 			return nil, false
 		}
-		name, value := l[:colon], trimSpaceTab(l[colon+1:])
+		name, value := l[:colon], strings.Trim(l[colon+1:], " \t") // what textproto trims
 		if !httpguts.ValidHeaderFieldName(name) || !plainValue(value) {
 			return nil, false
 		}
@@ -100,43 +96,6 @@ func parseListing(head []byte, base *http.Request) (*http.Request, bool) {
 	r.Method, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor = http.MethodGet, u, "HTTP/1.1", 1, 1
 	r.Header, r.Host, r.RequestURI, r.Close, r.Body = h, host, target, closing, http.NoBody
 	return r, true
-}
-
-// cutCRLF splits s at its first CRLF.
-func cutCRLF(s string) (line, rest string, ok bool) {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '\r' && s[i+1] == '\n' {
-			return s[:i], s[i+2:], true
-		}
-	}
-	return s, "", false
-}
-
-func cutSuffix(s, suffix string) (string, bool) {
-	if len(s) < len(suffix) || s[len(s)-len(suffix):] != suffix {
-		return s, false
-	}
-	return s[:len(s)-len(suffix)], true
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-// trimSpaceTab trims what textproto trims around a header value.
-func trimSpaceTab(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // plainQuery: printable ASCII, without the bytes url.ParseRequestURI
