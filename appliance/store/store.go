@@ -319,18 +319,29 @@ func (s *Store) lookup() {
 // Path is the database file.
 func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
 
+// pageCache bounds each connection's page cache to 512 KiB (SQLite's
+// default is 2,000 KiB). The cache is outside Go's heap and its
+// --memory-limit, and the pool holds four connections. On the small board
+// (GOMAXPROCS=1), three runs each, alternated: after three rounds of
+// fresh-MAC downloads the server's anonymous memory was 21.3-22.4 MB
+// against 23.0-26.3 MB with the default; then 1,000 devices at 20 KB/s
+// peaked at 60.5-62.7 MB of RSS against 58.9-67.8, and left 23.7-24.8 MB
+// anonymous against 29.3-35.2. Download CPU and a 10,000-file restart
+// showed no change. A page missed is read from the kernel's page cache.
+const pageCache = "&_pragma=cache_size(-512)"
+
 // dsn is the database's URI for the driver. The path is escaped: in a
 // URI a '#' or '?' would end it, and a data dir named "site#2" would open
 // "site" instead.
 func dsn(path string, readOnly bool) string {
 	u := "file:" + uriEscaper.Replace(path)
 	if readOnly {
-		return u + "?_pragma=busy_timeout(5000)&_pragma=query_only(1)"
+		return u + "?_pragma=busy_timeout(5000)&_pragma=query_only(1)" + pageCache
 	}
 	// A WAL of at most 1 MB between SQLite's own checkpoints, cut back to
 	// 4 MB after one (the writer checkpoints more often, durable.go).
 	return u + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=wal_autocheckpoint(256)&_pragma=journal_size_limit(4194304)"
+		"&_pragma=wal_autocheckpoint(256)&_pragma=journal_size_limit(4194304)" + pageCache
 }
 
 var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")

@@ -497,7 +497,7 @@ func TestRecordIsLitestreamCompatible(t *testing.T) {
 	s, _ := open(t, dir, Options{})
 	s.do(request{mac: "AA:00:00:00:00:01", decision: "refuse", image: "fw.bin"})
 	db := s.db.Load()
-	for pragma, want := range map[string]string{"journal_mode": "wal", "locking_mode": "normal", "synchronous": "2"} {
+	for pragma, want := range map[string]string{"journal_mode": "wal", "locking_mode": "normal", "synchronous": "2", "cache_size": "-512"} {
 		var got string
 		if err := db.QueryRow("PRAGMA " + pragma).Scan(&got); err != nil || got != want {
 			t.Errorf("PRAGMA %s = %q (%v), want %q", pragma, got, err, want)
