@@ -492,6 +492,8 @@ func openRW(path string) (*sql.DB, error) { return sql.Open("sqlite", dsn(path, 
 
 // TestRecordIsLitestreamCompatible: the database stays in WAL mode with
 // normal locking, and another connection reads it while the store writes.
+// (It also holds the server's connections to their 512 KiB page cache:
+// memory outside Go's --memory-limit, see pageCache.)
 func TestRecordIsLitestreamCompatible(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := open(t, dir, Options{})
