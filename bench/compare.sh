@@ -8,8 +8,9 @@
 # Rows with a MAC send what devices send (bench/wrk/devices.lua): a fresh
 # STA MAC per request (a fleet's first update) or 1,000 known devices in
 # turn; rows without one are AutoConnect's catalog loop and a repeated
-# download. Each rate comes with the servers' CPU per 1,000 requests
-# (from /proc), so that work shows beside rate; "small board" rows run
+# download. Each rate comes with the servers' CPU per 1,000 requests and
+# what they wrote to disk per request (from /proc), so that work shows
+# beside rate; "small board" rows run
 # otabox with GOMAXPROCS=1 against nginx with one worker.
 #
 # Request rates are measured in alternated rounds (otabox, nginx, ... in
@@ -123,31 +124,42 @@ cpu_ticks() {
   echo $t
 }
 HZ=$(getconf CLK_TCK)
-# rps PIDS ENV wrk-args...: "requests/s:CPU ms per 1,000 requests" as wrk
-# counts the requests and /proc the servers' CPU (ENV, e.g. MACS=0, goes
-# to the wrk script); a run with any non-2xx answer is reported as an
-# error instead of a figure.
+# written_bytes PIDS: what the processes caused to be written to storage
+# (write_bytes in /proc/PID/io): the fleet record's WAL, its checkpoints,
+# a log. On a Pi it is SD card wear.
+written_bytes() {
+  local t=0 p
+  for p in ${1//,/ }; do
+    [ -r "/proc/$p/io" ] && t=$((t + $(awk '/^write_bytes:/ {print $2}' "/proc/$p/io")))
+  done
+  echo $t
+}
+# rps PIDS ENV wrk-args...: "requests/s:CPU ms per 1,000 requests:KB
+# written to disk per request" as wrk counts the requests and /proc the
+# servers' CPU and writes (ENV, e.g. MACS=0, goes to the wrk script); a
+# run with any non-2xx answer is reported as an error instead of a figure.
 # Each run gets its own RUN number (bench/wrk/devices.lua: its own fresh
 # MACs); rps runs in a subshell, so the count is kept in a file.
 echo 0 > "$work/runs"
 rps() {
   local pids=$1 envs=$2; shift 2
-  local before after out run
+  local before after wbefore wafter out run
   run=$(( $(cat "$work/runs") + 1 )); echo $run > "$work/runs"
-  before=$(cpu_ticks "$pids")
+  before=$(cpu_ticks "$pids") wbefore=$(written_bytes "$pids")
   out=$(env $envs RUN=$run wrk -t2 -c16 -d"$DUR" "$@" 2>&1)
-  after=$(cpu_ticks "$pids")
+  after=$(cpu_ticks "$pids") wafter=$(written_bytes "$pids")
   if grep -q "Non-2xx" <<<"$out"; then echo "ERR:$(grep Non-2xx <<<"$out" | awk '{print $NF}')non2xx"; return; fi
   local rate reqs
   rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  echo "$rate:$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "-" }')"
+  echo "$rate:$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "-" }'):$(awk -v w=$((wafter - wbefore)) -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", w / 1024 / n; else printf "-" }')"
 }
 # alternate key|url|headers-array|pids|env ...: ROUNDS rounds, each running
 # every server once in turn, so that what the shared machine does
 # meanwhile falls on all of them alike; R[key] is the median rate, C[key]
-# the median CPU per 1,000 requests, RUNS[key] every round's rate.
-declare -A R C RUNS CPUS
+# the median CPU per 1,000 requests, W[key] the median KB written per
+# request, RUNS[key] every round's rate.
+declare -A R C W RUNS CPUS WRITES
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 alternate() {
   local r e key url hdrs pidv envs v
@@ -158,13 +170,15 @@ alternate() {
       v=$(rps "$pidv" "$envs" "${h[@]}" "$url")
       unset -n h
       RUNS[$key]+="${v%%:*} "
-      CPUS[$key]+="${v#*:} "
+      v=${v#*:}
+      CPUS[$key]+="${v%%:*} "
+      WRITES[$key]+="${v#*:} "
     done
   done
   for e in "$@"; do
     key=${e%%|*}
-    if grep -q ERR <<<"${RUNS[$key]}"; then R[$key]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep -m1 ERR); C[$key]=-
-    else R[$key]=$(median <<<"${RUNS[$key]}"); C[$key]=$(median <<<"${CPUS[$key]}"); fi
+    if grep -q ERR <<<"${RUNS[$key]}"; then R[$key]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep -m1 ERR); C[$key]=- W[$key]=-
+    else R[$key]=$(median <<<"${RUNS[$key]}"); C[$key]=$(median <<<"${CPUS[$key]}"); W[$key]=$(median <<<"${WRITES[$key]}"); fi
   done
 }
 # per_round a b: each round's a/b, in order.
@@ -289,6 +303,12 @@ printf "| %-34s | %12s | %12s | %9s |\n" "CPU ms per 1,000 requests" "otabox" "n
 printf "|%s|\n" "------------------------------------|--------------|--------------|----------"
 for k in cat:"catalog, no MAC" catm:"catalog, fresh MAC" dl:"1 MB downloads, no MAC" dlf:"1 MB downloads, fresh MAC" dlk:"1 MB downloads, 1,000 known MACs" cat1:"small board: catalog" dlf1:"small board: downloads, fresh MAC"; do
   printf "| %-34s | %12s | %12s | %9s |\n" "${k#*:}" "${C[${k%%:*}_ota]}" "${C[${k%%:*}_ngx]}" "$(ratio "${C[${k%%:*}_ota]}" "${C[${k%%:*}_ngx]}")"
+done
+echo
+printf "| %-34s | %12s | %12s |\n" "KB written to disk per request" "otabox" "nginx"
+printf "|%s|\n" "------------------------------------|--------------|-------------"
+for k in cat:"catalog, no MAC" catm:"catalog, fresh MAC" dl:"1 MB downloads, no MAC" dlf:"1 MB downloads, fresh MAC" dlk:"1 MB downloads, 1,000 known MACs" dlf1:"small board: downloads, fresh MAC"; do
+  printf "| %-34s | %12s | %12s |\n" "${k#*:}" "${W[${k%%:*}_ota]}" "${W[${k%%:*}_ngx]}"
 done
 echo
 printf "| %-34s | %12s | %12s | %9s |\n" "the fleet record's cost" "store on" "store off" "on/off"
