@@ -134,7 +134,7 @@ written_bytes() {
   done
   echo $t
 }
-# rps PIDS ENV wrk-args...: "requests/s:CPU ms per 1,000 requests:KB
+# rps PIDS ENV wrk-args...: "requests/s:CPU ms per 1,000 requests:bytes
 # written to disk per request" as wrk counts the requests and /proc the
 # servers' CPU and writes (ENV, e.g. MACS=0, goes to the wrk script); a
 # run with any non-2xx answer is reported as an error instead of a figure.
@@ -152,12 +152,12 @@ rps() {
   local rate reqs
   rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  echo "$rate:$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "-" }'):$(awk -v w=$((wafter - wbefore)) -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", w / 1024 / n; else printf "-" }')"
+  echo "$rate:$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "-" }'):$(awk -v w=$((wafter - wbefore)) -v n="$reqs" 'BEGIN { if (n > 0) printf "%.0f", w / n; else printf "-" }')"
 }
 # alternate key|url|headers-array|pids|env ...: ROUNDS rounds, each running
 # every server once in turn, so that what the shared machine does
 # meanwhile falls on all of them alike; R[key] is the median rate, C[key]
-# the median CPU per 1,000 requests, W[key] the median KB written per
+# the median CPU per 1,000 requests, W[key] the median bytes written per
 # request, RUNS[key] every round's rate.
 declare -A R C W RUNS CPUS WRITES
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -305,7 +305,7 @@ for k in cat:"catalog, no MAC" catm:"catalog, fresh MAC" dl:"1 MB downloads, no 
   printf "| %-34s | %12s | %12s | %9s |\n" "${k#*:}" "${C[${k%%:*}_ota]}" "${C[${k%%:*}_ngx]}" "$(ratio "${C[${k%%:*}_ota]}" "${C[${k%%:*}_ngx]}")"
 done
 echo
-printf "| %-34s | %12s | %12s |\n" "KB written to disk per request" "otabox" "nginx"
+printf "| %-34s | %12s | %12s |\n" "bytes written to disk per request" "otabox" "nginx"
 printf "|%s|\n" "------------------------------------|--------------|-------------"
 for k in cat:"catalog, no MAC" catm:"catalog, fresh MAC" dl:"1 MB downloads, no MAC" dlf:"1 MB downloads, fresh MAC" dlk:"1 MB downloads, 1,000 known MACs" dlf1:"small board: downloads, fresh MAC"; do
   printf "| %-34s | %12s | %12s |\n" "${k#*:}" "${W[${k%%:*}_ota]}" "${W[${k%%:*}_ngx]}"
