@@ -114,26 +114,24 @@ fi
 HDRS=(-H "User-Agent: ESP8266-http-Update"
       -H "x-ESP8266-free-space: 4194304" -H "x-ESP8266-sketch-size: 373940" -H "x-ESP8266-sketch-md5: 0123456789abcdef0123456789abcdef"
       -H "x-ESP8266-chip-size: 4194304" -H "x-ESP8266-sdk-version: 2.2.2-dev(38a443e)" -H "x-ESP8266-mode: sketch")
-# cpu_ticks PIDS: the processes' user and system time (comma-separated
-# pids), in clock ticks, from /proc.
-cpu_ticks() {
-  local t=0 p
+# proc_sum PIDS FILE PROGRAM: the sum over the processes (comma-separated
+# pids) of what the awk PROGRAM prints from /proc/PID/FILE; 0 for a
+# process gone or a file it may not read.
+proc_sum() {
+  local t=0 p v
   for p in ${1//,/ }; do
-    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || true)
+    t=$((t + ${v:-0}))
   done
   echo $t
 }
+# cpu_ticks PIDS: the processes' user and system time, in clock ticks.
+cpu_ticks() { proc_sum "$1" stat '{print $14 + $15}'; }
 HZ=$(getconf CLK_TCK)
 # written_bytes PIDS: what the processes caused to be written to storage
 # (write_bytes in /proc/PID/io): the fleet record's WAL, its checkpoints,
 # a log. On a Pi it is SD card wear.
-written_bytes() {
-  local t=0 p
-  for p in ${1//,/ }; do
-    [ -r "/proc/$p/io" ] && t=$((t + $(awk '/^write_bytes:/ {print $2}' "/proc/$p/io")))
-  done
-  echo $t
-}
+written_bytes() { proc_sum "$1" io '/^write_bytes:/ {print $2}'; }
 # rps PIDS ENV wrk-args...: "requests/s:CPU ms per 1,000 requests:bytes
 # written to disk per request" as wrk counts the requests and /proc the
 # servers' CPU and writes (ENV, e.g. MACS=0, goes to the wrk script); a
