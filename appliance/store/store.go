@@ -338,8 +338,8 @@ func dsn(path string, readOnly bool) string {
 	if readOnly {
 		return u + "?_pragma=busy_timeout(5000)&_pragma=query_only(1)" + pageCache
 	}
-	// A WAL of at most 4 MB (SQLite's default of 1,000 pages) between
-	// SQLite's own checkpoints, cut back to 4 MB after one; the writer
+	// SQLite checkpoints the WAL itself every 1,000 pages (4 MB, its
+	// default) and cuts the file back to 4 MB after; the writer
 	// checkpoints after every quiet second (durable.go). At 256 pages a
 	// fresh-MAC download wrote 20-21 KB to disk, 18-19 KB at 1,000: each
 	// checkpoint writes a page once however many commits changed it.
