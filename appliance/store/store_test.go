@@ -492,25 +492,32 @@ func openRW(path string) (*sql.DB, error) { return sql.Open("sqlite", dsn(path, 
 
 // TestRecordIsLitestreamCompatible: the database stays in WAL mode with
 // normal locking, and another connection reads it while the store writes.
-// (It also holds the server's connections to their 512 KiB page cache:
-// memory outside Go's --memory-limit, see pageCache; and SQLite's own
-// checkpoint to every 1,000 pages, as docs/fleet-record.md says.)
+// (It also holds the server's connections, and the read-only ones of
+// outside commands, to their 512 KiB page cache: memory outside Go's
+// --memory-limit, see pageCache; to temporary files in memory, see
+// memTemp; and the server's to SQLite's own checkpoint every 1,000
+// pages, as docs/fleet-record.md says.)
 func TestRecordIsLitestreamCompatible(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := open(t, dir, Options{})
 	s.do(request{mac: "AA:00:00:00:00:01", decision: "refuse", image: "fw.bin"})
-	db := s.db.Load()
-	for pragma, want := range map[string]string{"journal_mode": "wal", "locking_mode": "normal", "synchronous": "2", "cache_size": "-512", "wal_autocheckpoint": "1000"} {
-		var got string
-		if err := db.QueryRow("PRAGMA " + pragma).Scan(&got); err != nil || got != want {
-			t.Errorf("PRAGMA %s = %q (%v), want %q", pragma, got, err, want)
+	pragmas := func(who string, db *sql.DB, want map[string]string) {
+		t.Helper()
+		for pragma, want := range want {
+			var got string
+			if err := db.QueryRow("PRAGMA " + pragma).Scan(&got); err != nil || got != want {
+				t.Errorf("%s: PRAGMA %s = %q (%v), want %q", who, pragma, got, err, want)
+			}
 		}
 	}
+	pragmas("server", s.db.Load(), map[string]string{"journal_mode": "wal", "locking_mode": "normal", "synchronous": "2",
+		"cache_size": "-512", "temp_store": "2", "wal_autocheckpoint": "1000"})
 	r, err := OpenReader(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	pragmas("reader", r.db.Load(), map[string]string{"journal_mode": "wal", "query_only": "1", "cache_size": "-512", "temp_store": "2"})
 	s.do(request{mac: "AA:00:00:00:00:02", decision: "refuse", image: "fw.bin"})
 	if devs, _, err := r.Devices(context.Background(), DeviceFilter{}); err != nil || len(devs) != 2 {
 		t.Errorf("a second connection reads %d devices, %v", len(devs), err)
