@@ -80,9 +80,17 @@ http {
 CONF
 }
 
-"$work/otabox" serve --mdns=false --data-dir "$work/data" -b 127.0.0.1 -p $OTA -d "$work/cat" --log error & pids+=($!)
-OTAP=$!
-wait_port $OTA
+# The server under test. Its pid is kept in a file: the rows that add
+# devices start it again on an empty record (fresh_record, below).
+OTAN=0
+start_ota() {
+  OTAN=$((OTAN + 1))
+  "$work/otabox" serve --mdns=false --data-dir "$work/data-$OTAN" -b 127.0.0.1 -p $OTA -d "$work/cat" --log error & pids+=($!)
+  echo $! > "$work/ota.pid"
+  wait_port $OTA
+}
+start_ota
+OTAP=@$work/ota.pid
 # The same server keeping no fleet record: what the store costs.
 "$work/otabox" serve --mdns=false --data-dir "" -b 127.0.0.1 -p $OTA0 -d "$work/cat" --log error & pids+=($!)
 OTA0P=$!
@@ -141,6 +149,7 @@ written_bytes() { proc_sum "$1" io '/^write_bytes:/ {print $2}'; }
 echo 0 > "$work/runs"
 rps() {
   local pids=$1 envs=$2; shift 2
+  [[ $pids == @* ]] && pids=$(cat "${pids#@}")   # @file: the pid in it now
   local before after wbefore wafter out run
   run=$(( $(cat "$work/runs") + 1 )); echo $run > "$work/runs"
   before=$(cpu_ticks "$pids") wbefore=$(written_bytes "$pids")
@@ -156,12 +165,14 @@ rps() {
 # every server once in turn, so that what the shared machine does
 # meanwhile falls on all of them alike; R[key] is the median rate, C[key]
 # the median CPU per 1,000 requests, W[key] the median bytes written per
-# request, RUNS[key] every round's rate.
-declare -A R C W RUNS CPUS WRITES
+# request, RUNS[key] every round's rate. With FRESH=name, each round starts
+# otabox on an empty record and RECORD[name] says what the round left in it.
+declare -A R C W RUNS CPUS WRITES RECORD
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 alternate() {
   local r e key url hdrs pidv envs v
   for r in $(seq "$ROUNDS"); do
+    [ -n "${FRESH:-}" ] && fresh_record
     for e in "$@"; do
       IFS='|' read -r key url hdrs pidv envs <<<"$e"
       local -n h=$hdrs
@@ -172,6 +183,7 @@ alternate() {
       CPUS[$key]+="${v%%:*} "
       WRITES[$key]+="${v#*:} "
     done
+    [ -n "${FRESH:-}" ] && RECORD[$FRESH]+="${RECORD[$FRESH]:+; }$(record_held)"
   done
   for e in "$@"; do
     key=${e%%|*}
@@ -185,6 +197,23 @@ per_round() {
     awk '{ if ($2+0 > 0) printf "%s%.2f", (NR>1 ? " " : ""), $1/$2 }'
 }
 
+# The fleet record holds at most 100,000 devices. Past that bound a new
+# MAC is counted (otabox_store_truncated_total) instead of added, and costs
+# less: at 20,000 listings/s the bound is reached within a round. So each
+# round of a row that adds a device per request starts otabox on an empty
+# record, and what the round added and left out is printed below the table.
+fresh_record() {
+  local p; p=$(cat "$work/ota.pid")
+  answer_counts $OTA >> "$work/answers"
+  kill -TERM "$p"; wait "$p" || true
+  start_ota
+}
+record_held() {
+  sleep 0.5   # the listings' last commit (they are recorded without waiting)
+  curl -s "http://127.0.0.1:$OTA/metrics" | awk '/^otabox_devices_seen / {d = $2} /^otabox_store_truncated_total / {t = $2}
+    END {printf "%d added, %d past the bound", d, t}'
+}
+
 NOHDRS=()
 REFHDRS=("${HDRS[@]}" -H "x-ESP8266-STA-MAC: 5C:CF:7F:00:00:01" -H "x-ESP8266-AP-MAC: 5E:CF:7F:00:00:01")
 # What devices send: a STA MAC per request (bench/wrk/devices.lua; MACS=0
@@ -195,13 +224,13 @@ echo "# catalog requests/s, 16 connections, $ROUNDS alternated rounds of $DUR" >
 alternate "cat_ota|http://127.0.0.1:$OTA/$CAT|NOHDRS|$OTAP|" "cat_ngx|http://127.0.0.1:$NGX/$CAT|NOHDRS|$NGXP|" "cat_ota0|http://127.0.0.1:$OTA0/$CAT|NOHDRS|$OTA0P|" \
   ${REF:+"cat_ref|http://127.0.0.1:$REFP/$CAT|NOHDRS|$REFPID|"}
 echo "# catalog requests/s with a fresh MAC per request" >&2
-alternate "catm_ota|http://127.0.0.1:$OTA/$CAT|DEVS|$OTAP|MACS=0" "catm_ngx|http://127.0.0.1:$NGX/$CAT|DEVS|$NGXP|MACS=0"
+FRESH=catm alternate "catm_ota|http://127.0.0.1:$OTA/$CAT|DEVS|$OTAP|MACS=0" "catm_ngx|http://127.0.0.1:$NGX/$CAT|DEVS|$NGXP|MACS=0"
 echo "# 1 MB downloads/s, 16 connections, device headers, no MAC, $ROUNDS alternated rounds of $DUR" >&2
 # The reference refuses (403) a download without the MAC headers; it never holds one back.
 alternate "dl_ota|http://127.0.0.1:$OTA/fw1m.bin|HDRS|$OTAP|" "dl_ngx|http://127.0.0.1:$NGX/fw1m.bin|HDRS|$NGXP|" "dl_ota0|http://127.0.0.1:$OTA0/fw1m.bin|HDRS|$OTA0P|" \
   ${REF:+"dl_ref|http://127.0.0.1:$REFP/fw1m.bin|REFHDRS|$REFPID|"}
 echo "# 1 MB downloads/s with a fresh MAC per request (a fleet's first update)" >&2
-alternate "dlf_ota|http://127.0.0.1:$OTA/fw1m.bin|DEVS|$OTAP|MACS=0" "dlf_ngx|http://127.0.0.1:$NGX/fw1m.bin|DEVS|$NGXP|MACS=0"
+FRESH=dlf alternate "dlf_ota|http://127.0.0.1:$OTA/fw1m.bin|DEVS|$OTAP|MACS=0" "dlf_ngx|http://127.0.0.1:$NGX/fw1m.bin|DEVS|$NGXP|MACS=0"
 echo "# 1 MB downloads/s from a known fleet of 1,000 MACs in turn" >&2
 alternate "dlk_ota|http://127.0.0.1:$OTA/fw1m.bin|DEVS|$OTAP|MACS=1000" "dlk_ngx|http://127.0.0.1:$NGX/fw1m.bin|DEVS|$NGXP|MACS=1000"
 echo "# the small board: GOMAXPROCS=1 against one nginx worker" >&2
@@ -210,13 +239,16 @@ alternate "cat1_ota|http://127.0.0.1:$OTA1/$CAT|NOHDRS|$OTA1P|" "cat1_ngx|http:/
 
 # What otabox answered to the firmware requests of the rows above: wrk
 # counts a 304 as a success, and a held-back device is no download.
-answers() {
+# answer_counts PORT: "decision status count" lines since that server
+# started; answers: their sums, from every server the lines came from.
+answer_counts() {
   curl -s "http://127.0.0.1:$1/metrics" | awk -F'[{}]' '/^otabox_requests_total\{/ && /endpoint="firmware"/ {
     split($2, l, ","); d = s = ""
     for (i in l) { split(l[i], kv, "="); gsub(/"/, "", kv[2]); if (kv[1] == "decision") d = kv[2]; if (kv[1] == "status") s = kv[2] }
-    n = $3; gsub(/ /, "", n); printf "%s%s %s: %s", (c++ ? ", " : ""), d, s, n }'
+    n = $3; gsub(/ /, "", n); print d, s, n }'
 }
-R[answers]="$(answers $OTA); small board $(answers $OTA1)"
+answers() { awk '{n[$1 " " $2] += $3} END {for (k in n) printf "%s%s: %d", (c++ ? ", " : ""), k, n[k]}'; }
+R[answers]="$({ cat "$work/answers"; answer_counts $OTA; } | answers); small board $(answer_counts $OTA1 | answers)"
 echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
 best() { sort -n | head -1; }
 R[up_ota]=$(for _ in 1 2 3; do "$work/loadtool" startup "http://127.0.0.1:18190/_catalog?op=list&path=." "$work/otabox-big" serve --mdns=false --data-dir "$work/data-big" -b 127.0.0.1 -p 18190 --log error; done | best)
@@ -255,12 +287,12 @@ rm -rf "$work/many" "$work/data-many" "$work/data-many-0"
 
 echo "# $SLOW clients reading 1 MB at 50 KB/s each (peak RSS of the server)" >&2
 slow() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n "$SLOW" -rate 51200 -limit 90s -pids "$2"; }
-R[slow_ota]=$(slow $OTA "$OTAP")
+R[slow_ota]=$(slow $OTA "$(cat "$work/ota.pid")")
 R[slow_ngx]=$(slow $NGX "$(nginx_pids $NGX)")
 [ -n "$REF" ] && R[slow_ref]=$(slow $REFP "$REFPID")
 echo "# 1000 devices reading 1 MB at 20 KB/s each (peak RSS of the server)" >&2
 fleet() { "$work/loadtool" slow -addr "127.0.0.1:$1" -path /fw1m.bin -n 1000 -rate 20480 -limit 120s -pids "$2"; }
-R[k_ota]=$(fleet $OTA "$OTAP")
+R[k_ota]=$(fleet $OTA "$(cat "$work/ota.pid")")
 R[k_ngx]=$(fleet $NGX "$(nginx_pids $NGX)")
 R[k1_ota]=$(fleet $OTA1 "$OTA1P")
 R[k1_ngx]=$(fleet $NGX1 "$(nginx_pids $NGX1)")
@@ -316,4 +348,5 @@ printf "| %-34s | %12s | %12s | %9s |\n" "1 MB downloads/s (16 conns)" "${R[dl_o
 echo
 echo "each round's otabox/nginx: catalog $(per_round cat_ota cat_ngx); catalog, fresh MAC $(per_round catm_ota catm_ngx); 1 MB downloads $(per_round dl_ota dl_ngx); fresh MAC $(per_round dlf_ota dlf_ngx); 1,000 known MACs $(per_round dlk_ota dlk_ngx); store off $(per_round dl_ota0 dl_ngx); small board: catalog $(per_round cat1_ota cat1_ngx), fresh MAC $(per_round dlf1_ota dlf1_ngx)"
 echo "otabox's firmware answers in those rows: ${R[answers]}"
+echo "the fleet record after each round, started empty: catalog, fresh MAC: ${RECORD[catm]}; 1 MB downloads, fresh MAC: ${RECORD[dlf]}"
 echo "otabox $(git describe --always --dirty 2>/dev/null), $(nproc) cores, $(uname -m); wrk -t2 -c16, $ROUNDS alternated rounds of $DUR (medians); loopback only."
