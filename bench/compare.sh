@@ -147,6 +147,7 @@ written_bytes() { proc_sum "$1" io '/^write_bytes:/ {print $2}'; }
 # Each run gets its own RUN number (bench/wrk/devices.lua: its own fresh
 # MACs); rps runs in a subshell, so the count is kept in a file.
 echo 0 > "$work/runs"
+: > "$work/answers"   # firmware answers of the servers fresh_record stopped
 rps() {
   local pids=$1 envs=$2; shift 2
   [[ $pids == @* ]] && pids=$(cat "${pids#@}")   # @file: the pid in it now
@@ -197,6 +198,17 @@ per_round() {
     awk '{ if ($2+0 > 0) printf "%s%.2f", (NR>1 ? " " : ""), $1/$2 }'
 }
 
+# What otabox answered to the firmware requests of the rate rows: wrk
+# counts a 304 as a success, and a held-back device is no download.
+# answer_counts PORT: "decision status count" lines since that server
+# started; answers: their sums, from every server the lines came from.
+answer_counts() {
+  curl -s "http://127.0.0.1:$1/metrics" | awk -F'[{}]' '/^otabox_requests_total\{/ && /endpoint="firmware"/ {
+    split($2, l, ","); d = s = ""
+    for (i in l) { split(l[i], kv, "="); gsub(/"/, "", kv[2]); if (kv[1] == "decision") d = kv[2]; if (kv[1] == "status") s = kv[2] }
+    n = $3; gsub(/ /, "", n); print d, s, n }'
+}
+answers() { awk '{n[$1 " " $2] += $3} END {for (k in n) printf "%s%s: %d", (c++ ? ", " : ""), k, n[k]}'; }
 # The fleet record holds at most 100,000 devices. Past that bound a new
 # MAC is counted (otabox_store_truncated_total) instead of added, and costs
 # less: at 20,000 listings/s the bound is reached within a round. So each
@@ -237,17 +249,6 @@ echo "# the small board: GOMAXPROCS=1 against one nginx worker" >&2
 alternate "cat1_ota|http://127.0.0.1:$OTA1/$CAT|NOHDRS|$OTA1P|" "cat1_ngx|http://127.0.0.1:$NGX1/$CAT|NOHDRS|$NGX1P|" \
   "dlf1_ota|http://127.0.0.1:$OTA1/fw1m.bin|DEVS|$OTA1P|MACS=0" "dlf1_ngx|http://127.0.0.1:$NGX1/fw1m.bin|DEVS|$NGX1P|MACS=0"
 
-# What otabox answered to the firmware requests of the rows above: wrk
-# counts a 304 as a success, and a held-back device is no download.
-# answer_counts PORT: "decision status count" lines since that server
-# started; answers: their sums, from every server the lines came from.
-answer_counts() {
-  curl -s "http://127.0.0.1:$1/metrics" | awk -F'[{}]' '/^otabox_requests_total\{/ && /endpoint="firmware"/ {
-    split($2, l, ","); d = s = ""
-    for (i in l) { split(l[i], kv, "="); gsub(/"/, "", kv[2]); if (kv[1] == "decision") d = kv[2]; if (kv[1] == "status") s = kv[2] }
-    n = $3; gsub(/ /, "", n); print d, s, n }'
-}
-answers() { awk '{n[$1 " " $2] += $3} END {for (k in n) printf "%s%s: %d", (c++ ? ", " : ""), k, n[k]}'; }
 R[answers]="$({ cat "$work/answers"; answer_counts $OTA; } | answers); small board $(answer_counts $OTA1 | answers)"
 echo "# start-up with 200 MB of firmware (ms to the first catalog answer, best of 3)" >&2
 best() { sort -n | head -1; }
