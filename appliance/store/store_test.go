@@ -524,6 +524,51 @@ func TestRecordIsLitestreamCompatible(t *testing.T) {
 	}
 }
 
+// TestANewRecordHas2KBPages: a record created now has 2 KB pages
+// (pageSize, docs/fleet-record.md), in WAL mode from its first page, and
+// keeps them across a restart; one created with SQLite's 4 KB default, as
+// every record before, opens and keeps its pages and its devices.
+func TestANewRecordHas2KBPages(t *testing.T) {
+	pages := func(db *sql.DB) (size int, mode string) {
+		t.Helper()
+		if err := db.QueryRow(`PRAGMA page_size`).Scan(&size); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		return size, mode
+	}
+	older := t.TempDir()
+	db, err := openRW(filepath.Join(older, FileName)) // what Open did before create
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size, _ := pages(db); size != 4096 {
+		t.Fatalf("the 4 KB record to start from has %d-byte pages", size)
+	}
+	db.Close()
+	for _, c := range []struct {
+		dir  string
+		want int
+	}{{t.TempDir(), 2048}, {older, 4096}} {
+		s, _ := open(t, c.dir, Options{})
+		s.do(request{mac: "AA:00:00:00:00:01", decision: "refuse", image: "fw.bin"})
+		if size, mode := pages(s.db.Load()); size != c.want || mode != "wal" {
+			t.Errorf("%d-byte record: %d-byte pages, journal mode %s", c.want, size, mode)
+		}
+		s.Close()
+		s, _ = open(t, c.dir, Options{})
+		if size, _ := pages(s.db.Load()); size != c.want {
+			t.Errorf("%d-byte record, restarted: %d-byte pages", c.want, size)
+		}
+		if devs, _, err := s.Devices(context.Background(), DeviceFilter{}); err != nil || len(devs) != 1 {
+			t.Errorf("%d-byte record, restarted: %d devices, %v", c.want, len(devs), err)
+		}
+		s.Close()
+	}
+}
+
 // TestDataDirWithURICharacters: a data dir whose name holds '#', '?' or
 // '%' keeps its record in that dir, not in a file named after its prefix.
 func TestDataDirWithURICharacters(t *testing.T) {
