@@ -445,10 +445,10 @@ type damagedError struct{ err error }
 func (d damagedError) Error() string { return d.err.Error() }
 
 func (s *Store) openChecked(path string) (*sql.DB, error) {
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+	switch fi, err := os.Stat(path); {
+	case err == nil && !fi.Mode().IsRegular():
 		return nil, damagedError{fmt.Errorf("%s is a %s, not a database file", path, fi.Mode().Type())}
-	}
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	case errors.Is(err, fs.ErrNotExist):
 		if err := create(path); err != nil {
 			return nil, fmt.Errorf("store %s: %w", path, err)
 		}
