@@ -374,8 +374,9 @@ var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 // which moves what a row has past 488 bytes at 2 KB (231 at 1 KB) to an
 // overflow page. The files table's rows of a 10,000-file catalog (1,202
 // bytes, an overflow page each at either size) took 22.8 MB instead of
-// 45.7, and a restart listed them as fast (680-970 ms against 749-1,009,
-// alternated).
+// 45.7; in 16 alternated restarts each, in three sets, a restart listed
+// them in a median 1,059 ms against 1,005 (per set 897/908, 1,078/978,
+// 1,112/1,117): no consistent difference.
 const pageSize = 2048
 
 // create makes an empty database file in WAL mode with pageSize-byte
