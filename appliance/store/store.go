@@ -344,11 +344,10 @@ const pageCache = "&_pragma=cache_size(-512)"
 // file and 17,949 without (BenchmarkStoreListings/fresh-mac).
 const memTemp = "&_pragma=temp_store(MEMORY)"
 
-// dsn is the database's URI for the driver. The path is escaped: in a
-// URI a '#' or '?' would end it, and a data dir named "site#2" would open
-// "site" instead.
+// dsn is the database's URI for the driver, with each connection's
+// pragmas.
 func dsn(path string, readOnly bool) string {
-	u := "file:" + uriEscaper.Replace(path)
+	u := fileURI(path)
 	if readOnly {
 		return u + "?_pragma=busy_timeout(5000)&_pragma=query_only(1)" + pageCache + memTemp
 	}
@@ -362,6 +361,11 @@ func dsn(path string, readOnly bool) string {
 }
 
 var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
+
+// fileURI is path as a URI for the driver, without parameters. The path
+// is escaped: in a URI a '#' or '?' would end it, and a data dir named
+// "site#2" would open "site" instead.
+func fileURI(path string) string { return "file:" + uriEscaper.Replace(path) }
 
 // pageSize is a new record's page size, half SQLite's default. Each
 // commit writes every page it changed, whole, to the WAL, and a download's
@@ -385,7 +389,7 @@ const pageSize = 2048
 // dsn's journal_mode(WAL) would write that page first at 4 KB. A record
 // created before keeps its 4 KB pages.
 func create(path string) error {
-	db, err := sql.Open("sqlite", "file:"+uriEscaper.Replace(path)+"?_pragma=page_size("+strconv.Itoa(pageSize)+")")
+	db, err := sql.Open("sqlite", fileURI(path)+"?_pragma=page_size("+strconv.Itoa(pageSize)+")")
 	if err != nil {
 		return err
 	}
