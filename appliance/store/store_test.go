@@ -191,15 +191,22 @@ func TestRetentionByAge(t *testing.T) {
 	}
 }
 
-// TestMaxDevices: the fleet table stops growing at its bound; the events
-// of further MACs are still kept.
+// TestMaxDevices: the fleet table stops growing at its bound (100,000
+// devices unless told, as README's Performance says); the events of
+// further MACs are still kept, and each MAC left out is counted.
 func TestMaxDevices(t *testing.T) {
+	if s, _ := open(t, t.TempDir(), Options{}); s.opts.MaxDevices != 100_000 {
+		t.Errorf("default bound %d devices, want 100,000", s.opts.MaxDevices)
+	}
 	s, _ := open(t, t.TempDir(), Options{MaxDevices: 10})
 	for i := 0; i < 30; i++ {
 		s.do(request{mac: fmt.Sprintf("AA:00:00:00:00:%02X", i), decision: "refuse", image: "fw.bin"})
 	}
 	if c, _ := s.Counts(context.Background()); c.Devices != 10 || c.Events != 30 {
 		t.Fatalf("%+v", c)
+	}
+	if n := s.Health().Truncated; n != 20 {
+		t.Errorf("%d MACs counted past the bound, want 20", n)
 	}
 }
 
