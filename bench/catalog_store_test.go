@@ -61,8 +61,11 @@ func BenchmarkDownloadFreshMAC(b *testing.B) {
 }
 
 // staMAC is the i-th device's STA MAC header line.
-func staMAC(i int64) string {
-	return fmt.Sprintf("x-ESP8266-STA-MAC: 5C:CF:%02X:%02X:%02X:%02X\r\n", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+func staMAC(i int64) string { return "x-ESP8266-STA-MAC: " + deviceMAC(i) + "\r\n" }
+
+// deviceMAC is the i-th device's STA MAC.
+func deviceMAC(i int64) string {
+	return fmt.Sprintf("5C:CF:%02X:%02X:%02X:%02X", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
 }
 
 // download is the request ESP8266HTTPUpdate sends for an image, with

@@ -125,7 +125,7 @@ func BenchmarkStoreListings(b *testing.B) {
 					e.Target = "/_catalog?op=list&path=" + strconv.Itoa(i)
 				case "fresh-mac":
 					// What a device's check-in carries (bench/wrk/devices.lua).
-					e.MAC = fmt.Sprintf("5C:CF:%02X:%02X:%02X:%02X", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+					e.MAC = deviceMAC(int64(i))
 					e.Digest, e.SDK, e.FreeSpace, e.ChipSize = fmt.Sprintf("%032x", i), "2.2.2-dev(38a443e)", 4194304, 4194304
 				}
 				s.Record(&e)
